@@ -1,0 +1,65 @@
+"""taskyard: a durable async task manager for Python services.
+
+One public protocol, :class:`TaskManager`, in front of interchangeable backends
+(``in-memory``, ``sqlite``, ``sqlite-with-fallback``, ``postgres``), chosen by settings
+and wired by :class:`taskyard.providers.Container`.
+"""
+
+from loguru import logger as _logger
+
+from taskyard.framework import (
+    ConfigurationError,
+    EngineConfig,
+    EventBus,
+    InvalidTaskOptions,
+    ManagerStateError,
+    PayloadError,
+    PermanentFailure,
+    Retry,
+    RetryPolicy,
+    Run,
+    RunRegistry,
+    RunStatus,
+    SchedulingError,
+    StoreError,
+    TaskEngine,
+    TaskEvent,
+    TaskManager,
+    TaskNotFound,
+    TaskOrchestrator,
+    TaskStatus,
+    TaskStore,
+    TaskyardError,
+    UnknownTaskType,
+)
+
+_logger.disable("taskyard")  # a library adds no sinks; the CLI or the application enables it
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "EngineConfig",
+    "EventBus",
+    "InvalidTaskOptions",
+    "ManagerStateError",
+    "PayloadError",
+    "PermanentFailure",
+    "Retry",
+    "RetryPolicy",
+    "Run",
+    "RunRegistry",
+    "RunStatus",
+    "SchedulingError",
+    "StoreError",
+    "TaskEngine",
+    "TaskEvent",
+    "TaskManager",
+    "TaskNotFound",
+    "TaskOrchestrator",
+    "TaskStatus",
+    "TaskStore",
+    "TaskyardError",
+    "UnknownTaskType",
+    "__version__",
+]

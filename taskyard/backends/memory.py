@@ -1,0 +1,259 @@
+"""The in-memory backend: the old behaviour (nothing survives the process) and the public
+test double. State is inspectable: ``store.tasks``, ``store.reset()``."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+
+from taskyard.framework.engine import EngineConfig, TaskEngine
+from taskyard.framework.events import EventBus
+from taskyard.framework.models import (
+    Outcome,
+    TaskRecord,
+    TaskStatus,
+    loads,
+    new_task_id,
+    to_epoch,
+)
+from taskyard.framework.runs import RunRegistry
+from taskyard.framework.store import TaskStore
+
+
+class InMemoryStore(TaskStore):
+    """Tasks in a dict, due tasks in a heap by (priority, seq), delayed ones by run_after.
+
+    Records handed out are copies, and payloads are decoded from their JSON text, so a
+    handler sees exactly what a durable store would give it.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every task."""
+        self.tasks: dict[str, TaskRecord] = {}
+        self._by_key: dict[str, str] = {}
+        self._ready: list[tuple[int, int, str]] = []
+        self._delayed: list[tuple[float, int, str]] = []
+        self._seq = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"<InMemoryStore tasks={len(self.tasks)}>"
+
+    def _enqueue(self, record: TaskRecord) -> None:
+        heapq.heappush(self._delayed, (to_epoch(record.run_after), record.seq, record.id))
+
+    async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        ids: list[str] = []
+        for record in records:
+            key = record.idempotency_key
+            if key is not None and key in self._by_key:
+                ids.append(self._by_key[key])
+                continue
+            if record.id in self.tasks:  # the same task again (an import, a retried call)
+                ids.append(record.id)
+                continue
+            stored = record.copy()
+            stored.seq = next(self._seq)
+            record.seq = stored.seq
+            self.tasks[stored.id] = stored
+            if key is not None:
+                self._by_key[key] = stored.id
+            self._enqueue(stored)
+            ids.append(stored.id)
+        return ids
+
+    def _promote(self, now: datetime) -> None:
+        horizon = to_epoch(now)
+        while self._delayed and self._delayed[0][0] <= horizon:
+            _, seq, task_id = heapq.heappop(self._delayed)
+            record = self.tasks.get(task_id)
+            if record is not None and record.status is TaskStatus.QUEUED:
+                heapq.heappush(self._ready, (record.priority, seq, task_id))
+
+    async def claim(
+        self,
+        *,
+        limit: int,
+        now: datetime,
+        worker_id: str,
+        lease_seconds: float,
+        types: Collection[str] | None = None,
+    ) -> list[TaskRecord]:
+        self._promote(now)
+        claimed: list[TaskRecord] = []
+        skipped: list[tuple[int, int, str]] = []
+        expires = now + timedelta(seconds=lease_seconds)
+        while self._ready and len(claimed) < limit:
+            entry = heapq.heappop(self._ready)
+            record = self.tasks.get(entry[2])
+            if record is None or record.status is not TaskStatus.QUEUED:
+                continue  # cancelled or re-queued under another entry
+            if record.seq != entry[1]:
+                continue
+            if types is not None and record.type not in types:
+                skipped.append(entry)
+                continue
+            record.status = TaskStatus.RUNNING
+            record.attempts += 1
+            record.started_at = now
+            record.updated_at = now
+            record.worker_id = worker_id
+            record.lease_token = new_task_id()
+            record.lease_expires_at = expires
+            claimed.append(self._copy_out(record))
+        for entry in skipped:
+            heapq.heappush(self._ready, entry)
+        return claimed
+
+    def _copy_out(self, record: TaskRecord) -> TaskRecord:
+        copy = record.copy()
+        if record.payload_json is not None:
+            copy.payload = loads(record.payload_json)
+        return copy
+
+    def _holds(self, task_id: str, token: str) -> TaskRecord | None:
+        record = self.tasks.get(task_id)
+        if record is None or record.status is not TaskStatus.RUNNING or record.lease_token != token:
+            return None
+        return record
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        applied: list[bool] = []
+        for outcome in outcomes:
+            record = self._holds(outcome.task_id, outcome.lease_token)
+            if record is None:
+                applied.append(False)
+                continue
+            record.status = outcome.status
+            record.updated_at = outcome.finished_at
+            record.lease_token = None
+            record.lease_expires_at = None
+            record.worker_id = None
+            if outcome.status is TaskStatus.QUEUED:
+                if outcome.release:
+                    record.attempts -= 1
+                else:
+                    record.error = outcome.error
+                record.run_after = outcome.run_after or outcome.finished_at
+                self._enqueue(record)
+            else:
+                record.finished_at = outcome.finished_at
+                record.error = outcome.error
+                record.result = (
+                    loads(outcome.result_json) if outcome.result_json is not None else None
+                )
+            applied.append(True)
+        return applied
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, str]], *, until: datetime
+    ) -> list[str]:
+        lost: list[str] = []
+        for task_id, token in leases:
+            record = self._holds(task_id, token)
+            if record is None:
+                lost.append(task_id)
+            else:
+                record.lease_expires_at = until
+        return lost
+
+    async def cancel(self, task_id: str, *, now: datetime) -> TaskStatus | None:
+        record = self.tasks.get(task_id)
+        if record is None:
+            return None
+        before = record.status
+        if before.is_terminal:
+            return before
+        record.status = TaskStatus.CANCELLED
+        record.updated_at = now
+        record.finished_at = now
+        record.lease_token = None
+        record.lease_expires_at = None
+        return before
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        record = self.tasks.get(task_id)
+        return None if record is None else self._copy_out(record)
+
+    async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
+        recovered: list[TaskRecord] = []
+        for record in self.tasks.values():
+            if (
+                record.status is TaskStatus.RUNNING
+                and record.lease_expires_at is not None
+                and record.lease_expires_at < now
+            ):
+                record.lease_token = None
+                record.lease_expires_at = None
+                record.updated_at = now
+                if record.attempts >= record.max_attempts:
+                    record.status = TaskStatus.FAILED
+                    record.finished_at = now
+                    record.error = "lease expired: the worker running it stopped responding"
+                else:
+                    record.status = TaskStatus.QUEUED
+                    record.run_after = now
+                    self._enqueue(record)
+                recovered.append(self._copy_out(record))
+        return recovered
+
+    async def next_due(self) -> datetime | None:
+        while self._delayed:
+            _, seq, task_id = self._delayed[0]
+            record = self.tasks.get(task_id)
+            if record is not None and record.status is TaskStatus.QUEUED and record.seq == seq:
+                return record.run_after
+            heapq.heappop(self._delayed)
+        return None
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        counts = dict.fromkeys(TaskStatus, 0)
+        for record in self.tasks.values():
+            counts[record.status] += 1
+        return counts
+
+    async def list_tasks(
+        self,
+        *,
+        statuses: Sequence[TaskStatus] | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        records = [
+            record
+            for record in self.tasks.values()
+            if (statuses is None or record.status in statuses)
+            and (task_type is None or record.type == task_type)
+        ]
+        records.sort(key=lambda record: (record.created_at, record.seq))
+        return [self._copy_out(record) for record in records[offset : offset + limit]]
+
+
+class InMemoryTaskManager(TaskEngine):
+    """The engine over an :class:`InMemoryStore`: fast, nothing survives the process."""
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        store: InMemoryStore | None = None,
+        registry: RunRegistry | None = None,
+        events: EventBus | None = None,
+    ) -> None:
+        super().__init__(store or InMemoryStore(), config, registry=registry, events=events)
+
+    @property
+    def tasks(self) -> dict[str, TaskRecord]:
+        """The live records, by id (for tests: read, do not mutate)."""
+        assert isinstance(self.store, InMemoryStore)
+        return self.store.tasks
+
+    def reset(self) -> None:
+        """Forget every task (between tests)."""
+        assert isinstance(self.store, InMemoryStore)
+        self.store.reset()

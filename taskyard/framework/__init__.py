@@ -1,0 +1,77 @@
+"""The vocabulary every other part of taskyard speaks. Imports nothing else of taskyard."""
+
+from taskyard.framework.engine import EngineConfig, TaskEngine
+from taskyard.framework.errors import (
+    BackendNotAvailable,
+    ConfigurationError,
+    ForeignDatabase,
+    IntegrityError,
+    InvalidTaskOptions,
+    ManagerStateError,
+    NotADatabase,
+    PayloadError,
+    PermanentFailure,
+    Retry,
+    SchedulingError,
+    SchemaError,
+    SchemaTooNew,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    TaskNotFound,
+    TaskyardError,
+    UnknownTaskType,
+)
+from taskyard.framework.events import EventBus
+from taskyard.framework.models import Outcome, TaskEvent, TaskRecord, TaskStatus
+from taskyard.framework.orchestrator import TaskOrchestrator
+from taskyard.framework.protocol import Handler, TaskManager
+from taskyard.framework.retry import RetryPolicy
+from taskyard.framework.runs import (
+    JsonFileRunPersistence,
+    Run,
+    RunPersistence,
+    RunRegistry,
+    RunStatus,
+)
+from taskyard.framework.store import Capability, TaskStore
+
+__all__ = [
+    "BackendNotAvailable",
+    "Capability",
+    "ConfigurationError",
+    "EngineConfig",
+    "EventBus",
+    "ForeignDatabase",
+    "Handler",
+    "IntegrityError",
+    "InvalidTaskOptions",
+    "JsonFileRunPersistence",
+    "ManagerStateError",
+    "NotADatabase",
+    "Outcome",
+    "PayloadError",
+    "PermanentFailure",
+    "Retry",
+    "RetryPolicy",
+    "Run",
+    "RunPersistence",
+    "RunRegistry",
+    "RunStatus",
+    "SchedulingError",
+    "SchemaError",
+    "SchemaTooNew",
+    "StoreError",
+    "StoreFull",
+    "StoreUnavailable",
+    "TaskEngine",
+    "TaskEvent",
+    "TaskManager",
+    "TaskNotFound",
+    "TaskOrchestrator",
+    "TaskRecord",
+    "TaskStatus",
+    "TaskStore",
+    "TaskyardError",
+    "UnknownTaskType",
+]

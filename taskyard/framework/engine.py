@@ -1,0 +1,820 @@
+"""The worker engine: every rule of task execution, written once, over a TaskStore.
+
+Retries with backoff and jitter, timeouts, cancellation, the concurrency limit,
+priorities and ``run_after``, leases and their heartbeat, graceful stop and the
+status events live here; a backend only stores (:mod:`taskyard.framework.store`).
+
+Speed comes from batching: claims take as many tasks as there are free slots in one
+store call, and outcomes are flushed to the store in batches by one writer task, so
+a busy engine makes a handful of store calls per batch, not per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import os
+import socket
+import time
+from collections.abc import Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType, TracebackType
+from typing import Any, Self
+
+from loguru import logger
+
+from taskyard.framework.errors import (
+    InvalidTaskOptions,
+    ManagerStateError,
+    PayloadError,
+    PermanentFailure,
+    Retry,
+    StoreError,
+    TaskNotFound,
+    UnknownTaskType,
+)
+from taskyard.framework.events import EventBus
+from taskyard.framework.models import (
+    Outcome,
+    TaskEvent,
+    TaskRecord,
+    TaskStatus,
+    dumps,
+    new_task_id,
+    utcnow,
+)
+from taskyard.framework.protocol import Handler
+from taskyard.framework.retry import RetryPolicy
+from taskyard.framework.runs import Run, RunRegistry, RunStatus
+from taskyard.framework.store import TaskStore
+
+_EMPTY: Mapping[str, float] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine runs. The settings' ``task_execution`` keys map onto these."""
+
+    concurrency: int = 10
+    """Handlers running at once in this process."""
+    run_worker: bool = True
+    """Claim and run tasks; False makes a producer-only manager (a web process)."""
+    poll_interval: float = 0.5
+    """Seconds between cheap checks for work written by other processes."""
+    lease_seconds: float = 30.0
+    """How long a claim holds without a heartbeat; a crashed worker's tasks return after it."""
+    heartbeat_interval: float | None = None
+    """Seconds between lease renewals; a third of the lease by default."""
+    recover_interval: float = 5.0
+    """Seconds between sweeps for expired leases."""
+    default_max_attempts: int = 3
+    default_timeout: float | None = None
+    task_timeouts: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    shutdown_timeout: float = 30.0
+    worker_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.lease_seconds <= 0 or self.poll_interval <= 0:
+            raise ValueError("lease_seconds and poll_interval must be positive")
+        if self.default_max_attempts < 1:
+            raise ValueError("default_max_attempts must be at least 1")
+
+    @property
+    def heartbeat(self) -> float:
+        return self.heartbeat_interval or self.lease_seconds / 3
+
+
+@dataclass(slots=True)
+class _Registration:
+    handler: Handler
+    is_async: bool
+    timeout: float | None
+    max_attempts: int | None
+
+
+@dataclass(slots=True)
+class _Running:
+    record: TaskRecord
+    task: asyncio.Task[None]
+    stop_reason: str | None = None  # "cancelled", "lease-lost", "shutdown"
+
+
+class _State:
+    NEW, RUNNING, STOPPING, STOPPED = "new", "running", "stopping", "stopped"
+
+
+class TaskEngine:
+    """A :class:`~taskyard.framework.protocol.TaskManager` over any :class:`TaskStore`."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        config: EngineConfig | None = None,
+        *,
+        registry: RunRegistry | None = None,
+        events: EventBus | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self.registry = registry
+        self.events = events or EventBus()
+        self.worker_id = self.config.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._handlers: dict[str, _Registration] = {}
+        self._state = _State.NEW
+        self._lifecycle = asyncio.Lock()
+        self._running: dict[str, _Running] = {}
+        self._outcomes: list[tuple[TaskRecord, Outcome]] = []
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._scheduled_here: set[str] = set()
+        self._adhoc: dict[str, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._outcome_ready = asyncio.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self.stats: dict[str, int] = {
+            "scheduled": 0,
+            "claimed": 0,
+            "completed": 0,
+            "failed": 0,
+            "retried": 0,
+            "cancelled": 0,
+            "timed_out": 0,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._state == _State.RUNNING
+
+    async def start(self) -> None:
+        async with self._lifecycle:
+            if self._state == _State.RUNNING:
+                return
+            await self.store.open()
+            self._state = _State.RUNNING
+            self._wake = asyncio.Event()
+            self._outcome_ready = asyncio.Event()
+            self._background = [asyncio.create_task(self._flush_outcomes(), name="taskyard-flush")]
+            if self.config.run_worker:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.config.concurrency + 4, thread_name_prefix="taskyard"
+                )
+                self._background += [
+                    asyncio.create_task(self._claim_loop(), name="taskyard-claim"),
+                    asyncio.create_task(self._heartbeat_loop(), name="taskyard-heartbeat"),
+                    asyncio.create_task(self._recover_loop(), name="taskyard-recover"),
+                ]
+            logger.debug("taskyard engine {} started on {}", self.worker_id, self.store)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        async with self._lifecycle:
+            if self._state != _State.RUNNING:
+                return
+            self._state = _State.STOPPING
+            deadline = self.config.shutdown_timeout if timeout is None else timeout
+            self._wake.set()
+            claim_loop = [t for t in self._background if t.get_name() == "taskyard-claim"]
+            await asyncio.gather(*claim_loop, return_exceptions=True)
+            await self._drain(deadline)
+            self._outcome_ready.set()
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background = []
+            await self._flush_pending()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            await self.store.close()
+            self._state = _State.STOPPED
+            logger.debug("taskyard engine {} stopped", self.worker_id)
+
+    async def _drain(self, deadline: float) -> None:
+        """Let running handlers and ad-hoc runs finish until the deadline, cancel the rest."""
+        pending = [r.task for r in self._running.values()] + list(self._adhoc.values())
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=max(deadline, 0))
+            for entry in list(self._running.values()):
+                if entry.task in late:
+                    entry.stop_reason = "shutdown"
+            for task in late:
+                task.cancel()
+            if late:
+                logger.info("taskyard: {} handler(s) cancelled at shutdown", len(late))
+                await asyncio.gather(*late, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _ensure_started(self) -> None:
+        if self._state == _State.RUNNING:
+            return
+        if self._state == _State.STOPPING:
+            raise ManagerStateError("the task manager is stopping; it accepts no new tasks")
+        await self.start()
+
+    # -- registration and scheduling ---------------------------------------------------------
+
+    async def register_task(
+        self,
+        task_type: str,
+        handler: Handler,
+        *,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        if not isinstance(task_type, str) or not task_type:
+            raise InvalidTaskOptions(f"task_type must be a non-empty str, not {task_type!r}")
+        if not callable(handler):
+            raise InvalidTaskOptions(f"the handler for {task_type!r} is not callable")
+        if timeout is not None and not _positive_number(timeout):
+            raise InvalidTaskOptions(f"timeout must be a positive number, not {timeout!r}")
+        if max_attempts is not None:
+            _check_max_attempts(max_attempts)
+        self._handlers[task_type] = _Registration(
+            handler=handler,
+            is_async=_is_async_callable(handler),
+            timeout=timeout,
+            max_attempts=max_attempts,
+        )
+        self._wake.set()
+
+    @property
+    def registered_types(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    def build_record(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        priority: int = 5,
+        run_after: datetime | None = None,
+        delay: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        task_id: str | None = None,
+        now: datetime | None = None,
+    ) -> TaskRecord:
+        """Validate one schedule request and build its record; raises SchedulingError."""
+        registration = self._handlers.get(task_type)
+        if registration is None:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise UnknownTaskType(
+                f"no handler is registered for task type {task_type!r} (registered: {known}); "
+                "call register_task first"
+            )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidTaskOptions(f"priority must be an int, not {priority!r}")
+        now = now or utcnow()
+        due = _due_time(now, run_after, delay)
+        if max_attempts is None:
+            max_attempts = registration.max_attempts or self.config.default_max_attempts
+        _check_max_attempts(max_attempts)
+        if timeout is not None and not _positive_number(timeout):
+            raise InvalidTaskOptions(f"timeout must be a positive number, not {timeout!r}")
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            raise InvalidTaskOptions(f"idempotency_key must be a str, not {idempotency_key!r}")
+        if payload is None:
+            payload = {}
+        payload_json = dumps(payload, what="payload")
+        return TaskRecord(
+            id=task_id or new_task_id(),
+            type=task_type,
+            payload=payload,
+            payload_json=payload_json,
+            priority=priority,
+            max_attempts=max_attempts,
+            created_at=now,
+            updated_at=now,
+            run_after=due,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+        )
+
+    async def schedule_task(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        priority: int = 5,
+        run_after: datetime | None = None,
+        delay: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        record = self.build_record(
+            task_type,
+            payload,
+            priority=priority,
+            run_after=run_after,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            task_id=task_id,
+        )
+        return (await self._add([record]))[0]
+
+    async def schedule_many(self, requests: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Schedule several tasks in one store write. Each request is a mapping of
+        ``schedule_task``'s arguments (``task_type`` and ``payload`` included). Every
+        request is validated before anything is stored."""
+        now = utcnow()
+        records = [self.build_record(**dict(request), now=now) for request in requests]
+        return await self._add(records) if records else []
+
+    async def _add(self, records: list[TaskRecord]) -> list[str]:
+        await self._ensure_started()
+        ids = await self.store.add(records)
+        self.stats["scheduled"] += len(records)
+        for record, task_id in zip(records, ids, strict=True):
+            if record.id != task_id:  # an idempotency key matched an existing task
+                continue
+            self._scheduled_here.add(task_id)
+            self._publish(record, TaskStatus.QUEUED)
+        self._wake.set()
+        return ids
+
+    # -- reading and cancelling --------------------------------------------------------------
+
+    async def get_task_status(self, task_id: str) -> dict[str, Any] | None:
+        await self._ensure_started()
+        record = await self.store.get(task_id)
+        if record is None:
+            return None
+        if record.status.is_terminal:
+            self._scheduled_here.discard(task_id)
+        return record.to_status()
+
+    async def cancel_task(self, task_id: str) -> bool:
+        await self._ensure_started()
+        before = await self.store.cancel(task_id, now=utcnow())
+        if before not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return False
+        entry = self._running.get(task_id)
+        if entry is not None:
+            entry.stop_reason = "cancelled"
+            entry.task.cancel()
+        self.stats["cancelled"] += 1
+        record = await self.store.get(task_id)
+        if record is not None:
+            self._publish(record, TaskStatus.CANCELLED)
+        logger.info("taskyard task {} cancelled (was {})", task_id, before)
+        return True
+
+    async def wait_for(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        await self._ensure_started()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(task_id, []).append(waiter)
+            try:
+                record = await self.store.get(task_id)
+                if record is None:
+                    raise TaskNotFound(f"no task has the id {task_id!r}")
+                if record.status.is_terminal:
+                    self._scheduled_here.discard(task_id)
+                    return record.to_status()
+                wait = self.config.poll_interval
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"task {task_id} is still {record.status} after {timeout} s"
+                        )
+                    wait = min(wait, remaining)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, wait)
+            finally:
+                waiters = self._waiters.get(task_id)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[task_id]
+
+    async def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        await self._ensure_started()
+        statuses = None if status is None else [TaskStatus(status)]
+        records = await self.store.list_tasks(
+            statuses=statuses, task_type=task_type, limit=limit, offset=offset
+        )
+        return [record.to_status() for record in records]
+
+    async def count_by_status(self) -> dict[str, int]:
+        await self._ensure_started()
+        counts = await self.store.count_by_status()
+        return {str(status): counts.get(status, 0) for status in TaskStatus}
+
+    # -- the older interface -----------------------------------------------------------------
+
+    def start_task(self, run: Run, coro: Coroutine[Any, Any, Any]) -> str:
+        if self._state == _State.STOPPING:
+            coro.close()
+            raise ManagerStateError("the task manager is stopping; it starts no new runs")
+        run.parameters.setdefault("_adhoc", True)
+        run.mark_running()
+        if self.registry is not None:
+            self.registry.add_run(run)
+        self._adhoc[run.run_id] = asyncio.create_task(
+            self._run_adhoc(run, coro), name=f"taskyard-run-{run.run_id}"
+        )
+        return run.run_id
+
+    async def _run_adhoc(self, run: Run, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            run.mark_finished(RunStatus.CANCELLED)
+        except Exception as exc:
+            run.mark_finished(RunStatus.FAILED, error_message=_describe(exc))
+            logger.warning("taskyard run {} failed: {}", run.run_id, run.error_message)
+        else:
+            run.mark_finished(RunStatus.COMPLETED)
+        finally:
+            self._adhoc.pop(run.run_id, None)
+            if self.registry is not None:
+                self.registry.save_run(run)
+
+    async def wait_all(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._adhoc or self._scheduled_here:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"{self.get_active_task_count()} task(s) still active")
+            if self._adhoc:
+                await asyncio.wait(list(self._adhoc.values()), timeout=remaining)
+                continue
+            task_id = next(iter(self._scheduled_here))
+            try:
+                await self.wait_for(task_id, timeout=remaining)
+            except TaskNotFound:
+                self._scheduled_here.discard(task_id)
+
+    def get_active_task_ids(self) -> list[str]:
+        return [*self._adhoc, *self._scheduled_here]
+
+    def get_active_task_count(self) -> int:
+        return len(self._adhoc) + len(self._scheduled_here)
+
+    def is_task_active(self, task_id: str) -> bool:
+        return task_id in self._adhoc or task_id in self._scheduled_here
+
+    # -- the worker --------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        return self.config.concurrency - len(self._running)
+
+    async def _claim_loop(self) -> None:
+        next_due: datetime | None = None
+        while self._state == _State.RUNNING:
+            self._wake.clear()
+            free = self._free_slots()
+            claimed: list[TaskRecord] = []
+            if free > 0 and self._handlers:
+                try:
+                    claimed = await self.store.claim(
+                        limit=free,
+                        now=utcnow(),
+                        worker_id=self.worker_id,
+                        lease_seconds=self.config.lease_seconds,
+                        types=frozenset(self._handlers),
+                    )
+                    if not claimed:
+                        next_due = await self.store.next_due()
+                except StoreError as exc:
+                    logger.warning("taskyard: claiming failed ({}); retrying", exc)
+                    await asyncio.sleep(self.config.poll_interval)
+                    continue
+                for record in claimed:
+                    self._launch(record)
+                if claimed and len(claimed) == free:
+                    continue  # more may be due; come back once a slot frees
+            if self._state != _State.RUNNING:
+                break
+            await self._idle(free > 0 and not claimed, next_due)
+
+    async def _idle(self, nothing_due: bool, next_due: datetime | None) -> None:
+        """Wait for a local wake-up, the next delayed task, or work from another process."""
+        while True:
+            wait = self.config.poll_interval
+            if nothing_due and next_due is not None:
+                wait = min(wait, max((next_due - utcnow()).total_seconds(), 0.0))
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            if self._wake.is_set() or not nothing_due:
+                return
+            if next_due is not None and next_due <= utcnow():
+                return
+            try:
+                if await self.store.changed_elsewhere():
+                    return
+            except StoreError:
+                return
+
+    def _launch(self, record: TaskRecord) -> None:
+        self.stats["claimed"] += 1
+        self._publish(record, TaskStatus.RUNNING)
+        task = asyncio.create_task(self._execute(record), name=f"taskyard-task-{record.id}")
+        self._running[record.id] = _Running(record=record, task=task)
+
+    async def _execute(self, record: TaskRecord) -> None:
+        registration = self._handlers.get(record.type)
+        outcome: Outcome | None
+        try:
+            if registration is None:
+                raise PermanentFailure(f"no handler is registered for task type {record.type!r}")
+            outcome = await self._attempt(record, registration)
+        except asyncio.CancelledError:
+            entry = self._running.get(record.id)
+            reason = entry.stop_reason if entry else None
+            if reason == "shutdown":
+                outcome = self._outcome(
+                    record, TaskStatus.QUEUED, run_after=record.run_after, release=True
+                )
+            else:  # cancelled or lease lost: the store already says what happened
+                outcome = None
+        finally:
+            self._running.pop(record.id, None)
+            self._wake.set()
+        if outcome is not None:
+            self._outcomes.append((record, outcome))
+            self._outcome_ready.set()
+
+    async def _attempt(self, record: TaskRecord, registration: _Registration) -> Outcome:
+        timeout = (
+            record.timeout
+            or registration.timeout
+            or self.config.task_timeouts.get(record.type)
+            or self.config.default_timeout
+        )
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                if registration.is_async:
+                    result = await registration.handler(record.payload)
+                else:
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(
+                        self._pool, registration.handler, record.payload
+                    )
+            result_json = dumps(result, what="result")
+        except TimeoutError:
+            if not scope.expired():
+                return self._failure(record, "TimeoutError raised by the handler")
+            self.stats["timed_out"] += 1
+            return self._failure(record, f"timed out after {timeout:g} s")
+        except Retry as request:
+            return self._failure(record, str(request), delay=request.delay)
+        except PermanentFailure as exc:
+            return self._outcome(record, TaskStatus.FAILED, error=str(exc) or "permanent failure")
+        except PayloadError as exc:
+            return self._outcome(
+                record, TaskStatus.FAILED, error=f"the handler's result is not JSON: {exc}"
+            )
+        except Exception as exc:
+            return self._failure(record, _describe(exc))
+        return self._outcome(record, TaskStatus.COMPLETED, result=result, result_json=result_json)
+
+    def _failure(self, record: TaskRecord, error: str, *, delay: float | None = None) -> Outcome:
+        if record.attempts >= record.max_attempts:
+            return self._outcome(
+                record,
+                TaskStatus.FAILED,
+                error=f"{error} (attempt {record.attempts} of {record.max_attempts})",
+            )
+        if delay is None:
+            delay = self.config.retry.delay(record.attempts)
+        now = utcnow()
+        return self._outcome(
+            record,
+            TaskStatus.QUEUED,
+            error=error,
+            run_after=now + timedelta(seconds=delay),
+            now=now,
+        )
+
+    def _outcome(
+        self,
+        record: TaskRecord,
+        status: TaskStatus,
+        *,
+        error: str | None = None,
+        result: Any = None,
+        result_json: str | None = None,
+        run_after: datetime | None = None,
+        release: bool = False,
+        now: datetime | None = None,
+    ) -> Outcome:
+        return Outcome(
+            task_id=record.id,
+            lease_token=record.lease_token or "",
+            status=status,
+            finished_at=now or utcnow(),
+            result=result,
+            result_json=result_json,
+            error=error,
+            run_after=run_after,
+            release=release,
+        )
+
+    async def _flush_outcomes(self) -> None:
+        """The one writer of outcomes: takes everything pending and writes it in one call."""
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
+        backoff = 0.05
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                applied = await self.store.finish([outcome for _, outcome in batch])
+            except StoreError as exc:
+                self._outcomes[:0] = batch
+                logger.warning("taskyard: recording {} outcome(s) failed ({})", len(batch), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            for (record, outcome), ok in zip(batch, applied, strict=True):
+                if ok:
+                    self._after_outcome(record, outcome)
+
+    def _after_outcome(self, record: TaskRecord, outcome: Outcome) -> None:
+        if outcome.release:
+            record.attempts -= 1
+            record.status = TaskStatus.QUEUED
+            self._publish(record, TaskStatus.QUEUED)
+            return
+        record.error = outcome.error
+        record.result = outcome.result
+        if outcome.status is TaskStatus.QUEUED:
+            self.stats["retried"] += 1
+            logger.info(
+                "taskyard task {} ({}) attempt {} failed, retrying at {}: {}",
+                record.id,
+                record.type,
+                record.attempts,
+                outcome.run_after,
+                outcome.error,
+            )
+        elif outcome.status is TaskStatus.FAILED:
+            self.stats["failed"] += 1
+            logger.warning(
+                "taskyard task {} ({}) failed after {} attempt(s): {}",
+                record.id,
+                record.type,
+                record.attempts,
+                outcome.error,
+            )
+        else:
+            self.stats["completed"] += 1
+        self._publish(record, outcome.status)
+
+    def _publish(self, record: TaskRecord, status: TaskStatus) -> None:
+        if status.is_terminal:
+            self._scheduled_here.discard(record.id)
+            for waiter in self._waiters.pop(record.id, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        if self.events.has_subscribers:
+            self.events.publish(
+                TaskEvent(
+                    task_id=record.id,
+                    type=record.type,
+                    status=status,
+                    attempts=record.attempts,
+                    error=record.error,
+                    result=record.result if status is TaskStatus.COMPLETED else None,
+                )
+            )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat)
+            leases = [
+                (entry.record.id, entry.record.lease_token or "")
+                for entry in self._running.values()
+            ] + [(record.id, outcome.lease_token) for record, outcome in self._outcomes]
+            if not leases:
+                continue
+            until = utcnow() + timedelta(seconds=self.config.lease_seconds)
+            try:
+                lost = await self.store.renew_leases(leases, until=until)
+            except StoreError as exc:
+                logger.warning("taskyard: renewing {} lease(s) failed ({})", len(leases), exc)
+                continue
+            for task_id in lost:
+                entry = self._running.get(task_id)
+                if entry is not None:
+                    logger.warning("taskyard task {} lost its lease; stopping it", task_id)
+                    entry.stop_reason = "lease-lost"
+                    entry.task.cancel()
+
+    async def _recover_loop(self) -> None:
+        while True:
+            try:
+                recovered = await self.store.recover_expired(now=utcnow())
+            except StoreError as exc:
+                logger.warning("taskyard: recovering expired leases failed ({})", exc)
+            else:
+                for record in recovered:
+                    logger.warning(
+                        "taskyard task {} ({}) lease expired; now {}",
+                        record.id,
+                        record.type,
+                        record.status,
+                    )
+                    self._publish(record, record.status)
+                if recovered:
+                    self._wake.set()
+            await asyncio.sleep(self.config.recover_interval)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} store={self.store!r} state={self._state}>"
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _is_async_callable(handler: Any) -> bool:
+    while hasattr(handler, "func") and not inspect.isfunction(handler):  # functools.partial
+        handler = handler.func
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def _positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _check_max_attempts(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidTaskOptions(f"max_attempts must be an int of at least 1, not {value!r}")
+
+
+def _due_time(
+    now: datetime, run_after: datetime | None, delay: float | timedelta | None
+) -> datetime:
+    if run_after is not None and delay is not None:
+        raise InvalidTaskOptions("give run_after or delay, not both")
+    if run_after is not None:
+        if not isinstance(run_after, datetime):
+            raise InvalidTaskOptions(f"run_after must be a datetime, not {run_after!r}")
+        if run_after.tzinfo is None or run_after.utcoffset() is None:
+            raise InvalidTaskOptions(
+                f"run_after {run_after.isoformat()} is naive; pass an aware datetime, "
+                "for instance datetime.now(UTC) + timedelta(minutes=5)"
+            )
+        return run_after.astimezone(UTC)
+    if delay is None:
+        return now
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise InvalidTaskOptions(f"delay must be seconds or a timedelta, not {delay!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidTaskOptions(f"delay must be a finite number of seconds >= 0, not {delay!r}")
+    return now + timedelta(seconds=seconds)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

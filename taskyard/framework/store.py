@@ -1,0 +1,133 @@
+"""The narrow storage interface the worker engine runs on.
+
+A backend is a :class:`TaskStore`: it only stores. Retries, backoff, timeouts,
+priorities, leases and cancellation are decided by the engine
+(:mod:`taskyard.framework.engine`), once, for every backend.
+
+Every method may raise :class:`~taskyard.framework.errors.StoreError` (or a
+subclass); stores translate their driver's errors into those at this boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from taskyard.framework.models import Outcome, TaskRecord, TaskStatus
+
+
+class Capability:
+    """Names for what a store can do beyond the contract's core."""
+
+    DURABLE = "durable"
+    """Tasks survive a restart of the process."""
+    MULTI_PROCESS = "multi-process"
+    """Several processes may schedule and run tasks on the same store."""
+
+
+class TaskStore(abc.ABC):
+    """Storage for tasks. Implementations keep this contract; the engine does the rest."""
+
+    capabilities: frozenset[str] = frozenset()
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Prepare the store (connect, create or check the schema). Called once by start()."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. Called once by stop(); must be safe to call twice."""
+
+    @abc.abstractmethod
+    async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        """Store new queued tasks, durably once this returns.
+
+        Returns the id each record ended up with, in order: a record whose
+        ``idempotency_key`` is already known yields the existing task's id and stores
+        nothing. ``record.seq`` is assigned by the store.
+        """
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        *,
+        limit: int,
+        now: datetime,
+        worker_id: str,
+        lease_seconds: float,
+        types: Collection[str] | None = None,
+    ) -> list[TaskRecord]:
+        """Atomically take up to ``limit`` queued tasks whose ``run_after <= now`` (and,
+        when ``types`` is given, whose type is one of them: a worker claims only what it
+        can run).
+
+        Order: lowest priority value first, then scheduling order (``seq``). Each
+        claimed task becomes RUNNING, its ``attempts`` grows by one, ``started_at`` is
+        set, and it gets a fresh ``lease_token`` valid until ``now + lease_seconds``.
+        No task is handed to two claimers while its lease holds.
+        """
+
+    @abc.abstractmethod
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply each outcome if the task still holds the outcome's lease token.
+
+        Returns, per outcome, whether it was applied. A task whose lease was taken
+        away (expired and rescued, or cancelled) is left untouched.
+        """
+
+    @abc.abstractmethod
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, str]], *, until: datetime
+    ) -> list[str]:
+        """Extend the leases ``(task_id, lease_token)`` to ``until``.
+
+        Returns the ids whose lease is no longer held (cancelled, or rescued by
+        another worker): the engine stops those handlers.
+        """
+
+    @abc.abstractmethod
+    async def cancel(self, task_id: str, *, now: datetime) -> TaskStatus | None:
+        """Cancel a queued or running task.
+
+        Returns the status the task had before (QUEUED or RUNNING) when it was
+        cancelled, the terminal status when it had already finished, or None for an
+        unknown id. A running task's lease is revoked, so its worker's result is
+        discarded.
+        """
+
+    @abc.abstractmethod
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """Return a copy of the task, or None."""
+
+    @abc.abstractmethod
+    async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
+        """Return tasks whose lease expired before ``now`` to QUEUED, or to FAILED when
+        their attempts are exhausted; only tasks still holding the expired token.
+
+        Returns the recovered tasks as they are now.
+        """
+
+    @abc.abstractmethod
+    async def next_due(self) -> datetime | None:
+        """The earliest ``run_after`` of a queued task, or None when nothing is queued."""
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process may have written since the last call (cheap).
+
+        Single-process stores return False; the engine then relies on its own wake-ups.
+        """
+        return False
+
+    @abc.abstractmethod
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """How many tasks are in each status."""
+
+    @abc.abstractmethod
+    async def list_tasks(
+        self,
+        *,
+        statuses: Sequence[TaskStatus] | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        """Tasks in scheduling order, optionally filtered."""
