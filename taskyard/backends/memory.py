@@ -201,7 +201,7 @@ class InMemoryStore(TaskStore):
                 recovered.append(self._copy_out(record))
         return recovered
 
-    async def next_due(self) -> datetime | None:
+    async def next_due(self, types: Collection[str] | None = None) -> datetime | None:
         while self._delayed:
             _, seq, task_id = self._delayed[0]
             record = self.tasks.get(task_id)

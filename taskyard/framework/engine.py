@@ -49,7 +49,7 @@ from taskyard.framework.models import (
 )
 from taskyard.framework.protocol import Handler
 from taskyard.framework.retry import RetryPolicy
-from taskyard.framework.runs import Run, RunRegistry, RunStatus
+from taskyard.framework.runs import Run, RunRegistry, RunStatus, owner_tag
 from taskyard.framework.store import TaskStore
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
@@ -190,6 +190,9 @@ class TaskEngine:
             await asyncio.gather(*self._background, return_exceptions=True)
             self._background = []
             await self._flush_pending()
+            if self.config.run_worker:
+                with contextlib.suppress(StoreError):
+                    await self.store.forget_worker(self.worker_id)
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
@@ -440,6 +443,7 @@ class TaskEngine:
             coro.close()
             raise ManagerStateError("the task manager is stopping; it starts no new runs")
         run.parameters.setdefault("_adhoc", True)
+        run.parameters["_owner"] = owner_tag()
         run.mark_running()
         if self.registry is not None:
             self.registry.add_run(run)
@@ -508,7 +512,7 @@ class TaskEngine:
                         types=frozenset(self._handlers),
                     )
                     if not claimed:
-                        next_due = await self.store.next_due()
+                        next_due = await self.store.next_due(frozenset(self._handlers))
                 except StoreError as exc:
                     logger.warning("taskyard: claiming failed ({}); retrying", exc)
                     await asyncio.sleep(self.config.poll_interval)
@@ -718,8 +722,21 @@ class TaskEngine:
                 )
             )
 
+    def worker_info(self) -> dict[str, object]:
+        """What this worker says about itself in its heartbeat."""
+        return {
+            "concurrency": self.config.concurrency,
+            "running": len(self._running),
+            "task_types": sorted(self._handlers),
+            **self.stats,
+        }
+
     async def _heartbeat_loop(self) -> None:
         while True:
+            try:
+                await self.store.record_worker(self.worker_id, self.worker_info())
+            except StoreError as exc:
+                logger.warning("taskyard: recording the worker heartbeat failed ({})", exc)
             await asyncio.sleep(self.config.heartbeat)
             leases = [
                 (entry.record.id, entry.record.lease_token or "")

@@ -18,7 +18,8 @@ each class's docstring is its default message::
         ├── SchemaError               the database file cannot be used as a taskyard queue
         │   ├── NotADatabase          the file is not a SQLite database at all
         │   ├── ForeignDatabase       a SQLite database that is not a taskyard queue
-        │   └── SchemaTooNew          written by a newer taskyard than this one
+        │   ├── SchemaTooNew          written by a newer taskyard than this one
+        │   └── SchemaMismatch        says it is a taskyard queue, but its tables are not ours
         └── IntegrityError            the stored data breaks a taskyard invariant
 
 Control flow is not an error: :class:`Retry` and :class:`PermanentFailure`,
@@ -98,6 +99,11 @@ class ForeignDatabase(SchemaError):
 
 class SchemaTooNew(SchemaError):
     """The database was written by a newer taskyard; upgrade taskyard to open it."""
+
+
+class SchemaMismatch(SchemaError):
+    """The database says it is a taskyard queue but its tables do not match its schema
+    version; restore it from a backup or point task_execution.queue_db_path elsewhere."""
 
 
 class IntegrityError(StoreError):

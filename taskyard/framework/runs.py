@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -108,6 +109,10 @@ class RunPersistence(Protocol):
         """Persist; ``runs`` is everything, ``changed`` what changed since the last save."""
         ...
 
+    def remove(self, runs: Iterable[Run], removed: Iterable[str]) -> None:
+        """Forget the runs ``removed`` (ids); ``runs`` is everything that remains."""
+        ...
+
 
 class JsonFileRunPersistence:
     """Runs in one JSON file, rewritten atomically (temp file + rename), owner-only."""
@@ -127,6 +132,9 @@ class JsonFileRunPersistence:
                 "move it away or point runs.history_file elsewhere"
             ) from exc
 
+    def remove(self, runs: Iterable[Run], removed: Iterable[str]) -> None:
+        self.save(runs, [])
+
     def save(self, runs: Iterable[Run], changed: Iterable[Run]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": 1, "runs": [run.to_dict() for run in runs]})
@@ -140,6 +148,25 @@ class JsonFileRunPersistence:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def owner_tag() -> str:
+    """Who runs an ad-hoc run: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(run: Run) -> bool:
+    """Whether the process that ran this ad-hoc run is still alive (same host only)."""
+    host, _, pid = str(run.parameters.get("_owner", "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunRegistry:
@@ -170,7 +197,8 @@ class RunRegistry:
     def _load(self, persistence: RunPersistence) -> None:
         interrupted: list[Run] = []
         for run in persistence.load():
-            if run.status is RunStatus.RUNNING and run.parameters.get("_adhoc"):
+            adhoc = run.parameters.get("_adhoc")
+            if run.status is RunStatus.RUNNING and adhoc and not _owner_alive(run):
                 run.mark_finished(RunStatus.FAILED, error_message=INTERRUPTED)
                 interrupted.append(run)
             self._runs[run.run_id] = run
@@ -237,7 +265,7 @@ class RunRegistry:
             for run_id in old:
                 del self._runs[run_id]
             if old and self._persistence is not None:
-                self._persistence.save(list(self._runs.values()), [])
+                self._persistence.remove(list(self._runs.values()), old)
         return len(old)
 
     def __len__(self) -> int:
@@ -251,5 +279,8 @@ class RunRegistry:
             (run for run in self._runs.values() if run.status.is_terminal),
             key=lambda run: run.created_at,
         )
-        for run in finished[:excess]:
-            del self._runs[run.run_id]
+        removed = [run.run_id for run in finished[:excess]]
+        for run_id in removed:
+            del self._runs[run_id]
+        if removed and self._persistence is not None:
+            self._persistence.remove(list(self._runs.values()), removed)

@@ -107,8 +107,16 @@ class TaskStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def next_due(self) -> datetime | None:
-        """The earliest ``run_after`` of a queued task, or None when nothing is queued."""
+    async def next_due(self, types: Collection[str] | None = None) -> datetime | None:
+        """The earliest ``run_after`` of a queued task (of one of ``types``, when given),
+        or None when nothing is queued."""
+
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:  # noqa: B027
+        """Record that ``worker_id`` is alive (a heartbeat), with ``info`` about it.
+        Stores that cannot be shared by processes need not keep anything."""
+
+    async def forget_worker(self, worker_id: str) -> None:  # noqa: B027
+        """The worker stopped cleanly."""
 
     async def changed_elsewhere(self) -> bool:
         """Whether another process may have written since the last call (cheap).

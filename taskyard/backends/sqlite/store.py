@@ -1,0 +1,554 @@
+"""The SQLite task store, over aiosqlite.
+
+Speed comes from counting hops to aiosqlite's thread (each costs about 0.1 ms):
+every write is an *operation* (a plain function on the ``sqlite3`` connection) put
+on one queue, and whatever operations arrive together run in the thread as one
+call, in one ``BEGIN IMMEDIATE`` transaction: group commit. Each caller gets its own
+result (or its own error) and returns only once that transaction committed. Reads
+are single hops outside any write transaction (WAL lets them run beside writers of
+other processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from taskyard.backends.sqlite import schema
+from taskyard.backends.sqlite.errors import translate
+from taskyard.framework.errors import ConfigurationError, ManagerStateError, TaskyardError
+from taskyard.framework.models import (
+    Outcome,
+    TaskRecord,
+    TaskStatus,
+    dumps,
+    from_epoch,
+    loads,
+    to_epoch,
+)
+from taskyard.framework.store import Capability, TaskStore
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+COLUMNS = (
+    "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
+    "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
+    "lease_token, lease_expires_at, worker_id"
+)
+_INSERT = (
+    "INSERT INTO taskyard_tasks (id, type, status, priority, attempts, max_attempts, payload,"
+    " created_at, updated_at, run_after, timeout, idempotency_key)"
+    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+def _status(value: str) -> TaskStatus:
+    return TaskStatus(value)
+
+
+def row_to_record(row: Sequence[Any]) -> TaskRecord:
+    return TaskRecord(
+        seq=row[0],
+        id=row[1],
+        type=row[2],
+        status=_status(row[3]),
+        priority=row[4],
+        attempts=row[5],
+        max_attempts=row[6],
+        payload=json.loads(row[7]),
+        payload_json=row[7],
+        result=loads(row[8]),
+        error=row[9],
+        created_at=from_epoch(row[10]),  # type: ignore[arg-type]
+        updated_at=from_epoch(row[11]),  # type: ignore[arg-type]
+        run_after=from_epoch(row[12]),  # type: ignore[arg-type]
+        started_at=from_epoch(row[13]),
+        finished_at=from_epoch(row[14]),
+        timeout=row[15],
+        idempotency_key=row[16],
+        lease_token=row[17],
+        lease_expires_at=from_epoch(row[18]),
+        worker_id=row[19],
+    )
+
+
+def _insert_row(record: TaskRecord) -> tuple[Any, ...]:
+    payload = record.payload_json or dumps(record.payload)
+    return (
+        record.id,
+        record.type,
+        record.priority,
+        record.attempts,
+        record.max_attempts,
+        payload,
+        to_epoch(record.created_at),
+        to_epoch(record.updated_at),
+        to_epoch(record.run_after),
+        record.timeout,
+        record.idempotency_key,
+    )
+
+
+def _types_clause(types: Collection[str] | None) -> tuple[str, tuple[Any, ...]]:
+    if types is None:
+        return "", ()
+    return " AND type IN (SELECT value FROM json_each(?))", (json.dumps(sorted(types)),)
+
+
+# -- operations: plain functions run inside aiosqlite's thread ------------------------------
+
+
+def op_add(records: Sequence[TaskRecord]) -> Operation:
+    def run(conn: sqlite3.Connection) -> list[str]:
+        if not any(record.idempotency_key for record in records):
+            conn.executemany(_INSERT, [_insert_row(record) for record in records])
+            return [record.id for record in records]
+        ids: list[str] = []
+        for record in records:
+            if conn.execute(_INSERT, _insert_row(record)).rowcount:
+                ids.append(record.id)
+                continue
+            row = conn.execute(
+                "SELECT id FROM taskyard_tasks WHERE idempotency_key = ? OR id = ?",
+                (record.idempotency_key, record.id),
+            ).fetchone()
+            ids.append(row[0])
+        return ids
+
+    return run
+
+
+def op_claim(
+    limit: int, now: float, worker_id: str, expires: float, types: Collection[str] | None
+) -> Operation:
+    type_filter = "" if types is None else " AND type IN (SELECT value FROM json_each(?6))"
+    # INDEXED BY: the plan must walk the ready index in order and stop at LIMIT, never
+    # sort the whole queue (the planner might prefer another index for the type filter).
+    sql = (
+        "UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
+        " started_at = ?1, updated_at = ?1, lease_token = ?2, lease_expires_at = ?3,"
+        " worker_id = ?4"
+        " WHERE seq IN (SELECT seq FROM taskyard_tasks INDEXED BY taskyard_tasks_ready"
+        f"   WHERE status = 'queued' AND run_after <= ?1{type_filter}"
+        "   ORDER BY priority, seq LIMIT ?5)"
+        f" RETURNING {COLUMNS}"
+    )
+    type_param = () if types is None else (json.dumps(sorted(types)),)
+
+    def run(conn: sqlite3.Connection) -> list[TaskRecord]:
+        token = uuid.uuid4().hex
+        params = (now, token, expires, worker_id, limit, *type_param)
+        rows = conn.execute(sql, params).fetchall()
+        records = [row_to_record(row) for row in rows]
+        records.sort(key=lambda record: (record.priority, record.seq))
+        return records
+
+    return run
+
+
+def op_finish(outcomes: Sequence[Outcome]) -> Operation:
+    def run(conn: sqlite3.Connection) -> list[bool]:
+        applied: list[bool] = []
+        for outcome in outcomes:
+            at = to_epoch(outcome.finished_at)
+            if outcome.status is TaskStatus.QUEUED:
+                run_after = to_epoch(outcome.run_after or outcome.finished_at)
+                if outcome.release:
+                    cursor = conn.execute(
+                        "UPDATE taskyard_tasks SET status = 'queued', attempts = attempts - 1,"
+                        " run_after = ?, updated_at = ?, lease_token = NULL,"
+                        " lease_expires_at = NULL, worker_id = NULL"
+                        " WHERE id = ? AND lease_token = ? AND status = 'running'",
+                        (run_after, at, outcome.task_id, outcome.lease_token),
+                    )
+                else:
+                    cursor = conn.execute(
+                        "UPDATE taskyard_tasks SET status = 'queued', error = ?, run_after = ?,"
+                        " updated_at = ?, lease_token = NULL, lease_expires_at = NULL,"
+                        " worker_id = NULL"
+                        " WHERE id = ? AND lease_token = ? AND status = 'running'",
+                        (outcome.error, run_after, at, outcome.task_id, outcome.lease_token),
+                    )
+            else:
+                result = outcome.result_json
+                cursor = conn.execute(
+                    "UPDATE taskyard_tasks SET status = ?, result = ?, error = ?,"
+                    " finished_at = ?, updated_at = ?, lease_token = NULL,"
+                    " lease_expires_at = NULL"
+                    " WHERE id = ? AND lease_token = ? AND status = 'running'",
+                    (
+                        str(outcome.status),
+                        result,
+                        outcome.error,
+                        at,
+                        at,
+                        outcome.task_id,
+                        outcome.lease_token,
+                    ),
+                )
+            applied.append(cursor.rowcount == 1)
+        return applied
+
+    return run
+
+
+def op_renew(leases: Sequence[tuple[str, str]], until: float) -> Operation:
+    def run(conn: sqlite3.Connection) -> list[str]:
+        lost: list[str] = []
+        for task_id, token in leases:
+            cursor = conn.execute(
+                "UPDATE taskyard_tasks SET lease_expires_at = ?"
+                " WHERE id = ? AND lease_token = ? AND status = 'running'",
+                (until, task_id, token),
+            )
+            if cursor.rowcount != 1:
+                lost.append(task_id)
+        return lost
+
+    return run
+
+
+def op_cancel(task_id: str, now: float) -> Operation:
+    def run(conn: sqlite3.Connection) -> TaskStatus | None:
+        row = conn.execute("SELECT status FROM taskyard_tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            return None
+        before = TaskStatus(row[0])
+        if before.is_terminal:
+            return before
+        conn.execute(
+            "UPDATE taskyard_tasks SET status = 'cancelled', finished_at = ?1, updated_at = ?1,"
+            " lease_token = NULL, lease_expires_at = NULL WHERE id = ?2",
+            (now, task_id),
+        )
+        return before
+
+    return run
+
+
+def op_recover(now: float) -> Operation:
+    def run(conn: sqlite3.Connection) -> list[TaskRecord]:
+        failed = conn.execute(
+            "UPDATE taskyard_tasks SET status = 'failed', finished_at = ?1, updated_at = ?1,"
+            " error = 'lease expired: the worker running it stopped responding',"
+            " lease_token = NULL, lease_expires_at = NULL"
+            " WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= max_attempts"
+            f" RETURNING {COLUMNS}",
+            (now,),
+        ).fetchall()
+        queued = conn.execute(
+            "UPDATE taskyard_tasks SET status = 'queued', run_after = ?1, updated_at = ?1,"
+            " lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"
+            " WHERE status = 'running' AND lease_expires_at < ?1"
+            f" RETURNING {COLUMNS}",
+            (now,),
+        ).fetchall()
+        return [row_to_record(row) for row in [*failed, *queued]]
+
+    return run
+
+
+def op_record_worker(worker_id: str, info: dict[str, object], now: float) -> Operation:
+    def run(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO taskyard_workers (worker_id, hostname, pid, started_at,"
+            " last_heartbeat, info) VALUES (?1, ?2, ?3, ?4, ?4, ?5)"
+            " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = ?4, info = ?5",
+            (worker_id, socket.gethostname(), os.getpid(), now, json.dumps(info)),
+        )
+
+    return run
+
+
+def run_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Any]:
+    """Run operations in one immediate transaction; each gets its result or its error.
+
+    An error that belongs to one operation (a constraint, a bug) is kept to it through
+    a savepoint; an error of the transaction itself (busy, full, I/O, read-only) is
+    raised for all of them, and nothing of the batch is committed.
+    """
+    results: list[Any] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for operation in operations:
+            if len(operations) == 1:
+                results.append(operation(conn))
+                continue
+            conn.execute("SAVEPOINT taskyard_op")
+            try:
+                results.append(operation(conn))
+            except (sqlite3.IntegrityError, sqlite3.InterfaceError, TaskyardError,
+                    ValueError, TypeError) as exc:  # fmt: skip
+                conn.execute("ROLLBACK TO taskyard_op")
+                results.append(_Failed(exc))
+            conn.execute("RELEASE taskyard_op")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+async def in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` in aiosqlite's own thread as one hop.
+
+    aiosqlite runs each ``execute`` as one such hop; a whole transaction as one
+    function costs one hop instead of several. This is the one use of aiosqlite's
+    ``_execute``, kept here.
+    """
+    result: T = await db._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+    return result
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class SqliteStore(TaskStore):
+    """Tasks in one SQLite file (WAL), shared safely by several processes."""
+
+    capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        if self.synchronous not in schema.SYNCHRONOUS_MODES:
+            raise ConfigurationError(
+                f"task_execution.sqlite_synchronous is {synchronous!r}; allowed: NORMAL, FULL"
+            )
+        self._db: aiosqlite.Connection | None = None
+        self._raw: sqlite3.Connection | None = None
+        self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._data_version: int | None = None
+        self.migrations_applied: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.path}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        schema.prepare_file(self.path)
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        try:
+            raw: sqlite3.Connection = db._conn  # aiosqlite's connection, used in its thread
+            self.migrations_applied = await in_thread(
+                db,
+                schema.open_queue,
+                raw,
+                self.path,
+                synchronous=self.synchronous,
+                busy_timeout=self.busy_timeout,
+            )
+        except BaseException as exc:
+            await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, self.path) from exc
+            raise
+        self._db, self._raw = db, raw
+
+    async def close(self) -> None:
+        if self._db is None:
+            return
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        db, self._db, self._raw = self._db, None, None
+        await db.close()
+
+    # -- the two ways into the thread ------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """One hop: run ``fn(conn, *args)`` in aiosqlite's thread."""
+        if self._db is None:
+            raise ManagerStateError(f"{self!r} is not open")
+        try:
+            result: T = await in_thread(self._db, fn, self._raw, *args)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        return result
+
+    async def _write(self, operation: Operation) -> Any:
+        """Queue ``operation`` for the next group commit and wait until it committed."""
+        if self._db is None:
+            raise ManagerStateError(f"{self!r} is not open")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((operation, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="taskyard-sqlite-writer")
+        result = await future
+        if isinstance(result, _Failed):
+            raise translate(result.error, self.path) from result.error
+        return result
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            operations = [operation for operation, _ in batch]
+            try:
+                assert self._db is not None
+                results = await in_thread(self._db, run_batch, self._raw, operations)
+            except BaseException as exc:
+                error = translate(exc, self.path) if isinstance(exc, Exception) else exc
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    # -- TaskStore -------------------------------------------------------------------------
+
+    async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        ids: list[str] = await self._write(op_add(records))
+        return ids
+
+    async def claim(
+        self,
+        *,
+        limit: int,
+        now: datetime,
+        worker_id: str,
+        lease_seconds: float,
+        types: Collection[str] | None = None,
+    ) -> list[TaskRecord]:
+        at = to_epoch(now)
+        claimed: list[TaskRecord] = await self._write(
+            op_claim(limit, at, worker_id, at + lease_seconds, types)
+        )
+        return claimed
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        applied: list[bool] = await self._write(op_finish(outcomes))
+        return applied
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, str]], *, until: datetime
+    ) -> list[str]:
+        lost: list[str] = await self._write(op_renew(leases, to_epoch(until)))
+        return lost
+
+    async def cancel(self, task_id: str, *, now: datetime) -> TaskStatus | None:
+        before: TaskStatus | None = await self._write(op_cancel(task_id, to_epoch(now)))
+        return before
+
+    async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
+        recovered: list[TaskRecord] = await self._write(op_recover(to_epoch(now)))
+        return recovered
+
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:
+        await self._write(op_record_worker(worker_id, info, time.time()))
+
+    async def forget_worker(self, worker_id: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM taskyard_workers WHERE worker_id = ?", (worker_id,))
+
+        await self._write(run)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        def run(conn: sqlite3.Connection, task_id: str) -> TaskRecord | None:
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM taskyard_tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            return None if row is None else row_to_record(row)
+
+        return await self._read(run, task_id)
+
+    async def next_due(self, types: Collection[str] | None = None) -> datetime | None:
+        clause, params = _types_clause(types)
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT MIN(run_after) FROM taskyard_tasks WHERE status = 'queued'" + clause,
+                params,
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return from_epoch(await self._read(run))
+
+    async def changed_elsewhere(self) -> bool:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+        version = await self._read(run)
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            return conn.execute(
+                "SELECT status, COUNT(*) FROM taskyard_tasks GROUP BY status"
+            ).fetchall()
+
+        counts = dict.fromkeys(TaskStatus, 0)
+        for status, count in await self._read(run):
+            counts[TaskStatus(status)] = count
+        return counts
+
+    async def list_tasks(
+        self,
+        *,
+        statuses: Sequence[TaskStatus] | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses is not None:
+            where.append("status IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps([str(status) for status in statuses]))
+        if task_type is not None:
+            where.append("type = ?")
+            params.append(task_type)
+        sql = f"SELECT {COLUMNS} FROM taskyard_tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq LIMIT ? OFFSET ?"
+        params += [limit, offset]
+
+        def run(conn: sqlite3.Connection) -> list[TaskRecord]:
+            return [row_to_record(row) for row in conn.execute(sql, params)]
+
+        return await self._read(run)
+
+    async def execute_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read-only ``fn(conn, *args)`` in the store's thread (for ops tools)."""
+        return await self._read(fn, *args)
+
+    async def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` inside the next group-commit transaction (for ops tools)."""
+        result: T = await self._write(fn)
+        return result
