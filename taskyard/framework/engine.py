@@ -69,8 +69,8 @@ class EngineConfig:
     """How long a claim holds without a heartbeat; a crashed worker's tasks return after it."""
     heartbeat_interval: float | None = None
     """Seconds between lease renewals; a third of the lease by default."""
-    recover_interval: float = 5.0
-    """Seconds between sweeps for expired leases."""
+    recover_interval: float | None = None
+    """Seconds between sweeps for expired leases; half the lease (at most 5 s) by default."""
     default_max_attempts: int = 3
     default_timeout: float | None = None
     task_timeouts: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
@@ -89,6 +89,10 @@ class EngineConfig:
     @property
     def heartbeat(self) -> float:
         return self.heartbeat_interval or self.lease_seconds / 3
+
+    @property
+    def recovery(self) -> float:
+        return self.recover_interval or min(self.lease_seconds / 2, 5.0)
 
 
 @dataclass(slots=True)
@@ -774,7 +778,7 @@ class TaskEngine:
                     self._publish(record, record.status)
                 if recovered:
                     self._wake.set()
-            await asyncio.sleep(self.config.recover_interval)
+            await asyncio.sleep(self.config.recovery)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} store={self.store!r} state={self._state}>"

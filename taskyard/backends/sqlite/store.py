@@ -27,7 +27,12 @@ import aiosqlite
 
 from taskyard.backends.sqlite import schema
 from taskyard.backends.sqlite.errors import translate
-from taskyard.framework.errors import ConfigurationError, ManagerStateError, TaskyardError
+from taskyard.framework.errors import (
+    ConfigurationError,
+    ManagerStateError,
+    StoreUnavailable,
+    TaskyardError,
+)
 from taskyard.framework.models import (
     Outcome,
     TaskRecord,
@@ -343,6 +348,7 @@ class SqliteStore(TaskStore):
         self._raw: sqlite3.Connection | None = None
         self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False
         self._data_version: int | None = None
         self.migrations_applied: list[int] = []
 
@@ -379,7 +385,7 @@ class SqliteStore(TaskStore):
     async def close(self) -> None:
         if self._db is None:
             return
-        if self._writer is not None:
+        while self._writing and self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         db, self._db, self._raw = self._db, None, None
         await db.close()
@@ -397,36 +403,60 @@ class SqliteStore(TaskStore):
         return result
 
     async def _write(self, operation: Operation) -> Any:
-        """Queue ``operation`` for the next group commit and wait until it committed."""
+        """Run ``operation`` in the next group-commit transaction; return once committed.
+
+        An idle store runs the caller's operation at once (one hop); operations that
+        arrive while a transaction is in flight wait and share the next one.
+        """
         if self._db is None:
             raise ManagerStateError(f"{self!r} is not open")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="taskyard-sqlite-writer")
-        result = await future
+        if self._writing:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending.append((operation, future))
+            result = await future
+        else:
+            self._writing = True
+            try:
+                [result] = await in_thread(self._db, run_batch, self._raw, [operation])
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
+            finally:
+                self._hand_over()
         if isinstance(result, _Failed):
             raise translate(result.error, self.path) from result.error
         return result
 
+    def _hand_over(self) -> None:
+        """After a transaction: start the writer for what queued up meanwhile, or go idle."""
+        if self._pending:
+            self._writer = asyncio.create_task(self._drain(), name="taskyard-sqlite-writer")
+        else:
+            self._writing = False
+
     async def _drain(self) -> None:
-        while self._pending:
+        try:
             batch, self._pending = self._pending, []
             operations = [operation for operation, _ in batch]
             try:
                 assert self._db is not None
                 results = await in_thread(self._db, run_batch, self._raw, operations)
             except BaseException as exc:
-                error = translate(exc, self.path) if isinstance(exc, Exception) else exc
+                error = (
+                    translate(exc, self.path)
+                    if isinstance(exc, Exception)
+                    else StoreUnavailable(f"{self.path}: the store closed during the write")
+                )
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
                 if not isinstance(exc, Exception):
                     raise
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            else:
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._hand_over()
 
     # -- TaskStore -------------------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+"""Worker processes: load the application's handlers, run until a signal, stop gracefully.
+
+The handlers come from an import path, the way ``celery -A`` or arq's worker settings
+do it: ``package.module:attribute`` where the attribute is either a mapping of task
+type to handler, or a (sync or async) function that takes the manager and calls
+``register_task`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from loguru import logger
+
+from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.protocol import TaskManager
+
+Registrar = Callable[[TaskManager], Any]
+
+
+def load_registrar(import_path: str) -> Registrar:
+    """Resolve ``module:attribute`` into a function that registers handlers on a manager.
+
+    Raises ConfigurationError naming what is wrong with the path."""
+    module_name, _, attribute = import_path.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f"the worker's app {import_path!r} is not of the form 'package.module:attribute'"
+        )
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # the current folder, as `python -m` would have it
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} for the worker: {exc}") from exc
+    try:
+        target = getattr(module, attribute)
+    except AttributeError as exc:
+        raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}") from exc
+
+    if isinstance(target, Mapping):
+        handlers = dict(target)
+
+        async def register_all(manager: TaskManager) -> None:
+            for task_type, handler in handlers.items():
+                await manager.register_task(task_type, handler)
+
+        return register_all
+    if callable(target):
+        return target  # type: ignore[no-any-return]
+    raise ConfigurationError(
+        f"{import_path!r} is a {type(target).__name__}; it must be a mapping of task type to "
+        "handler, or a function taking the manager"
+    )
+
+
+async def register(manager: TaskManager, registrar: Registrar) -> None:
+    result = registrar(manager)
+    if inspect.isawaitable(result):
+        await result
+
+
+async def serve(
+    manager: TaskManager,
+    registrar: Registrar | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    shutdown_timeout: float | None = None,
+    install_signal_handlers: bool = True,
+) -> None:
+    """Run ``manager`` as a worker until ``stop`` is set or SIGTERM/SIGINT arrives, then
+    stop gracefully: no new claims, running handlers get ``shutdown_timeout`` seconds,
+    the rest go back to ``queued``."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if install_signal_handlers:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _on_signal, stop, signum)
+            installed.append(signum)
+    try:
+        if registrar is not None:
+            await register(manager, registrar)
+        await manager.start()
+        logger.info("taskyard worker started: {!r}", manager)
+        print("taskyard worker ready", flush=True)  # a line supervisors and tests wait for
+        await stop.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        await manager.stop(timeout=shutdown_timeout)
+        logger.info("taskyard worker stopped")
+
+
+def _on_signal(stop: asyncio.Event, signum: signal.Signals) -> None:
+    logger.info("taskyard worker received {}; stopping gracefully", signum.name)
+    stop.set()
