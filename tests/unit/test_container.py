@@ -1,0 +1,209 @@
+"""taskyard.providers.Container: the settings choose, tests override, nothing is patched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dependency_injector import providers
+
+from taskyard.backends.memory import InMemoryTaskManager
+from taskyard.framework.engine import EngineConfig
+from taskyard.framework.errors import BackendNotAvailable, ConfigurationError
+from taskyard.framework.events import EventBus
+from taskyard.framework.orchestrator import TaskOrchestrator
+from taskyard.framework.runs import Run, RunRegistry, RunStatus
+from taskyard.providers import Container
+from taskyard.settings import load_settings
+
+
+def test_by_default_the_container_builds_the_in_memory_manager() -> None:
+    container = Container()
+    assert container.config.task_execution.backend() == "in-memory"
+    assert container.backend() == "in-memory"
+    manager = container.task_manager()
+    assert isinstance(manager, InMemoryTaskManager)
+    assert container.task_manager() is manager  # one manager per container
+
+
+def test_the_manager_shares_the_containers_config_registry_and_events() -> None:
+    container = Container()
+    manager = container.task_manager()
+    assert manager.config == container.engine_config()
+    assert manager.config.poll_interval == 0.05  # the testing environment
+    assert manager.registry is container.registry()
+    assert manager.events is container.events()
+
+
+def test_without_arguments_the_settings_come_from_taskyard_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKYARD_ENV", "production")
+    container = Container()
+    assert container.config.logging.serialize() is True
+    assert container.engine_config().poll_interval == 0.5
+
+
+def test_taskyard_env_testing_is_the_test_sessions_environment() -> None:
+    container = Container()
+    assert container.settings().current_env.lower() == "testing"
+    assert container.config.logging.enabled() is False
+
+
+def test_an_environment_variable_selects_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKYARD_TASK_EXECUTION__BACKEND", "postgres")
+    container = Container()
+    assert container.backend() == "postgres"
+    with pytest.raises(BackendNotAvailable, match="'postgres' backend"):
+        container.task_manager()
+
+
+def test_an_environment_variable_sets_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKYARD_TASK_EXECUTION__MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("TASKYARD_TASK_EXECUTION__DEFAULT_TIMEOUT_SECONDS", "0")
+    config = Container().engine_config()
+    assert config.concurrency == 3
+    assert config.default_timeout is None
+
+
+def test_runs_settings_reach_the_registry(tmp_path: Path) -> None:
+    history = tmp_path / "runs.json"
+    container = Container(
+        settings=load_settings(overrides={"runs": {"history_file": str(history)}})
+    )
+    registry = container.registry()
+    assert isinstance(registry, RunRegistry)
+    registry.add_run(Run(module_id="m"))
+    assert history.is_file()
+
+
+@pytest.mark.parametrize(
+    ("backend", "entry"),
+    [
+        ("sqlite", "sqlite"),
+        ("queue", "sqlite"),
+        ("sqlite-with-fallback", "sqlite-with-fallback"),
+        ("postgres", "postgres"),
+    ],
+)
+def test_backends_not_built_yet_fail_clearly_when_the_manager_is_requested(
+    backend: str, entry: str
+) -> None:
+    container = Container(settings=load_settings(overrides={"task_execution.backend": backend}))
+    assert container.backend() == entry
+    with pytest.raises(BackendNotAvailable) as caught:
+        container.orchestrator()
+    assert f"the {entry!r} backend" in str(caught.value)
+    assert "not available yet; use" in str(caught.value)
+    assert "in-memory" in str(caught.value)
+    assert isinstance(caught.value, ConfigurationError)
+
+
+def test_a_wrong_backend_name_fails_when_the_container_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKYARD_TASK_EXECUTION__BACKEND", "redis")
+    with pytest.raises(ConfigurationError, match=r"task_execution.backend = 'redis'"):
+        Container()
+
+
+def test_a_wrong_number_fails_when_the_container_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKYARD_TASK_EXECUTION__MAX_CONCURRENCY", "-4")
+    with pytest.raises(ConfigurationError, match=r"task_execution.max_concurrency = -4"):
+        Container()
+
+
+def test_a_wrong_backend_name_put_in_by_an_override_still_names_the_key() -> None:
+    container = Container()
+    with (
+        container.config.task_execution.backend.override("redis"),
+        pytest.raises(ConfigurationError, match=r"task_execution.backend = 'redis'"),
+    ):
+        container.task_manager()
+
+
+def test_config_option_overrides_select_the_backend_and_are_undone() -> None:
+    container = Container()
+    with container.config.task_execution.backend.override("sqlite"):
+        with pytest.raises(BackendNotAvailable):
+            container.task_manager()
+    assert isinstance(container.task_manager(), InMemoryTaskManager)
+
+
+def test_config_option_overrides_reach_the_engine_config() -> None:
+    container = Container()
+    with container.config.task_execution.max_concurrency.override(2):
+        assert container.engine_config().concurrency == 2
+
+
+def test_the_manager_can_be_replaced_by_a_fake_and_the_orchestrator_receives_it() -> None:
+    container = Container()
+    fake = FakeTaskManager()
+    with container.task_manager.override(providers.Object(fake)):
+        orchestrator = container.orchestrator()
+    assert isinstance(orchestrator, TaskOrchestrator)
+    assert orchestrator.task_manager is fake
+    assert orchestrator.registry is container.registry()
+
+
+def test_one_backend_entry_can_be_replaced_by_an_in_memory_manager() -> None:
+    container = Container(settings=load_settings(overrides={"task_execution.backend": "sqlite"}))
+    stand_in = InMemoryTaskManager(EngineConfig())
+    with container.task_manager.sqlite.override(providers.Object(stand_in)):
+        assert container.orchestrator().task_manager is stand_in
+
+
+def test_providers_can_be_overridden_when_the_container_is_built() -> None:
+    registry = RunRegistry()
+    container = Container(registry=providers.Object(registry))
+    assert container.task_manager().registry is registry
+    assert container.orchestrator().registry is registry
+
+
+async def test_the_orchestrator_runs_a_task_on_the_selected_manager() -> None:
+    container = Container()
+    manager = container.task_manager()
+
+    async def double(payload: dict[str, Any]) -> int:
+        return int(payload["n"]) * 2
+
+    await manager.register_task("double", double)
+    await container.init_resources()
+    try:
+        assert manager.started
+        orchestrator = container.orchestrator()
+        run = await orchestrator.submit("maths", "double", {"n": 21})
+        finished = await orchestrator.wait_for_run(run.run_id, timeout=10)
+        status = await manager.get_task_status(run.run_id)
+    finally:
+        await container.shutdown_resources()
+    assert finished.status is RunStatus.COMPLETED
+    assert finished.exit_code == 0
+    assert status is not None
+    assert status["result"] == 42
+    assert not manager.started
+
+
+class FakeTaskManager:
+    """Just enough of a manager for wiring tests: it records what it is asked."""
+
+    def __init__(self) -> None:
+        self.events = EventBus()
+        self.scheduled: list[tuple[str, Any]] = []
+
+    async def schedule_task(self, task_type: str, payload: Any = None, **options: Any) -> str:
+        self.scheduled.append((task_type, payload))
+        return str(options.get("task_id", "fake"))
+
+
+async def test_the_orchestrator_schedules_through_the_injected_fake() -> None:
+    container = Container()
+    fake = FakeTaskManager()
+    with container.task_manager.override(providers.Object(fake)):
+        run = await container.orchestrator().submit("reports", "build", {"name": "q3"})
+    assert fake.scheduled == [("build", {"name": "q3"})]
+    assert container.registry().get_run(run.run_id) is run
+    assert run.status is RunStatus.QUEUED
