@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Collection, Sequence
+from copy import deepcopy
 from datetime import datetime, timedelta
 
 from taskyard.framework.engine import EngineConfig, TaskEngine
@@ -113,6 +114,7 @@ class InMemoryStore(TaskStore):
         copy = record.copy()
         if record.payload_json is not None:
             copy.payload = loads(record.payload_json)
+        copy.result = deepcopy(record.result)  # a caller mutating a status dict changes nothing
         return copy
 
     def _holds(self, task_id: str, token: str) -> TaskRecord | None:

@@ -189,6 +189,9 @@ class TaskEngine:
             await asyncio.gather(*claim_loop, return_exceptions=True)
             await self._drain(deadline)
             self._outcome_ready.set()
+            # let the writer finish what it is writing: cancelled mid-write, a batch is lost
+            flush = [t for t in self._background if t.get_name() == "taskyard-flush"]
+            await asyncio.gather(*flush, return_exceptions=True)
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -235,6 +238,8 @@ class TaskEngine:
             return
         if self._state == _State.STOPPING:
             raise ManagerStateError("the task manager is stopping; it accepts no new tasks")
+        if self._state == _State.STOPPED:
+            raise ManagerStateError("the task manager is stopped; call start() to use it again")
         await self.start()
 
     # -- registration and scheduling ---------------------------------------------------------
@@ -443,9 +448,9 @@ class TaskEngine:
     # -- the older interface -----------------------------------------------------------------
 
     def start_task(self, run: Run, coro: Coroutine[Any, Any, Any]) -> str:
-        if self._state == _State.STOPPING:
+        if self._state in (_State.STOPPING, _State.STOPPED):
             coro.close()
-            raise ManagerStateError("the task manager is stopping; it starts no new runs")
+            raise ManagerStateError(f"the task manager is {self._state}; it starts no new runs")
         run.parameters.setdefault("_adhoc", True)
         run.parameters["_owner"] = owner_tag()
         run.mark_running()
@@ -593,7 +598,6 @@ class TaskEngine:
                     result = await loop.run_in_executor(
                         self._pool, registration.handler, record.payload
                     )
-            result_json = dumps(result, what="result")
         except TimeoutError:
             if not scope.expired():
                 return self._failure(record, "TimeoutError raised by the handler")
@@ -603,12 +607,14 @@ class TaskEngine:
             return self._failure(record, str(request), delay=request.delay)
         except PermanentFailure as exc:
             return self._outcome(record, TaskStatus.FAILED, error=str(exc) or "permanent failure")
+        except Exception as exc:
+            return self._failure(record, _describe(exc))
+        try:
+            result_json = dumps(result, what="result")
         except PayloadError as exc:
             return self._outcome(
                 record, TaskStatus.FAILED, error=f"the handler's result is not JSON: {exc}"
             )
-        except Exception as exc:
-            return self._failure(record, _describe(exc))
         return self._outcome(record, TaskStatus.COMPLETED, result=result, result_json=result_json)
 
     def _failure(self, record: TaskRecord, error: str, *, delay: float | None = None) -> Outcome:
@@ -659,6 +665,8 @@ class TaskEngine:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
             await self._flush_pending()
+            if self._state != _State.RUNNING and not self._running:
+                return  # stopping, and no handler is left to report: stop() flushes the rest
 
     async def _flush_pending(self) -> None:
         backoff = 0.05
@@ -676,6 +684,8 @@ class TaskEngine:
             for (record, outcome), ok in zip(batch, applied, strict=True):
                 if ok:
                     self._after_outcome(record, outcome)
+                    if outcome.status is TaskStatus.QUEUED:
+                        self._wake.set()  # the claim loop may be idle with nothing due
 
     def _after_outcome(self, record: TaskRecord, outcome: Outcome) -> None:
         if outcome.release:

@@ -56,8 +56,8 @@ class TaskManager(Protocol):
         task back. Scheduling an ``idempotency_key`` already known returns the existing
         task's id and stores nothing.
         Raises ``UnknownTaskType``, ``PayloadError`` or ``InvalidTaskOptions``
-        (nothing is stored then), ``ManagerStateError`` while stopping, ``StoreError``
-        when the store cannot take it.
+        (nothing is stored then), ``ManagerStateError`` while stopping or once
+        stopped, ``StoreError`` when the store cannot take it.
         """
         ...
 
@@ -88,7 +88,9 @@ class TaskManager(Protocol):
     async def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, let running handlers finish until ``timeout`` (the settings'
         shutdown timeout by default), then cancel the rest, which return to
-        ``queued``. Safe to call twice."""
+        ``queued`` with the interrupted attempt not counted. Safe to call twice.
+        Once stopped, nothing new starts: calls other than ``start()`` raise
+        ``ManagerStateError`` instead of starting the manager again."""
         ...
 
     async def __aenter__(self) -> Self: ...
