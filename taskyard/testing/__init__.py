@@ -1,0 +1,30 @@
+"""The TaskManager contract suite and its helpers, for taskyard's own backends and for
+anyone writing one. See :mod:`taskyard.testing.contract` for how a backend joins."""
+
+import pytest
+
+pytest.register_assert_rewrite("taskyard.testing.contract")
+
+from taskyard.testing.contract import TaskManagerContract  # noqa: E402
+from taskyard.testing.helpers import (  # noqa: E402
+    BackendFactory,
+    ContractManager,
+    EventRecorder,
+    MakeManager,
+    ManagerFactory,
+    fast_config,
+    in_memory_backend,
+    wait_until,
+)
+
+__all__ = [
+    "BackendFactory",
+    "ContractManager",
+    "EventRecorder",
+    "MakeManager",
+    "ManagerFactory",
+    "TaskManagerContract",
+    "fast_config",
+    "in_memory_backend",
+    "wait_until",
+]

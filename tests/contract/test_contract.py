@@ -1,0 +1,7 @@
+"""Every backend in conftest.BACKENDS against the TaskManager contract."""
+
+from taskyard.testing import TaskManagerContract
+
+
+class TestContract(TaskManagerContract):
+    pass
