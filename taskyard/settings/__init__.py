@@ -229,8 +229,9 @@ def load_settings(
     key in taskyard's sections, or a bad value.
     """
     files = _user_files(settings_files)
+    chosen_by = ENV_SWITCHER if not environment and os.environ.get(ENV_SWITCHER) else ""
     env = (environment or os.environ.get(ENV_SWITCHER) or DEFAULT_ENVIRONMENT).strip().lower()
-    _check_environment(env, files)
+    _check_environment(env, files, chosen_by)
     settings = Dynaconf(
         envvar_prefix=ENVVAR_PREFIX,
         environments=True,
@@ -293,7 +294,7 @@ def _user_files(explicit: Sequence[str | os.PathLike[str]] | None) -> list[Path]
     return [path.resolve() for path in named]
 
 
-def _check_environment(env: str, files: Iterable[Path]) -> None:
+def _check_environment(env: str, files: Iterable[Path], chosen_by: str) -> None:
     """Refuse an environment no file defines, and top-level taskyard sections (which
     Dynaconf would silently read as environments)."""
     known = set(ENVIRONMENTS)
@@ -315,9 +316,9 @@ def _check_environment(env: str, files: Iterable[Path]) -> None:
             known.add(name.lower())
     known -= {"default", "global", "dynaconf_merge"}
     if env not in known and not trust:
+        name = f"{chosen_by} = {env!r}" if chosen_by else f"the environment {env!r}"
         raise ConfigurationError(
-            f"{ENV_SWITCHER} = {env!r} is not an environment; known: "
-            + ", ".join(sorted(known))
+            f"{name} is not a settings environment; known: " + ", ".join(sorted(known))
         )
 
 

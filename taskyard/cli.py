@@ -1,0 +1,572 @@
+"""taskyard's command line: a thin shell over the container and the settings.
+
+``taskyard [--env NAME] [--settings FILE ...] COMMAND``. The root callback loads and
+validates the settings once (a bad setting exits with status 2 and a message naming
+the key) and turns logging on as the ``logging`` section says.
+
+Adding a command: write a function taking ``ctx: typer.Context`` and decorate it with
+``@app.command()`` (or build a ``typer.Typer()`` and ``app.add_typer(sub, name="db")``);
+``cli_state(ctx).container()`` gives the container of the chosen environment and files,
+``cli_state(ctx).settings()`` the validated settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from dynaconf import Dynaconf
+from loguru import logger
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from taskyard import __version__
+from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.events import EventBus
+from taskyard.framework.models import TaskEvent, TaskStatus
+from taskyard.framework.protocol import TaskManager
+from taskyard.providers import Container
+from taskyard.settings import (
+    SECTIONS,
+    configure_logging,
+    environment_of,
+    load_settings,
+    redact_dsn,
+    settings_as_dict,
+)
+
+__all__ = ["CliState", "app", "cli_state", "main"]
+
+CONFIGURATION_EXIT_CODE = 2
+
+app = typer.Typer(
+    name="taskyard",
+    help="taskyard: a durable async task manager. Settings come from TASKYARD_ENV, "
+    "settings.toml and TASKYARD_* variables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class CliState:
+    """What the root options chose; commands read the settings and container from it."""
+
+    environment: str | None = None
+    settings_files: list[Path] | None = None
+    _settings: Dynaconf | None = field(default=None, repr=False)
+
+    def settings(self, overrides: Mapping[str, Any] | None = None) -> Dynaconf:
+        """The validated settings; with ``overrides``, a fresh copy that has them."""
+        if overrides:
+            return load_settings(
+                environment=self.environment,
+                settings_files=self.settings_files,
+                overrides=overrides,
+            )
+        if self._settings is None:
+            self._settings = load_settings(
+                environment=self.environment, settings_files=self.settings_files
+            )
+        return self._settings
+
+    def container(self, overrides: Mapping[str, Any] | None = None) -> Container:
+        return Container(settings=self.settings(overrides))
+
+
+def cli_state(ctx: typer.Context) -> CliState:
+    """The :class:`CliState` of the running command."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` to stderr; returns the Exit to raise."""
+    Console(stderr=True).print(f"[bold red]taskyard:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def configuration_failure(exc: ConfigurationError) -> typer.Exit:
+    return fail(f"configuration error: {exc}", CONFIGURATION_EXIT_CODE)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            help="Settings environment (development, testing, production); "
+            "default: TASKYARD_ENV, else development.",
+        ),
+    ] = None,
+    settings: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--settings",
+            help="A settings file layered over the defaults (repeatable); replaces "
+            "./settings.toml and TASKYARD_SETTINGS_FILES.",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    state = CliState(environment=env, settings_files=list(settings) if settings else None)
+    ctx.obj = state
+    if ctx.invoked_subcommand == "version":
+        return
+    try:
+        loaded = state.settings()
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    setup_logging(loaded)
+
+
+def setup_logging(settings: Dynaconf | Mapping[str, Any]) -> None:
+    """The CLI owns its process: drop loguru's default sink so records are not written
+    twice, then add taskyard's."""
+    section = settings_as_dict(settings).get("logging") or {}
+    if section.get("enabled"):
+        with contextlib.suppress(ValueError):
+            logger.remove(0)
+    configure_logging(settings)
+
+
+def main() -> None:
+    """The ``taskyard`` console script."""
+    app()
+
+
+# -- small commands --------------------------------------------------------------------------
+
+
+@app.command()
+def version() -> None:
+    """Print taskyard's version."""
+    typer.echo(f"taskyard {__version__}")
+
+
+@app.command("settings")
+def show_settings(ctx: typer.Context) -> None:
+    """Print the effective settings of the environment as JSON (passwords hidden)."""
+    loaded = cli_state(ctx).settings()
+    data = settings_as_dict(loaded)
+    shown: dict[str, Any] = {"environment": environment_of(loaded)}
+    for section in SECTIONS:
+        shown[section] = data.get(section, {})
+    dsn = shown["task_execution"].get("postgres_dsn")
+    if isinstance(dsn, str):
+        shown["task_execution"]["postgres_dsn"] = redact_dsn(dsn)
+    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+
+
+# -- the demo -------------------------------------------------------------------------------
+
+DEMO_OVERRIDES: dict[str, Any] = {
+    "task_execution": {
+        "run_worker": True,
+        "poll_interval": 0.05,
+        "retry_initial_delay": 0.02,
+        "retry_multiplier": 2.0,
+        "retry_max_delay": 0.2,
+        "retry_jitter": 0.1,
+        "shutdown_timeout": 5.0,
+    }
+}
+"""What the demo changes so that it finishes in seconds: tiny retry delays."""
+
+# Per 20 tasks: the kind of each, so that every kind appears from 20 tasks on.
+DEMO_PATTERN = (
+    ["resize_image"] * 7
+    + ["send_email"] * 5
+    + ["flaky"] * 2
+    + ["always_fails"]
+    + ["slow"]
+    + ["delayed"] * 2
+    + ["cancelled"] * 2
+)
+FLAKY_FAILURES = 2
+FLAKY_ATTEMPTS = 3
+ALWAYS_FAILS_ATTEMPTS = 2
+CANCELLED_DELAY = 3600.0
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    kind: str
+    task_type: str
+    payload: dict[str, Any]
+    priority: int
+    delay: float | None
+    expected: TaskStatus
+    expected_attempts: int | None
+
+
+def plan_demo(total: int, seed: int) -> list[DemoTask]:
+    """The tasks the demo schedules, in scheduling order; the same for the same seed."""
+    rng = random.Random(seed)
+    kinds = [DEMO_PATTERN[index % len(DEMO_PATTERN)] for index in range(total)]
+    rng.shuffle(kinds)
+    plan: list[DemoTask] = []
+    for index, kind in enumerate(kinds):
+        priority = rng.randint(1, 9)
+        if kind == "resize_image":
+            payload: dict[str, Any] = {
+                "image": f"photos/{index:05d}.jpg",
+                "width": rng.choice([1920, 2560, 4032]),
+                "height": rng.choice([1080, 1440, 3024]),
+            }
+            plan.append(DemoTask(kind, kind, payload, priority, None, TaskStatus.COMPLETED, 1))
+        elif kind == "send_email":
+            payload = {"to": f"user{index}@example.com", "subject": f"Receipt #{index}"}
+            plan.append(DemoTask(kind, kind, payload, priority, None, TaskStatus.COMPLETED, 1))
+        elif kind == "flaky":
+            plan.append(
+                DemoTask(
+                    kind,
+                    kind,
+                    {"key": index},
+                    priority,
+                    None,
+                    TaskStatus.COMPLETED,
+                    FLAKY_ATTEMPTS,
+                )
+            )
+        elif kind == "always_fails":
+            plan.append(
+                DemoTask(
+                    kind,
+                    kind,
+                    {"key": index},
+                    priority,
+                    None,
+                    TaskStatus.FAILED,
+                    ALWAYS_FAILS_ATTEMPTS,
+                )
+            )
+        elif kind == "slow":
+            payload = {"seconds": round(rng.uniform(0.1, 0.3), 3)}
+            plan.append(DemoTask(kind, kind, payload, priority, None, TaskStatus.COMPLETED, 1))
+        elif kind == "delayed":
+            delay = round(rng.uniform(0.2, 1.0), 3)
+            payload = {"image": f"later/{index:05d}.jpg", "width": 800, "height": 600}
+            plan.append(
+                DemoTask(kind, "resize_image", payload, priority, delay, TaskStatus.COMPLETED, 1)
+            )
+        else:  # cancelled right after scheduling: held back so that it is surely queued
+            payload = {"to": f"unsubscribed{index}@example.com", "subject": "Never sent"}
+            plan.append(
+                DemoTask(
+                    kind,
+                    "send_email",
+                    payload,
+                    priority,
+                    CANCELLED_DELAY,
+                    TaskStatus.CANCELLED,
+                    0,
+                )
+            )
+    return plan
+
+
+class DemoHandlers:
+    """The demo's task handlers. ``flaky`` counts attempts per payload key."""
+
+    def __init__(self) -> None:
+        self.flaky_attempts: Counter[int] = Counter()
+
+    async def resize_image(self, payload: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {
+            "thumbnail": payload["image"].replace(".jpg", ".thumb.jpg"),
+            "width": payload["width"] // 8,
+            "height": payload["height"] // 8,
+        }
+
+    def send_email(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Synchronous, so it runs in the engine's thread pool."""
+        time.sleep(0.001)  # the SMTP round trip
+        digest = hashlib.sha256(f"{payload['to']}|{payload['subject']}".encode()).hexdigest()
+        return {"message_id": f"<{digest[:16]}@taskyard.demo>"}
+
+    async def flaky(self, payload: dict[str, Any]) -> dict[str, Any]:
+        key = int(payload["key"])
+        self.flaky_attempts[key] += 1
+        attempt = self.flaky_attempts[key]
+        if attempt <= FLAKY_FAILURES:
+            raise ConnectionError(f"upstream unavailable (attempt {attempt})")
+        return {"succeeded_on_attempt": attempt}
+
+    async def always_fails(self, payload: dict[str, Any]) -> None:
+        raise ValueError(f"record {payload['key']} is corrupt")
+
+    async def slow(self, payload: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(float(payload["seconds"]))
+        return {"slept": payload["seconds"]}
+
+    async def register(self, manager: TaskManager) -> None:
+        await manager.register_task("resize_image", self.resize_image)
+        await manager.register_task("send_email", self.send_email)
+        await manager.register_task("flaky", self.flaky, max_attempts=FLAKY_ATTEMPTS)
+        await manager.register_task(
+            "always_fails", self.always_fails, max_attempts=ALWAYS_FAILS_ATTEMPTS
+        )
+        await manager.register_task("slow", self.slow)
+
+
+@dataclass
+class DemoProgress:
+    """Counts terminal events as the engine publishes them (subscribers must be quick)."""
+
+    total: int
+    finished: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+
+    def on_event(self, event: TaskEvent) -> None:
+        if event.status.is_terminal:
+            self.finished[str(event.status)] += 1
+        elif event.status is TaskStatus.QUEUED and event.error is not None:
+            self.retries += 1
+
+    @property
+    def done(self) -> int:
+        return sum(self.finished.values())
+
+    def line(self) -> str:
+        percent = 100 * self.done / self.total if self.total else 100.0
+        counts = ", ".join(
+            f"{status} {self.finished[status]}"
+            for status in ("completed", "failed", "cancelled")
+        )
+        return f"{self.done}/{self.total} finished ({percent:.0f}%): {counts}"
+
+
+@dataclass
+class DemoResult:
+    backend: str
+    environment: str
+    elapsed: float
+    rows: list[tuple[DemoTask, dict[str, Any] | None]]
+    timed_out: bool
+
+    def mismatches(self) -> list[str]:
+        problems: list[str] = []
+        for task, status in self.rows:
+            if status is None:
+                problems.append(f"{task.kind}: the task is unknown to the manager")
+                continue
+            if status["status"] != str(task.expected):
+                problems.append(
+                    f"{task.kind} {status['id']}: {status['status']}, expected {task.expected}"
+                    + (f" ({status['error']})" if status["error"] else "")
+                )
+            elif task.expected_attempts is not None and (
+                status["attempts"] != task.expected_attempts
+            ):
+                problems.append(
+                    f"{task.kind} {status['id']}: {status['attempts']} attempt(s), "
+                    f"expected {task.expected_attempts}"
+                )
+        return problems
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    tasks: Annotated[int, typer.Option("--tasks", min=1, help="How many tasks.")] = 3000,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Handlers running at once.")
+    ] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the task mix.")] = 7,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for every task to finish.")
+    ] = 120.0,
+    log_level: Annotated[
+        str, typer.Option(help="taskyard's log level during the demo (when logging is on).")
+    ] = "ERROR",
+) -> None:
+    """Schedule a few thousand tasks of several types on the backend the settings
+    select, run them, and report. Exit status 0 when every task ended as expected."""
+    state = cli_state(ctx)
+    overrides = {
+        "task_execution": {**DEMO_OVERRIDES["task_execution"], "max_concurrency": concurrency},
+        "logging": {"level": log_level},
+    }
+    try:
+        settings = state.settings(overrides)
+        setup_logging(settings)
+        container = Container(settings=settings)
+        manager = container.task_manager()
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    console = Console()
+    bus = getattr(manager, "events", None)
+    events = bus if isinstance(bus, EventBus) else container.events()
+    result = asyncio.run(
+        run_demo(
+            manager,
+            events,
+            plan_demo(tasks, seed),
+            backend=container.backend(),
+            environment=environment_of(settings),
+            timeout=timeout,
+            console=console,
+        )
+    )
+    problems = result.mismatches()
+    print_report(console, result, problems)
+    if problems or result.timed_out:
+        raise typer.Exit(1)
+
+
+async def run_demo(
+    manager: TaskManager,
+    events: EventBus,
+    plan: list[DemoTask],
+    *,
+    backend: str,
+    environment: str,
+    timeout: float,
+    console: Console,
+) -> DemoResult:
+    progress = DemoProgress(total=len(plan))
+    unsubscribe = events.subscribe(progress.on_event)
+    handlers = DemoHandlers()
+    timed_out = False
+    try:
+        async with manager:
+            await handlers.register(manager)
+            started = time.perf_counter()
+            ids: list[str] = []
+            for task in plan:
+                task_id = await manager.schedule_task(
+                    task.task_type, task.payload, priority=task.priority, delay=task.delay
+                )
+                if task.expected is TaskStatus.CANCELLED:
+                    await manager.cancel_task(task_id)
+                ids.append(task_id)
+            waiting = asyncio.create_task(manager.wait_all(timeout=timeout))
+            await show_progress(console, progress, waiting)
+            try:
+                await waiting
+            except TimeoutError:
+                timed_out = True
+            elapsed = time.perf_counter() - started
+            statuses = [await manager.get_task_status(task_id) for task_id in ids]
+    finally:
+        unsubscribe()
+    return DemoResult(
+        backend=backend,
+        environment=environment,
+        elapsed=elapsed,
+        rows=list(zip(plan, statuses, strict=True)),
+        timed_out=timed_out,
+    )
+
+
+async def show_progress(
+    console: Console, progress: DemoProgress, waiting: asyncio.Task[None]
+) -> None:
+    """A progress bar on a terminal; a plain line every second otherwise (CI logs)."""
+    if console.is_terminal:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]tasks"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            row = bar.add_task("tasks", total=progress.total, detail="")
+            while not waiting.done():
+                detail = f"retries {progress.retries}, failed {progress.finished['failed']}"
+                bar.update(row, completed=progress.done, detail=detail)
+                await asyncio.wait([waiting], timeout=0.1)
+            bar.update(row, completed=progress.done)
+        return
+    last = time.monotonic()
+    while not waiting.done():
+        await asyncio.wait([waiting], timeout=0.2)
+        if time.monotonic() - last >= 1.0:
+            console.print(f"progress: {progress.line()}", highlight=False)
+            last = time.monotonic()
+    console.print(f"progress: {progress.line()}", highlight=False)
+
+
+def print_report(console: Console, result: DemoResult, problems: list[str]) -> None:
+    by_type: dict[str, Counter[str]] = {}
+    for task, status in result.rows:
+        counts = by_type.setdefault(task.task_type, Counter())
+        counts["tasks"] += 1
+        if status is not None:
+            counts[status["status"]] += 1
+            counts["retries"] += max(int(status["attempts"]) - 1, 0)
+    table = Table(title="taskyard demo: tasks by type")
+    table.add_column("type")
+    for column in ("tasks", "completed", "failed", "cancelled", "retries"):
+        table.add_column(column, justify="right")
+    totals: Counter[str] = Counter()
+    for task_type in sorted(by_type):
+        counts = by_type[task_type]
+        totals.update(counts)
+        table.add_row(
+            task_type,
+            *(
+                str(counts[c])
+                for c in ("tasks", "completed", "failed", "cancelled", "retries")
+            ),
+        )
+    table.add_section()
+    table.add_row(
+        "all",
+        *(str(totals[c]) for c in ("tasks", "completed", "failed", "cancelled", "retries")),
+        style="bold",
+    )
+    console.print(table)
+
+    finished = sum(totals[c] for c in ("completed", "failed", "cancelled"))
+    throughput = finished / result.elapsed if result.elapsed > 0 else 0.0
+    summary = Table(title="summary", show_header=False)
+    summary.add_column("what")
+    summary.add_column("value", justify="right")
+    summary.add_row("backend", result.backend)
+    summary.add_row("environment", result.environment)
+    summary.add_row("tasks finished", f"{finished} of {totals['tasks']}")
+    kinds = Counter(task.kind for task, _ in result.rows)
+    summary.add_row("scheduled with a delay", str(kinds["delayed"] + kinds["cancelled"]))
+    summary.add_row("cancelled right after scheduling", str(kinds["cancelled"]))
+    summary.add_row("retries", str(totals["retries"]))
+    summary.add_row("elapsed", f"{result.elapsed:.2f} s")
+    summary.add_row("throughput", f"{throughput:,.0f} tasks/s")
+    ok = not problems and not result.timed_out
+    summary.add_row("result", "[green]as expected[/]" if ok else "[red]NOT as expected[/]")
+    console.print(summary)
+    if result.timed_out:
+        console.print("[red]timed out waiting for the tasks to finish[/]")
+    for problem in problems[:10]:
+        console.print(f"[red]unexpected:[/] {escape(problem)}", highlight=False)
+    if len(problems) > 10:
+        console.print(f"[red]... and {len(problems) - 10} more[/]")

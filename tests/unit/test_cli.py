@@ -1,0 +1,114 @@
+"""The command line, through typer's CliRunner (no terminal: plain progress lines)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taskyard import __version__
+from taskyard.cli import DEMO_PATTERN, app, plan_demo
+from taskyard.framework.models import TaskStatus
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"taskyard {__version__}"
+
+
+def test_without_a_command_the_help_lists_the_commands(runner: CliRunner) -> None:
+    result = runner.invoke(app, [])
+    for command in ("demo", "settings", "version"):
+        assert command in result.output
+
+
+def test_settings_prints_the_effective_settings_as_json(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["settings"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["environment"] == "testing"
+    assert shown["task_execution"]["backend"] == "in-memory"
+    assert shown["task_execution"]["poll_interval"] == 0.05
+    assert set(shown) == {"environment", "task_execution", "runs", "logging"}
+
+
+def test_env_option_chooses_the_environment(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--env", "production", "settings"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["environment"] == "production"
+    assert shown["logging"]["serialize"] is True
+
+
+def test_settings_option_layers_a_file_and_hides_passwords(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    extra = tmp_path / "ops.toml"
+    extra.write_text(
+        "[testing.task_execution]\nmax_concurrency = 12\n"
+        'postgres_dsn = "postgresql://ops:hunter2@db.internal:5432/jobs"\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["--settings", str(extra), "settings"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["task_execution"]["max_concurrency"] == 12
+    assert shown["task_execution"]["postgres_dsn"] == "postgresql://ops:***@db.internal:5432/jobs"
+    assert "hunter2" not in result.output
+
+
+def test_a_bad_setting_exits_2_naming_the_key(runner: CliRunner) -> None:
+    result = runner.invoke(
+        app, ["settings"], env={"TASKYARD_TASK_EXECUTION__MAX_CONCURRENCY": "many"}
+    )
+    assert result.exit_code == 2
+    assert "task_execution.max_concurrency = 'many'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_an_unknown_environment_exits_2(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--env", "staging", "settings"])
+    assert result.exit_code == 2
+    assert "'staging' is not a settings environment" in result.stderr
+
+
+def test_the_demo_runs_every_task_to_its_expected_status(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["demo", "--tasks", "120", "--concurrency", "20"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "progress: 120/120 finished (100%)" in out
+    for task_type in ("resize_image", "send_email", "flaky", "always_fails", "slow"):
+        assert task_type in out
+    assert "in-memory" in out
+    assert "120 of 120" in out
+    assert "as expected" in out
+    assert "NOT as expected" not in out
+    assert "tasks/s" in out
+
+
+def test_the_demo_refuses_a_backend_that_is_not_available(runner: CliRunner) -> None:
+    result = runner.invoke(
+        app, ["demo", "--tasks", "20"], env={"TASKYARD_TASK_EXECUTION__BACKEND": "sqlite"}
+    )
+    assert result.exit_code == 2
+    assert "not available yet" in result.stderr
+
+
+def test_the_demo_plan_mixes_every_kind_deterministically() -> None:
+    plan = plan_demo(len(DEMO_PATTERN) * 5, seed=3)
+    assert plan == plan_demo(len(DEMO_PATTERN) * 5, seed=3)
+    kinds = {task.kind for task in plan}
+    assert kinds == set(DEMO_PATTERN)
+    cancelled = [task for task in plan if task.kind == "cancelled"]
+    assert cancelled and all(task.expected is TaskStatus.CANCELLED for task in cancelled)
+    assert all(task.delay for task in cancelled)  # held back, so still queued when cancelled
+    assert {task.expected for task in plan if task.kind == "always_fails"} == {TaskStatus.FAILED}
+    assert len({task.priority for task in plan}) > 1
