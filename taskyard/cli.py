@@ -13,7 +13,6 @@ Adding a command: write a function taking ``ctx: typer.Context`` and decorate it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import random
@@ -26,7 +25,6 @@ from typing import Annotated, Any
 
 import typer
 from dynaconf import Dynaconf
-from loguru import logger
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -145,13 +143,8 @@ def root(
 
 
 def setup_logging(settings: Dynaconf | Mapping[str, Any]) -> None:
-    """The CLI owns its process: drop loguru's default sink so records are not written
-    twice, then add taskyard's."""
-    section = settings_as_dict(settings).get("logging") or {}
-    if section.get("enabled"):
-        with contextlib.suppress(ValueError):
-            logger.remove(0)
-    configure_logging(settings)
+    """The CLI owns its process: taskyard's sink replaces loguru's default one."""
+    configure_logging(settings, drop_default_sink=True)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ Adding a backend means replacing its entry in :attr:`Container.task_manager`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from dependency_injector import containers, providers
 
@@ -122,7 +122,7 @@ class Container(containers.DeclarativeContainer):
         TaskOrchestrator, task_manager=task_manager, registry=registry
     )
 
-    def __new__(cls, *, settings: Any = None, **overriding_providers: Any) -> Container:
+    def __new__(cls, *, settings: Any = None, **overriding_providers: Any) -> Self:
         container = super().__new__(cls)
         if settings is None:
             settings = load_settings()

@@ -20,6 +20,7 @@ key, the value and what is allowed, before anything runs.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -440,11 +441,18 @@ def engine_config_from_settings(task_execution: Mapping[str, Any]) -> EngineConf
 _handler_ids: list[int] = []
 
 
-def configure_logging(settings: Dynaconf | Mapping[str, Any]) -> list[int]:
+def configure_logging(
+    settings: Dynaconf | Mapping[str, Any], *, drop_default_sink: bool = False
+) -> list[int]:
     """Send taskyard's log records where the ``logging`` section says, replacing what an
     earlier call set up; with ``enabled = false`` taskyard is silent again. Returns the
     loguru handler ids added. The library never calls this itself: the CLI or the
-    application does."""
+    application does.
+
+    loguru's default stderr sink (handler 0) would write taskyard's records a second
+    time; ``drop_default_sink=True`` removes it, for programs that leave all their
+    logging to these settings (the CLI does).
+    """
     section = settings_as_dict(settings).get("logging") or {}
     for handler_id in _handler_ids:
         logger.remove(handler_id)
@@ -452,6 +460,9 @@ def configure_logging(settings: Dynaconf | Mapping[str, Any]) -> list[int]:
     if not section.get("enabled", False):
         logger.disable("taskyard")
         return []
+    if drop_default_sink:
+        with contextlib.suppress(ValueError):  # already removed
+            logger.remove(0)
     level = str(section.get("level", "INFO")).upper()
     serialize = bool(section.get("serialize", False))
     sink = str(section.get("sink", "stderr"))
