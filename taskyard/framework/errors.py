@@ -10,11 +10,11 @@ each class's docstring is its default message::
     │   ├── UnknownTaskType           no handler registered for the type
     │   ├── PayloadError              the payload is not exactly representable as JSON
     │   └── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
-    ├── ManagerStateError             the manager is not started, or is stopping
+    ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
     └── StoreError                    the storage failed (driver errors are translated to these)
         ├── StoreUnavailable          cannot be reached or written now (locked, I/O, read-only)
-        ├── StoreFull                 the database or the disk is full
+        │   └── StoreFull             the database or the disk is full
         ├── SchemaError               the database file cannot be used as a taskyard queue
         │   ├── NotADatabase          the file is not a SQLite database at all
         │   ├── ForeignDatabase       a SQLite database that is not a taskyard queue

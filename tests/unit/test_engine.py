@@ -1,0 +1,82 @@
+"""Engine regressions the contract suite found, pinned with a store slower than the engine
+(the in-memory store answers at once and hides ordering bugs a real store shows)."""
+
+import asyncio
+
+import pytest
+
+from taskyard.backends.memory import InMemoryStore, InMemoryTaskManager
+from taskyard.framework.errors import ManagerStateError
+from taskyard.testing import EventRecorder, fast_config
+
+WAIT = 5.0
+
+
+class SlowWritesStore(InMemoryStore):
+    """Writes outcomes after a pause, as a store doing I/O does."""
+
+    async def finish(self, outcomes):
+        await asyncio.sleep(0.02)  # simulated I/O latency, not synchronisation
+        return await super().finish(outcomes)
+
+
+async def test_a_retry_is_picked_up_when_the_store_writes_slower_than_the_claim_loop():
+    calls = 0
+
+    async def flaky(payload):
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ValueError("again")
+        return calls
+
+    async with InMemoryTaskManager(fast_config(), store=SlowWritesStore()) as manager:
+        await manager.register_task("flaky", flaky)
+        task_id = await manager.schedule_task("flaky", {})
+        status = await manager.wait_for(task_id, timeout=WAIT)
+    assert (status["status"], status["attempts"], status["result"]) == ("completed", 3, 3)
+
+
+async def test_stop_writes_the_release_of_a_cancelled_handler_and_announces_it():
+    store = SlowWritesStore()
+    manager = InMemoryTaskManager(fast_config(), store=store)
+    await manager.start()
+    events = EventRecorder(manager.events)
+    entered = asyncio.Event()
+
+    async def endless(payload):
+        entered.set()
+        await asyncio.Event().wait()
+
+    await manager.register_task("endless", endless)
+    task_id = await manager.schedule_task("endless", {})
+    await asyncio.wait_for(entered.wait(), WAIT)
+    await manager.stop(timeout=0.01)
+    assert events.statuses(task_id) == ["queued", "running", "queued"]
+    stored = store.tasks[task_id]
+    assert (stored.status, stored.attempts, stored.lease_token) == ("queued", 0, None)
+
+
+async def test_a_stopped_manager_refuses_calls_instead_of_restarting():
+    manager = InMemoryTaskManager(fast_config())
+    await manager.register_task("echo", lambda payload: payload)
+    task_id = await manager.schedule_task("echo", {"n": 1})  # a new manager starts lazily
+    assert manager.started
+    await manager.wait_for(task_id, timeout=WAIT)
+    await manager.stop()
+    for call in (
+        manager.get_task_status(task_id),
+        manager.wait_for(task_id),
+        manager.cancel_task(task_id),
+        manager.schedule_task("echo", {}),
+        manager.count_by_status(),
+    ):
+        with pytest.raises(ManagerStateError, match="stopped"):
+            await call
+    assert not manager.started
+
+    await manager.start()  # an explicit start brings it back
+    try:
+        assert (await manager.get_task_status(task_id))["status"] == "completed"
+    finally:
+        await manager.stop()
