@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import random
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -263,7 +264,7 @@ def plan_demo(total: int, seed: int) -> list[DemoTask]:
             payload = {"seconds": round(rng.uniform(0.1, 0.3), 3)}
             plan.append(DemoTask(kind, kind, payload, priority, None, TaskStatus.COMPLETED, 1))
         elif kind == "delayed":
-            delay = round(rng.uniform(0.2, 1.0), 3)
+            delay = round(rng.uniform(0.05, 0.5), 3)
             payload = {"image": f"later/{index:05d}.jpg", "width": 800, "height": 600}
             plan.append(
                 DemoTask(kind, "resize_image", payload, priority, delay, TaskStatus.COMPLETED, 1)
@@ -399,12 +400,45 @@ def demo(
     log_level: Annotated[
         str, typer.Option(help="taskyard's log level during the demo (when logging is on).")
     ] = "ERROR",
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Database file for the SQLite backends; default: a temporary file "
+            "removed afterwards.",
+        ),
+    ] = None,
 ) -> None:
     """Schedule a few thousand tasks of several types on the backend the settings
     select, run them, and report. Exit status 0 when every task ended as expected."""
-    state = cli_state(ctx)
+    with tempfile.TemporaryDirectory(prefix="taskyard-demo-") as scratch:
+        run_demo_command(
+            cli_state(ctx),
+            tasks=tasks,
+            concurrency=concurrency,
+            seed=seed,
+            timeout=timeout,
+            log_level=log_level,
+            db=db or Path(scratch) / "demo.db",
+        )
+
+
+def run_demo_command(
+    state: CliState,
+    *,
+    tasks: int,
+    concurrency: int,
+    seed: int,
+    timeout: float,
+    log_level: str,
+    db: Path,
+) -> None:
     overrides = {
-        "task_execution": {**DEMO_OVERRIDES["task_execution"], "max_concurrency": concurrency},
+        "task_execution": {
+            **DEMO_OVERRIDES["task_execution"],
+            "max_concurrency": concurrency,
+            "queue_db_path": str(db),
+        },
         "logging": {"level": log_level},
     }
     try:
