@@ -15,6 +15,7 @@ from taskyard.framework.models import (
     Outcome,
     TaskRecord,
     TaskStatus,
+    dumps,
     loads,
     new_task_id,
     to_epoch,
@@ -66,6 +67,36 @@ class InMemoryStore(TaskStore):
             self._enqueue(stored)
             ids.append(stored.id)
         return ids
+
+    async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
+        stored: list[bool] = []
+        for record in records:
+            key = record.idempotency_key
+            if record.id in self.tasks or (key is not None and key in self._by_key):
+                stored.append(False)
+                continue
+            copy = record.copy()
+            copy.seq = next(self._seq)
+            if copy.status is TaskStatus.RUNNING:
+                copy.status = TaskStatus.QUEUED
+            copy.lease_token = copy.lease_expires_at = copy.worker_id = None
+            if copy.payload_json is None:
+                copy.payload_json = dumps(copy.payload)
+            self.tasks[copy.id] = copy
+            if key is not None:
+                self._by_key[key] = copy.id
+            if copy.status is TaskStatus.QUEUED:
+                self._enqueue(copy)
+            stored.append(True)
+        return stored
+
+    def detach(self, task_ids: Collection[str]) -> list[TaskRecord]:
+        """Remove these tasks from the store and return them (a move elsewhere)."""
+        detached = [self.tasks.pop(task_id) for task_id in task_ids if task_id in self.tasks]
+        for record in detached:
+            if record.idempotency_key is not None:
+                self._by_key.pop(record.idempotency_key, None)
+        return detached
 
     def _promote(self, now: datetime) -> None:
         horizon = to_epoch(now)

@@ -47,6 +47,13 @@ class TaskStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
+        """Store tasks exactly as given (status, attempts, result, times included), for
+        moves between stores and imports. A record whose id is already stored is left
+        alone. Returns, per record, whether it was stored. Running records are stored
+        as queued (their lease belongs to no one here)."""
+
+    @abc.abstractmethod
     async def claim(
         self,
         *,
@@ -117,6 +124,15 @@ class TaskStore(abc.ABC):
 
     async def forget_worker(self, worker_id: str) -> None:  # noqa: B027
         """The worker stopped cleanly."""
+
+    async def health(self) -> tuple[str, str]:
+        """``(state, reason)``: ``ok``, ``degraded`` or ``down``. The default checks
+        that the store answers a read."""
+        try:
+            await self.count_by_status()
+        except Exception as exc:
+            return "down", str(exc)
+        return "ok", ""
 
     async def changed_elsewhere(self) -> bool:
         """Whether another process may have written since the last call (cheap).

@@ -135,6 +135,42 @@ def op_add(records: Sequence[TaskRecord]) -> Operation:
     return run
 
 
+_IMPORT = (
+    f"INSERT INTO taskyard_tasks ({COLUMNS.removeprefix('seq, ')})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+def _import_row(record: TaskRecord) -> tuple[Any, ...]:
+    status = TaskStatus.QUEUED if record.status is TaskStatus.RUNNING else record.status
+    return (
+        record.id,
+        record.type,
+        str(status),
+        record.priority,
+        record.attempts,
+        record.max_attempts,
+        record.payload_json or dumps(record.payload),
+        None if record.result is None else dumps(record.result, what="result"),
+        record.error,
+        to_epoch(record.created_at),
+        to_epoch(record.updated_at),
+        to_epoch(record.run_after),
+        None if record.started_at is None else to_epoch(record.started_at),
+        None if record.finished_at is None else to_epoch(record.finished_at),
+        record.timeout,
+        record.idempotency_key,
+    )
+
+
+def op_import(records: Sequence[TaskRecord]) -> Operation:
+    def run(conn: sqlite3.Connection) -> list[bool]:
+        return [bool(conn.execute(_IMPORT, _import_row(record)).rowcount) for record in records]
+
+    return run
+
+
 def op_claim(
     limit: int, now: float, worker_id: str, expires: float, types: Collection[str] | None
 ) -> Operation:
@@ -463,6 +499,10 @@ class SqliteStore(TaskStore):
     async def add(self, records: Sequence[TaskRecord]) -> list[str]:
         ids: list[str] = await self._write(op_add(records))
         return ids
+
+    async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
+        stored: list[bool] = await self._write(op_import(records))
+        return stored
 
     async def claim(
         self,
