@@ -351,8 +351,7 @@ class DemoProgress:
     def line(self) -> str:
         percent = 100 * self.done / self.total if self.total else 100.0
         counts = ", ".join(
-            f"{status} {self.finished[status]}"
-            for status in ("completed", "failed", "cancelled")
+            f"{status} {self.finished[status]}" for status in ("completed", "failed", "cancelled")
         )
         return f"{self.done}/{self.total} finished ({percent:.0f}%): {counts}"
 
@@ -561,10 +560,7 @@ def print_report(console: Console, result: DemoResult, problems: list[str]) -> N
         totals.update(counts)
         table.add_row(
             task_type,
-            *(
-                str(counts[c])
-                for c in ("tasks", "completed", "failed", "cancelled", "retries")
-            ),
+            *(str(counts[c]) for c in ("tasks", "completed", "failed", "cancelled", "retries")),
         )
     table.add_section()
     table.add_row(
@@ -597,3 +593,50 @@ def print_report(console: Console, result: DemoResult, problems: list[str]) -> N
         console.print(f"[red]unexpected:[/] {escape(problem)}", highlight=False)
     if len(problems) > 10:
         console.print(f"[red]... and {len(problems) - 10} more[/]")
+
+
+# -- workers --------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    app_path: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            "-A",
+            help="Handlers to run: 'package.module:attribute', a mapping of task type to "
+            "handler or a function taking the manager. Default: task_execution.worker_app.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Handlers at once (task_execution.max_concurrency).")
+    ] = None,
+    shutdown_timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds running handlers get at SIGTERM/SIGINT."),
+    ] = None,
+) -> None:
+    """Run tasks from the configured queue until SIGTERM or SIGINT, then stop gracefully:
+    no new claims, running handlers finish within the shutdown timeout, the rest go back
+    to the queue."""
+    from taskyard.worker import load_registrar, serve
+
+    state = cli_state(ctx)
+    overrides: dict[str, Any] = {"task_execution.run_worker": True}
+    if concurrency is not None:
+        overrides["task_execution.max_concurrency"] = concurrency
+    try:
+        container = state.container(overrides)
+        target = app_path or container.config.task_execution.worker_app()
+        if not target:
+            raise ConfigurationError(
+                "no handlers to run: pass --app package.module:attribute or set "
+                "task_execution.worker_app"
+            )
+        registrar = load_registrar(target)
+        manager = container.task_manager()
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    asyncio.run(serve(manager, registrar, shutdown_timeout=shutdown_timeout))

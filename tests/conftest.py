@@ -28,7 +28,12 @@ _isolate(os.environ)
 
 
 @pytest.fixture(autouse=True)
-def _taskyard_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _taskyard_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    # Relative paths in the settings (queue_db_path = "taskyard.db") land in a scratch
+    # folder, never in the checkout.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     for name in [name for name in os.environ if name.startswith("TASKYARD_")]:
         monkeypatch.delenv(name)
     for name, value in ISOLATED_ENVIRONMENT.items():

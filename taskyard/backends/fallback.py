@@ -579,6 +579,10 @@ class FallbackTaskManager(TaskEngine):
         super().__init__(FallbackStore(primary), config, registry=registry, events=events)
 
     @property
+    def db_path(self) -> str:
+        return str(self.fallback.primary.path)
+
+    @property
     def fallback(self) -> FallbackStore:
         assert isinstance(self.store, FallbackStore)
         return self.store

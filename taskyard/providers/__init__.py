@@ -18,13 +18,16 @@ Adding a backend means replacing its entry in :attr:`Container.task_manager`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn, Self
 
 from dependency_injector import containers, providers
+from loguru import logger
 
+from taskyard.backends.fallback import FallbackTaskManager
 from taskyard.backends.memory import InMemoryTaskManager
-from taskyard.framework.errors import BackendNotAvailable
+from taskyard.backends.sqlite import QueuedTaskManager, SqliteRunPersistence
+from taskyard.framework.errors import BackendNotAvailable, StoreUnavailable
 from taskyard.framework.events import EventBus
 from taskyard.framework.orchestrator import TaskOrchestrator
 from taskyard.framework.protocol import TaskManager
@@ -36,7 +39,14 @@ from taskyard.settings import (
     settings_as_dict,
 )
 
-__all__ = ["Container", "backend_not_available", "run_task_manager", "selector_key"]
+__all__ = [
+    "Container",
+    "backend_not_available",
+    "effective_backend",
+    "make_registry",
+    "run_task_manager",
+    "selector_key",
+]
 
 
 def selector_key(backend: str) -> str:
@@ -52,6 +62,37 @@ def backend_not_available(name: str) -> NoReturn:
         '"in-memory": set task_execution.backend = "in-memory" in your settings, or '
         "TASKYARD_TASK_EXECUTION__BACKEND=in-memory"
     )
+
+
+def effective_backend(task_execution: Mapping[str, Any]) -> str:
+    """The backend the settings select: ``queue`` is ``sqlite``, and ``sqlite`` with
+    ``queue_fallback_enabled = true`` is ``sqlite-with-fallback``."""
+    backend = canonical_backend(task_execution["backend"])
+    if backend == "sqlite" and task_execution.get("queue_fallback_enabled"):
+        return "sqlite-with-fallback"
+    return backend
+
+
+def make_registry(
+    runs: Mapping[str, Any], task_execution: Mapping[str, Any], backend: str
+) -> RunRegistry:
+    """The RunRegistry: runs in the queue file on the SQLite backends (unless
+    ``runs.keep_in_database = false``), else in ``runs.history_file`` or in memory."""
+    max_history = int(runs["max_history"])
+    if backend.startswith("sqlite") and runs.get("keep_in_database", True):
+        try:
+            persistence = SqliteRunPersistence(
+                task_execution["queue_db_path"],
+                busy_timeout=float(task_execution["sqlite_busy_timeout"]),
+                synchronous=str(task_execution["sqlite_synchronous"]),
+            )
+        except StoreUnavailable as exc:
+            if backend != "sqlite-with-fallback":
+                raise
+            logger.warning("taskyard: runs kept in memory only: {}", exc)
+        else:
+            return RunRegistry(persistence, max_history=max_history)
+    return RunRegistry(history_file=runs["history_file"] or None, max_history=max_history)
 
 
 async def run_task_manager(task_manager: TaskManager) -> AsyncIterator[TaskManager]:
@@ -97,23 +138,32 @@ class Container(containers.DeclarativeContainer):
 
     engine_config = providers.Singleton(engine_config_from_settings, config.task_execution)
     events = providers.Singleton(EventBus)
-    registry = providers.Singleton(
-        RunRegistry,
-        history_file=config.runs.history_file,
-        max_history=config.runs.max_history,
-    )
+    backend = providers.Callable(effective_backend, config.task_execution)
+    registry = providers.Singleton(make_registry, config.runs, config.task_execution, backend)
 
-    backend = providers.Callable(canonical_backend, config.task_execution.backend)
     task_manager = providers.Selector(
         providers.Callable(selector_key, backend),
         in_memory=providers.Singleton(
             InMemoryTaskManager, engine_config, registry=registry, events=events
         ),
-        # Becomes providers.Singleton(QueuedTaskManager, engine_config,
-        # db_path=config.task_execution.queue_db_path, ..., registry=registry,
-        # events=events) when the SQLite backend lands.
-        sqlite=providers.Callable(backend_not_available, "sqlite"),
-        sqlite_with_fallback=providers.Callable(backend_not_available, "sqlite-with-fallback"),
+        sqlite=providers.Singleton(
+            QueuedTaskManager,
+            engine_config,
+            db_path=config.task_execution.queue_db_path,
+            synchronous=config.task_execution.sqlite_synchronous,
+            busy_timeout=config.task_execution.sqlite_busy_timeout,
+            registry=registry,
+            events=events,
+        ),
+        sqlite_with_fallback=providers.Singleton(
+            FallbackTaskManager,
+            engine_config,
+            db_path=config.task_execution.queue_db_path,
+            synchronous=config.task_execution.sqlite_synchronous,
+            busy_timeout=config.task_execution.sqlite_busy_timeout,
+            registry=registry,
+            events=events,
+        ),
         postgres=providers.Callable(backend_not_available, "postgres"),
     )
     task_manager_lifecycle = providers.Resource(run_task_manager, task_manager)

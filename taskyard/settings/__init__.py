@@ -144,9 +144,7 @@ def _rule(key: str, check: Callable[[Any], bool], allowed: str) -> Validator:
         condition=check,
         messages={
             "condition": message,
-            "must_exist_true": (
-                f"{key} is missing (environment {{env}}); it must be {allowed}."
-            ),
+            "must_exist_true": (f"{key} is missing (environment {{env}}); it must be {allowed}."),
         },
     )
 
@@ -198,6 +196,12 @@ VALIDATORS: tuple[Validator, ...] = (
     ),
     _rule("runs.history_file", lambda value: isinstance(value, str), 'a file path, or "" for none'),
     _rule("runs.max_history", _int_at_least(1), "an integer of at least 1"),
+    _rule("runs.keep_in_database", _is_bool, "true or false"),
+    _rule(
+        "task_execution.worker_app",
+        lambda value: isinstance(value, str) and (value == "" or ":" in value),
+        '"package.module:attribute", or "" for none',
+    ),
     _rule("logging.enabled", _is_bool, "true or false"),
     _rule(
         "logging.level",

@@ -12,10 +12,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from taskyard.backends.fallback import FallbackTaskManager
+from taskyard.backends.sqlite import QueuedTaskManager
 from taskyard.testing import BackendFactory, ManagerFactory, in_memory_backend
 
 BACKENDS: dict[str, BackendFactory] = {
     "in-memory": in_memory_backend,
+    "sqlite": lambda config, path: QueuedTaskManager(config, db_path=path / "q.db"),
+    "sqlite-with-fallback": lambda config, path: FallbackTaskManager(config, db_path=path / "q.db"),
 }
 
 

@@ -94,7 +94,15 @@ async def schedule(manager: FallbackTaskManager, handler: Counting, numbers: ran
 
 async def finish_all(manager: FallbackTaskManager, ids: list[str]) -> None:
     for task_id in ids:
-        info = await manager.wait_for(task_id, timeout=30)
+        try:
+            info = await manager.wait_for(task_id, timeout=30)
+        except TimeoutError:
+            store = manager.fallback
+            where = "memory" if task_id in store.memory.tasks else "sqlite"
+            raise AssertionError(
+                f"{task_id} stuck in {where}: {await store.get(task_id)}; degraded: "
+                f"{store.reason}; stats: {store.stats}; running: {list(manager._running)}"
+            ) from None
         assert info["status"] == "completed", info
 
 

@@ -114,7 +114,7 @@ async def test_a_task_outlives_its_producer(workers: Workers) -> None:
     async with await registered(producer(workers.db)) as manager:
         [task] = await manager.list_tasks()
         info = await manager.wait_for(task["id"], timeout=30)
-    assert info["status"] == "completed"
+    assert info["status"] == "completed", info["error"]
     assert info["result"] == "survivor"
     assert workers.executions() == {"survivor": 1}
 

@@ -23,9 +23,9 @@ def record(payload: dict[str, Any]) -> None:
         os.close(fd)
 
 
-async def count(payload: dict[str, Any]) -> int:
+async def count(payload: dict[str, Any]) -> Any:
     record(payload)
-    return int(payload["n"])
+    return payload["n"]
 
 
 async def hang_once(payload: dict[str, Any]) -> str:

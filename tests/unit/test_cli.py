@@ -96,7 +96,7 @@ def test_the_demo_runs_every_task_to_its_expected_status(runner: CliRunner) -> N
 
 def test_the_demo_refuses_a_backend_that_is_not_available(runner: CliRunner) -> None:
     result = runner.invoke(
-        app, ["demo", "--tasks", "20"], env={"TASKYARD_TASK_EXECUTION__BACKEND": "sqlite"}
+        app, ["demo", "--tasks", "20"], env={"TASKYARD_TASK_EXECUTION__BACKEND": "postgres"}
     )
     assert result.exit_code == 2
     assert "not available yet" in result.stderr

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 
+from taskyard.backends.fallback import FallbackTaskManager
 from taskyard.backends.memory import InMemoryTaskManager
+from taskyard.backends.sqlite import QueuedTaskManager
 from taskyard.framework.engine import EngineConfig
 from taskyard.framework.errors import BackendNotAvailable, ConfigurationError
 from taskyard.framework.events import EventBus
@@ -79,24 +81,41 @@ def test_runs_settings_reach_the_registry(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("backend", "entry"),
+    ("backend", "fallback", "manager_type"),
     [
-        ("sqlite", "sqlite"),
-        ("queue", "sqlite"),
-        ("sqlite-with-fallback", "sqlite-with-fallback"),
-        ("postgres", "postgres"),
+        ("sqlite", False, QueuedTaskManager),
+        ("queue", False, QueuedTaskManager),
+        ("sqlite", True, FallbackTaskManager),
+        ("queue", True, FallbackTaskManager),
+        ("sqlite-with-fallback", False, FallbackTaskManager),
     ],
 )
-def test_backends_not_built_yet_fail_clearly_when_the_manager_is_requested(
-    backend: str, entry: str
+def test_the_sqlite_backends_are_selected_by_name_and_fallback_flag(
+    backend: str, fallback: bool, manager_type: type, tmp_path: Path
 ) -> None:
-    container = Container(settings=load_settings(overrides={"task_execution.backend": backend}))
-    assert container.backend() == entry
+    settings = load_settings(
+        overrides={
+            "task_execution.backend": backend,
+            "task_execution.queue_fallback_enabled": fallback,
+            "task_execution.queue_db_path": str(tmp_path / "q.db"),
+        }
+    )
+    container = Container(settings=settings)
+    manager = container.task_manager()
+    assert type(manager) is manager_type
+    assert Path(manager.db_path) == tmp_path / "q.db"
+    assert container.orchestrator().task_manager is manager
+    registry = container.registry()
+    assert registry is manager.registry  # runs live in the same database
+
+
+def test_postgres_is_not_available_yet() -> None:
+    container = Container(settings=load_settings(overrides={"task_execution.backend": "postgres"}))
+    assert container.backend() == "postgres"
     with pytest.raises(BackendNotAvailable) as caught:
         container.orchestrator()
-    assert f"the {entry!r} backend" in str(caught.value)
+    assert "the 'postgres' backend" in str(caught.value)
     assert "not available yet; use" in str(caught.value)
-    assert "in-memory" in str(caught.value)
     assert isinstance(caught.value, ConfigurationError)
 
 
@@ -127,7 +146,7 @@ def test_a_wrong_backend_name_put_in_by_an_override_still_names_the_key() -> Non
 
 def test_config_option_overrides_select_the_backend_and_are_undone() -> None:
     container = Container()
-    with container.config.task_execution.backend.override("sqlite"):
+    with container.config.task_execution.backend.override("postgres"):
         with pytest.raises(BackendNotAvailable):
             container.task_manager()
     assert isinstance(container.task_manager(), InMemoryTaskManager)

@@ -37,11 +37,16 @@ def test_the_test_session_runs_in_the_testing_environment() -> None:
     assert settings.logging.enabled is False
 
 
-@pytest.mark.parametrize("environment", ["development", "testing", "production"])
-def test_every_environment_defaults_to_the_in_memory_backend(environment: str) -> None:
+@pytest.mark.parametrize(
+    ("environment", "backend"),
+    [("development", "sqlite"), ("testing", "in-memory"), ("production", "sqlite")],
+)
+def test_sqlite_is_the_default_backend_but_testing_keeps_in_memory(
+    environment: str, backend: str
+) -> None:
     settings = load_settings(environment=environment)
     assert environment_of(settings) == environment
-    assert settings.task_execution.backend == "in-memory"
+    assert settings.task_execution.backend == backend
     assert settings.task_execution.max_concurrency == 10
     assert settings.runs.max_history == 1000
 
@@ -53,7 +58,7 @@ def test_environments_change_only_what_differs() -> None:
     assert development.task_execution.sqlite_synchronous == "NORMAL"
     assert production.logging.serialize is True
     assert production.logging.level == "INFO"
-    assert production.task_execution.sqlite_synchronous == "FULL"
+    assert production.task_execution.sqlite_synchronous == "NORMAL"  # FULL is opt-in
     assert production.task_execution.lease_seconds == 30.0
 
 
@@ -86,7 +91,7 @@ def test_an_environment_defined_by_a_user_file_is_accepted(tmp_path: Path) -> No
     staging = write(tmp_path / "staging.toml", "[staging.task_execution]\nmax_concurrency = 3\n")
     settings = load_settings(environment="staging", settings_files=[staging])
     assert settings.task_execution.max_concurrency == 3
-    assert settings.task_execution.backend == "in-memory"  # [default] still applies
+    assert settings.task_execution.backend == "sqlite"  # [default] still applies
 
 
 # -- layers ---------------------------------------------------------------------------------

@@ -417,6 +417,9 @@ class SqliteStore(TaskStore):
                 raise translate(exc, self.path) from exc
             raise
         self._db, self._raw = db, raw
+        # The baseline for changed_elsewhere(), taken before the engine's first claim, so
+        # a write by another process between that claim and the first check is noticed.
+        await self.changed_elsewhere()
 
     async def close(self) -> None:
         if self._db is None:
@@ -572,7 +575,7 @@ class SqliteStore(TaskStore):
             return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
         version = await self._read(run)
-        changed = self._data_version is not None and version != self._data_version
+        changed = version != self._data_version  # no baseline yet: say yes, to be safe
         self._data_version = version
         return changed
 

@@ -1,0 +1,5 @@
+"""``python -m taskyard``: the command line."""
+
+from taskyard.cli import main
+
+main()
