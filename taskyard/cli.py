@@ -16,7 +16,9 @@ import asyncio
 import hashlib
 import json
 import random
+import sqlite3
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -363,6 +365,7 @@ class DemoResult:
     elapsed: float
     rows: list[tuple[DemoTask, dict[str, Any] | None]]
     timed_out: bool
+    fallback: dict[str, int] = field(default_factory=dict)
 
     def mismatches(self) -> list[str]:
         problems: list[str] = []
@@ -407,6 +410,14 @@ def demo(
             "removed afterwards.",
         ),
     ] = None,
+    inject_outage: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Hold an exclusive lock on the database for this many seconds while the "
+            "demo runs, to show sqlite-with-fallback keep going (turns the fallback on).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Schedule a few thousand tasks of several types on the backend the settings
     select, run them, and report. Exit status 0 when every task ended as expected."""
@@ -419,6 +430,7 @@ def demo(
             timeout=timeout,
             log_level=log_level,
             db=db or Path(scratch) / "demo.db",
+            inject_outage=inject_outage,
         )
 
 
@@ -431,8 +443,9 @@ def run_demo_command(
     timeout: float,
     log_level: str,
     db: Path,
+    inject_outage: float = 0.0,
 ) -> None:
-    overrides = {
+    overrides: dict[str, Any] = {
         "task_execution": {
             **DEMO_OVERRIDES["task_execution"],
             "max_concurrency": concurrency,
@@ -440,10 +453,19 @@ def run_demo_command(
         },
         "logging": {"level": log_level},
     }
+    if inject_outage:
+        # the outage only shows through the fallback, and should switch over quickly
+        overrides["task_execution"]["queue_fallback_enabled"] = True
+        overrides["task_execution"]["sqlite_busy_timeout"] = 0.1
     try:
         settings = state.settings(overrides)
         setup_logging(settings)
         container = Container(settings=settings)
+        if inject_outage and not container.backend().startswith("sqlite"):
+            raise ConfigurationError(
+                f"--inject-outage needs a SQLite backend, and task_execution.backend is "
+                f"{container.backend()!r}; run with TASKYARD_TASK_EXECUTION__BACKEND=sqlite"
+            )
         manager = container.task_manager()
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
@@ -459,6 +481,7 @@ def run_demo_command(
             environment=environment_of(settings),
             timeout=timeout,
             console=console,
+            outage=Outage(db, inject_outage) if inject_outage else None,
         )
     )
     problems = result.mismatches()
@@ -476,6 +499,7 @@ async def run_demo(
     environment: str,
     timeout: float,
     console: Console,
+    outage: Outage | None = None,
 ) -> DemoResult:
     progress = DemoProgress(total=len(plan))
     unsubscribe = events.subscribe(progress.on_event)
@@ -486,7 +510,9 @@ async def run_demo(
             await handlers.register(manager)
             started = time.perf_counter()
             ids: list[str] = []
-            for task in plan:
+            for index, task in enumerate(plan):
+                if outage is not None and index == len(plan) // 3:
+                    await outage.begin(console)
                 task_id = await manager.schedule_task(
                     task.task_type, task.payload, priority=task.priority, delay=task.delay
                 )
@@ -500,16 +526,69 @@ async def run_demo(
             except TimeoutError:
                 timed_out = True
             elapsed = time.perf_counter() - started
+            if outage is not None:
+                await outage.end()
+                await wait_for_recovery(manager, timeout)
             statuses = [await manager.get_task_status(task_id) for task_id in ids]
+            fallback = getattr(manager, "fallback", None)
+            stats = dict(vars(fallback.stats)) if fallback is not None else {}
     finally:
         unsubscribe()
+        if outage is not None:
+            await outage.end()
     return DemoResult(
         backend=backend,
         environment=environment,
         elapsed=elapsed,
         rows=list(zip(plan, statuses, strict=True)),
         timed_out=timed_out,
+        fallback=stats,
     )
+
+
+class Outage:
+    """Another connection holds an exclusive lock on the database for a while: what a
+    long-running writer, a backup tool or a stuck process does to a queue."""
+
+    def __init__(self, db: Path, seconds: float) -> None:
+        self.db = db
+        self.seconds = seconds
+        self._thread: asyncio.Future[None] | None = None
+        self._locked = threading.Event()
+        self._release = threading.Event()
+
+    def _hold(self) -> None:
+        conn = sqlite3.connect(self.db, isolation_level=None, timeout=30)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            self._locked.set()
+            self._release.wait(self.seconds)
+            conn.execute("COMMIT")
+        finally:
+            self._locked.set()
+            conn.close()
+
+    async def begin(self, console: Console) -> None:
+        loop = asyncio.get_running_loop()
+        self._thread = loop.run_in_executor(None, self._hold)
+        await loop.run_in_executor(None, self._locked.wait)
+        console.print(
+            f"outage: the database is locked by another connection for {self.seconds:g} s",
+            highlight=False,
+        )
+
+    async def end(self) -> None:
+        if self._thread is not None:
+            await self._thread
+            self._thread = None
+
+
+async def wait_for_recovery(manager: TaskManager, timeout: float) -> None:
+    """Wait until a fallback manager has moved everything back into SQLite."""
+    fallback = getattr(manager, "fallback", None)
+    deadline = time.monotonic() + timeout
+    while fallback is not None and fallback.degraded and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 async def show_progress(
@@ -582,6 +661,9 @@ def print_report(console: Console, result: DemoResult, problems: list[str]) -> N
     summary.add_row("scheduled with a delay", str(kinds["delayed"] + kinds["cancelled"]))
     summary.add_row("cancelled right after scheduling", str(kinds["cancelled"]))
     summary.add_row("retries", str(totals["retries"]))
+    if result.fallback:
+        summary.add_row("accepted into memory (fallback)", str(result.fallback["fallbacks"]))
+        summary.add_row("moved back into SQLite", str(result.fallback["moved"]))
     summary.add_row("elapsed", f"{result.elapsed:.2f} s")
     summary.add_row("throughput", f"{throughput:,.0f} tasks/s")
     ok = not problems and not result.timed_out

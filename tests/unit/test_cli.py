@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,34 @@ def test_the_demo_runs_every_task_to_its_expected_status(runner: CliRunner) -> N
     assert "as expected" in out
     assert "NOT as expected" not in out
     assert "tasks/s" in out
+
+
+def test_the_demo_on_sqlite_keeps_going_through_an_injected_outage(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    db = tmp_path / "demo.db"
+    result = runner.invoke(
+        app,
+        ["demo", "--tasks", "90", "--inject-outage", "0.5", "--db", str(db)],
+        env={"TASKYARD_TASK_EXECUTION__BACKEND": "sqlite"},
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "outage: the database is locked" in out
+    assert "sqlite-with-fallback" in out
+    assert "as expected" in out
+    fallbacks = int(out.split("accepted into memory (fallback)")[1].split()[1])
+    moved = int(out.split("moved back into SQLite")[1].split()[1])
+    assert fallbacks > 0
+    assert moved == fallbacks
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM taskyard_tasks").fetchone()[0] == 90
+
+
+def test_the_outage_demo_needs_a_sqlite_backend(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["demo", "--tasks", "20", "--inject-outage", "1"])
+    assert result.exit_code == 2
+    assert "needs a SQLite backend" in result.stderr
 
 
 def test_the_demo_refuses_a_backend_that_is_not_available(runner: CliRunner) -> None:
