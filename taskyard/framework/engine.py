@@ -445,6 +445,24 @@ class TaskEngine:
         counts = await self.store.count_by_status()
         return {str(status): counts.get(status, 0) for status in TaskStatus}
 
+    async def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "degraded" | "down", "reason": ..., ...}``: whether the store
+        takes work (a fallback store says ``degraded`` with why and how much memory holds)."""
+        if self._state != _State.RUNNING:
+            status, reason = "down", f"the task manager is {self._state}"
+        else:
+            status, reason = await self.store.health()
+        report: dict[str, Any] = {
+            "status": status,
+            "reason": reason,
+            "store": repr(self.store),
+            "running_here": len(self._running),
+        }
+        held = getattr(self.store, "held_in_memory", None)
+        if held is not None:
+            report["held_in_memory"] = held
+        return report
+
     # -- the older interface -----------------------------------------------------------------
 
     def start_task(self, run: Run, coro: Coroutine[Any, Any, Any]) -> str:

@@ -130,9 +130,10 @@ async def test_a_lock_held_by_another_process(manager: FallbackTaskManager, db: 
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == b"locked"
         during = await schedule(manager, handler, range(50, 350))
-        health, reason = await manager.store.health()
-        assert health == "degraded"
-        assert "locked" in reason
+        report = await manager.health()
+        assert report["status"] == "degraded"
+        assert "locked" in report["reason"]
+        assert 0 <= report["held_in_memory"] <= 300
         await finish_all(manager, during)
         assert manager.fallback.stats.fallbacks >= 300
     finally:
@@ -146,7 +147,8 @@ async def test_a_lock_held_by_another_process(manager: FallbackTaskManager, db: 
     assert all(statuses.get(task_id) == "completed" for task_id in before + during)
     assert set(handler.executions) == set(range(350))
     assert set(handler.executions.values()) == {1}
-    assert await manager.store.health() == ("ok", "")
+    report = await manager.health()
+    assert (report["status"], report["reason"], report["held_in_memory"]) == ("ok", "", 0)
 
 
 async def test_an_immutable_file_mid_run(
