@@ -127,12 +127,16 @@ class FallbackStore(TaskStore):
         if self._open and (self._recovery is None or self._recovery.done()):
             self._recovery = asyncio.create_task(self._recover(), name="taskyard-fallback-probe")
 
+    @property
+    def held_in_memory(self) -> int:
+        """Unfinished tasks that only memory holds."""
+        return sum(1 for record in self.memory.tasks.values() if not record.status.is_terminal)
+
     async def health(self) -> tuple[str, str]:
         if not self._open:
             return "down", "the store is not open"
         if self.degraded:
-            held = sum(1 for record in self.memory.tasks.values() if not record.status.is_terminal)
-            return "degraded", f"{self.reason}; {held} task(s) held in memory"
+            return "degraded", f"{self.reason}; {self.held_in_memory} task(s) held in memory"
         return await self.primary.health()
 
     # -- lifecycle -------------------------------------------------------------------------
