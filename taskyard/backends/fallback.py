@@ -43,6 +43,8 @@ from taskyard.framework.models import (
     TaskStatus,
     from_epoch,
     iso,
+    record_from_json,
+    record_to_json,
     to_epoch,
 )
 from taskyard.framework.runs import RunRegistry
@@ -493,38 +495,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-# -- JSON forms of records and outcomes (spill files, exports) ----------------------------
-
-_TIMES = ("created_at", "updated_at", "run_after", "started_at", "finished_at")
-
-
-def record_to_json(record: TaskRecord) -> dict[str, Any]:
-    data = record.to_status()
-    data["timeout"] = record.timeout
-    data["idempotency_key"] = record.idempotency_key
-    return data
-
-
-def record_from_json(data: dict[str, Any]) -> TaskRecord:
-    times = {key: _parse_time(data.get(key)) for key in _TIMES}
-    return TaskRecord(
-        id=str(data["id"]),
-        type=str(data["type"]),
-        payload=data["payload"],
-        priority=int(data["priority"]),
-        status=TaskStatus(data["status"]),
-        attempts=int(data["attempts"]),
-        max_attempts=int(data["max_attempts"]),
-        result=data.get("result"),
-        error=data.get("error"),
-        timeout=data.get("timeout"),
-        idempotency_key=data.get("idempotency_key"),
-        created_at=times["created_at"] or _required(data, "created_at"),
-        updated_at=times["updated_at"] or _required(data, "updated_at"),
-        run_after=times["run_after"] or _required(data, "run_after"),
-        started_at=times["started_at"],
-        finished_at=times["finished_at"],
-    )
+# -- JSON forms of outcomes (spill files); records use framework.models' forms ------------
 
 
 def outcome_to_json(outcome: Outcome) -> dict[str, Any]:

@@ -218,3 +218,110 @@ class TaskEvent:
 
 def as_timedelta(value: float | int | timedelta) -> timedelta:
     return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+# -- JSON forms of records (exports, imports, spill files) ---------------------------------
+
+RECORD_JSON_KEYS = (*STATUS_KEYS, "timeout", "idempotency_key")
+"""The fields of a record's JSON form: the status dict plus what scheduling set."""
+
+_REQUIRED_TIMES = ("created_at", "updated_at", "run_after")
+_OPTIONAL_TIMES = ("started_at", "finished_at")
+
+
+def record_to_json(record: TaskRecord) -> dict[str, Any]:
+    """A record as a JSON object (``RECORD_JSON_KEYS``). Leases, the worker and ``seq``
+    belong to the store that held it and are left out."""
+    data = record.to_status()
+    data["timeout"] = record.timeout
+    data["idempotency_key"] = record.idempotency_key
+    return data
+
+
+def parse_time(value: Any, what: str = "time") -> datetime | None:
+    """An aware ISO 8601 string (or None) as a UTC datetime; ValueError otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be an ISO 8601 string, not {value!r}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} {value!r} has no timezone")
+    return moment.astimezone(UTC)
+
+
+def record_from_json(data: Any) -> TaskRecord:
+    """The record a :func:`record_to_json` object describes, checked field by field.
+
+    Raises ValueError naming the first field that is missing, unknown or of the wrong
+    kind, so a damaged line is refused instead of stored half right.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a task must be a JSON object, not {type(data).__name__}")
+    unknown = sorted(set(data) - set(RECORD_JSON_KEYS))
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(map(str, unknown))}")
+    missing = [key for key in STATUS_KEYS if key not in data]
+    if missing:
+        raise ValueError(f"missing field(s): {', '.join(missing)}")
+
+    def text(key: str, *, optional: bool = False) -> Any:
+        value = data.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or (not optional and not value):
+            raise ValueError(f"{key} must be a non-empty string, not {value!r}")
+        return value
+
+    def integer(key: str, minimum: int | None = None) -> int:
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, not {value!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{key} must be at least {minimum}, not {value!r}")
+        return value
+
+    try:
+        status = TaskStatus(data["status"])
+    except ValueError:
+        allowed = ", ".join(str(status) for status in TaskStatus)
+        raise ValueError(f"status {data['status']!r} is not one of {allowed}") from None
+    timeout = data.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds or null, not {timeout!r}")
+    try:
+        payload_json = dumps(data["payload"], what="payload")
+        dumps(data["result"], what="result")
+    except PayloadError as exc:
+        raise ValueError(str(exc)) from None
+    times = {key: parse_time(data[key], key) for key in (*_REQUIRED_TIMES, *_OPTIONAL_TIMES)}
+    for key in _REQUIRED_TIMES:
+        if times[key] is None:
+            raise ValueError(f"{key} must be a time, not null")
+    return TaskRecord(
+        id=text("id"),
+        type=text("type"),
+        payload=data["payload"],
+        payload_json=payload_json,
+        priority=integer("priority"),
+        status=status,
+        attempts=integer("attempts", 0),
+        max_attempts=integer("max_attempts", 1),
+        result=data["result"],
+        error=text("error", optional=True),
+        timeout=None if timeout is None else float(timeout),
+        idempotency_key=text("idempotency_key", optional=True),
+        created_at=times["created_at"],  # type: ignore[arg-type]
+        updated_at=times["updated_at"],  # type: ignore[arg-type]
+        run_after=times["run_after"],  # type: ignore[arg-type]
+        started_at=times["started_at"],
+        finished_at=times["finished_at"],
+    )
