@@ -20,7 +20,7 @@ CREATE TABLE taskyard_tasks (
     started_at       REAL,
     finished_at      REAL,
     timeout          REAL,
-    idempotency_key  TEXT UNIQUE,
+    idempotency_key  TEXT,
     lease_token      TEXT,
     lease_expires_at REAL,
     worker_id        TEXT
@@ -32,6 +32,9 @@ CREATE INDEX taskyard_tasks_ready ON taskyard_tasks (priority, seq, run_after, t
     WHERE status = 'queued';
 -- The next delayed task, and the wake-up timer.
 CREATE INDEX taskyard_tasks_due ON taskyard_tasks (run_after) WHERE status = 'queued';
+-- Idempotency keys are rare: only tasks that have one pay for this index.
+CREATE UNIQUE INDEX taskyard_tasks_idempotency ON taskyard_tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 -- The lease sweep.
 CREATE INDEX taskyard_tasks_leases ON taskyard_tasks (lease_expires_at) WHERE status = 'running';
 -- Every index is paid for on each claim and each finish, so there are no others:
