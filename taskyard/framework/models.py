@@ -114,10 +114,15 @@ def _check_exact(value: Any, path: str) -> None:
     )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: JSONValue, *, what: str = "payload") -> str:
     """Encode ``value`` as compact JSON, refusing anything that would not round-trip."""
+    if value is None:
+        return "null"
     _check_exact(value, what)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | None) -> JSONValue:

@@ -19,7 +19,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -171,6 +171,33 @@ def op_import(records: Sequence[TaskRecord]) -> Operation:
     return run
 
 
+def claimed_record(row: Sequence[Any], now: datetime) -> TaskRecord:
+    """A claimed row (CLAIMED columns) as a record: only what the engine needs is
+    converted; its times are the claim's."""
+    return TaskRecord(
+        seq=row[0],
+        id=row[1],
+        type=row[2],
+        status=TaskStatus.RUNNING,
+        priority=row[3],
+        attempts=row[4],
+        max_attempts=row[5],
+        payload=json.loads(row[6]),
+        payload_json=row[6],
+        created_at=now,
+        updated_at=now,
+        run_after=datetime.fromtimestamp(row[7], UTC),
+        started_at=now,
+        timeout=row[8],
+        lease_token=row[9],
+    )
+
+
+CLAIMED = (
+    "seq, id, type, priority, attempts, max_attempts, payload, run_after, timeout, lease_token"
+)
+
+
 def op_claim(
     limit: int, now: float, worker_id: str, expires: float, types: Collection[str] | None
 ) -> Operation:
@@ -184,7 +211,7 @@ def op_claim(
         " WHERE seq IN (SELECT seq FROM taskyard_tasks INDEXED BY taskyard_tasks_ready"
         f"   WHERE status = 'queued' AND run_after <= ?1{type_filter}"
         "   ORDER BY priority, seq LIMIT ?5)"
-        f" RETURNING {COLUMNS}"
+        f" RETURNING {CLAIMED}"
     )
     type_param = () if types is None else (json.dumps(sorted(types)),)
 
@@ -192,7 +219,8 @@ def op_claim(
         token = uuid.uuid4().hex
         params = (now, token, expires, worker_id, limit, *type_param)
         rows = conn.execute(sql, params).fetchall()
-        records = [row_to_record(row) for row in rows]
+        moment = datetime.fromtimestamp(now, UTC)
+        records = [claimed_record(row, moment) for row in rows]
         records.sort(key=lambda record: (record.priority, record.seq))
         return records
 
