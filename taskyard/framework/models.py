@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
+import os
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -130,7 +132,29 @@ def loads(text: str | None) -> JSONValue:
 
 
 def new_task_id() -> str:
-    return uuid.uuid4().hex
+    """A UUIDv7 (RFC 9562) as 32 hex digits: time-ordered, so ids scheduled together sit
+    together in a B-tree index (each insert touches the newest index page instead of a
+    random one). Within one millisecond the 74 random bits count up (RFC 9562 method 3),
+    so the ids one process makes are strictly increasing."""
+    global _last
+    with _id_lock:
+        millis = time.time_ns() // 1_000_000
+        rand = int.from_bytes(os.urandom(10)) >> 6  # 74 bits
+        if (millis, rand) <= _last:
+            millis, rand = _last[0], _last[1] + 1
+            if rand >> 74:
+                millis, rand = millis + 1, 0
+        _last = (millis, rand)
+    value = (
+        (millis & _MS_MASK) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0x2 << 62 | (rand & _LOW_62)
+    )
+    return f"{value:032x}"
+
+
+_last = (0, 0)
+_id_lock = threading.Lock()
+_MS_MASK = (1 << 48) - 1
+_LOW_62 = (1 << 62) - 1
 
 
 # -- records -------------------------------------------------------------------------------

@@ -175,3 +175,17 @@ def test_as_timedelta_takes_seconds_or_a_timedelta():
     assert as_timedelta(3) == timedelta(seconds=3)
     span = timedelta(minutes=2)
     assert as_timedelta(span) is span
+
+
+def test_task_ids_are_uuid7_and_strictly_increasing() -> None:
+    import uuid
+
+    from taskyard.framework.models import new_task_id
+
+    ids = [new_task_id() for _ in range(20_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(task_id) == 32 for task_id in ids)
+    parsed = [uuid.UUID(task_id) for task_id in ids[:100]]
+    assert {value.version for value in parsed} == {7}
+    assert {value.variant for value in parsed} == {uuid.RFC_4122}
