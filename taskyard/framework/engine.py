@@ -18,7 +18,15 @@ import math
 import os
 import socket
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +47,7 @@ from taskyard.framework.errors import (
 )
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import (
+    ACTIVE_STATUSES,
     Outcome,
     TaskEvent,
     TaskRecord,
@@ -141,6 +150,8 @@ class TaskEngine:
         self._background: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._outcome_ready = asyncio.Event()
+        self._intake = asyncio.Event()
+        self._intake.set()
         self._pool: ThreadPoolExecutor | None = None
         self.stats: dict[str, int] = {
             "scheduled": 0,
@@ -179,6 +190,14 @@ class TaskEngine:
             logger.debug("taskyard engine {} started on {}", self.worker_id, self.store)
 
     async def stop(self, timeout: float | None = None) -> None:
+        await self._shutdown(timeout)
+        self._intake.set()  # calls held by pause_intake() go on, and fail: stopped
+
+    async def _shutdown(
+        self, timeout: float | None, before_close: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """stop() without releasing held intake; ``before_close`` runs once the engine is
+        quiet and the store still open."""
         async with self._lifecycle:
             if self._state != _State.RUNNING:
                 return
@@ -203,8 +222,12 @@ class TaskEngine:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
-            await self.store.close()
-            self._state = _State.STOPPED
+            try:
+                if before_close is not None:
+                    await before_close()
+            finally:
+                await self.store.close()
+                self._state = _State.STOPPED
             logger.debug("taskyard engine {} stopped", self.worker_id)
 
     async def _drain(self, deadline: float) -> None:
@@ -357,6 +380,8 @@ class TaskEngine:
         return await self._add(records) if records else []
 
     async def _add(self, records: list[TaskRecord]) -> list[str]:
+        if not self._intake.is_set():
+            await self._intake.wait()  # paused while the tasks move to another store
         await self._ensure_started()
         ids = await self.store.add(records)
         self.stats["scheduled"] += len(records)
@@ -462,6 +487,74 @@ class TaskEngine:
         if held is not None:
             report["held_in_memory"] = held
         return report
+
+    # -- moving to another store ---------------------------------------------------------------
+
+    def pause_intake(self) -> None:
+        """Hold new tasks: ``schedule_task`` and ``schedule_many`` wait until
+        :meth:`resume_intake`, and then go to the store the manager runs on by then (or
+        fail with ManagerStateError if it was stopped meanwhile)."""
+        self._intake.clear()
+
+    def resume_intake(self) -> None:
+        """Let held and new schedule calls through again."""
+        self._intake.set()
+
+    @property
+    def intake_paused(self) -> bool:
+        return not self._intake.is_set()
+
+    async def drain_and_export(
+        self,
+        timeout: float | None = None,
+        *,
+        statuses: Collection[TaskStatus] | None = ACTIVE_STATUSES,
+    ) -> list[TaskRecord]:
+        """Quiesce the manager and return its tasks, for a move to another store.
+
+        Pauses intake, stops claiming, lets running handlers finish within ``timeout``
+        seconds (the shutdown timeout by default) and gives the rest back to the queue
+        with that attempt not counted, writes every outcome, then reads the tasks of
+        ``statuses`` (every unfinished one by default, None for all) and stops. Intake
+        stays paused: move the records, then :meth:`switch_store`, ``start()`` and
+        :meth:`resume_intake` to go on, or ``stop()`` to refuse the held calls.
+        """
+        self.pause_intake()
+        wanted = None if statuses is None else sorted(statuses)
+        exported: list[TaskRecord] = []
+
+        async def export() -> None:
+            exported.extend(await self.store.snapshot(wanted))
+
+        async with self._lifecycle:
+            running = self._state == _State.RUNNING
+        if running:
+            await self._shutdown(timeout, before_close=export)
+        else:  # never started, or stopped: the store holds what there is
+            await self.store.open()
+            try:
+                await export()
+            finally:
+                await self.store.close()
+        return exported
+
+    async def import_tasks(self, records: Sequence[TaskRecord]) -> list[bool]:
+        """Store tasks exactly as given (ids, statuses, attempts, times), as
+        :meth:`TaskStore.import_records` does, and wake the worker to run what arrived.
+        Returns, per record, whether it was stored (False: the id was already there)."""
+        await self._ensure_started()
+        stored = await self.store.import_records(records) if records else []
+        self._wake.set()
+        return stored
+
+    def switch_store(self, store: TaskStore) -> None:
+        """Run on ``store`` from the next ``start()``; only while the manager is not
+        running (after :meth:`drain_and_export` or ``stop()``)."""
+        if self._state in (_State.RUNNING, _State.STOPPING):
+            raise ManagerStateError(
+                f"the task manager is {self._state}; drain or stop it before switching its store"
+            )
+        self.store = store
 
     # -- the older interface -----------------------------------------------------------------
 

@@ -145,6 +145,25 @@ class TaskStore(abc.ABC):
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """How many tasks are in each status."""
 
+    async def snapshot(
+        self, statuses: Sequence[TaskStatus] | None = None, *, page: int = 10_000
+    ) -> list[TaskRecord]:
+        """Every task (of ``statuses``, when given) as copies, in ``list_tasks`` order: for
+        exports and moves to another store. Consistent while nothing else writes; the
+        default pages through ``list_tasks``, a store may answer in one read."""
+        records: list[TaskRecord] = []
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            batch = await self.list_tasks(statuses=statuses, limit=page, offset=offset)
+            offset += len(batch)
+            for record in batch:
+                if record.id not in seen:
+                    seen.add(record.id)
+                    records.append(record)
+            if len(batch) < page:
+                return records
+
     @abc.abstractmethod
     async def list_tasks(
         self,
