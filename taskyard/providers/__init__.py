@@ -24,14 +24,17 @@ from typing import Any, NoReturn, Self
 from dependency_injector import containers, providers
 from loguru import logger
 
-from taskyard.backends.fallback import FallbackTaskManager
-from taskyard.backends.memory import InMemoryTaskManager
-from taskyard.backends.sqlite import QueuedTaskManager, SqliteRunPersistence
-from taskyard.framework.errors import BackendNotAvailable, StoreUnavailable
+from taskyard.backends.canary import CanaryTaskManager
+from taskyard.backends.fallback import FallbackStore, FallbackTaskManager
+from taskyard.backends.memory import InMemoryStore, InMemoryTaskManager
+from taskyard.backends.sqlite import QueuedTaskManager, SqliteRunPersistence, SqliteStore
+from taskyard.framework.engine import EngineConfig
+from taskyard.framework.errors import BackendNotAvailable, ConfigurationError, StoreUnavailable
 from taskyard.framework.events import EventBus
 from taskyard.framework.orchestrator import TaskOrchestrator
 from taskyard.framework.protocol import TaskManager
 from taskyard.framework.runs import RunRegistry
+from taskyard.framework.store import TaskStore
 from taskyard.settings import (
     canonical_backend,
     engine_config_from_settings,
@@ -42,8 +45,13 @@ from taskyard.settings import (
 __all__ = [
     "Container",
     "backend_not_available",
+    "canary_backend",
     "effective_backend",
+    "make_canary_manager",
+    "make_ops_store",
     "make_registry",
+    "make_store",
+    "manager_key",
     "run_task_manager",
     "selector_key",
 ]
@@ -71,6 +79,75 @@ def effective_backend(task_execution: Mapping[str, Any]) -> str:
     if backend == "sqlite" and task_execution.get("queue_fallback_enabled"):
         return "sqlite-with-fallback"
     return backend
+
+
+def canary_backend(task_execution: Mapping[str, Any]) -> str | None:
+    """The canary backend the settings name (``task_execution.canary_backend``), or None.
+    Raises ConfigurationError when it is the backend already in use."""
+    name = task_execution.get("canary_backend") or ""
+    if not name:
+        return None
+    canary = canonical_backend(name)
+    if canary == effective_backend(task_execution):
+        raise ConfigurationError(
+            f"task_execution.canary_backend = {name!r} is the backend already in use; "
+            'name the backend being rolled out, or "" for no canary'
+        )
+    return canary
+
+
+def manager_key(task_execution: Mapping[str, Any]) -> str:
+    """The entry of :attr:`Container.task_manager` the settings select: ``canary`` when
+    a canary backend is set, else the backend's own entry."""
+    if canary_backend(task_execution) is not None:
+        return "canary"
+    return selector_key(effective_backend(task_execution))
+
+
+def make_store(backend: str, task_execution: Mapping[str, Any]) -> TaskStore:
+    """A new, unopened store of ``backend`` as the settings describe it."""
+    if backend == "in-memory":
+        return InMemoryStore()
+    if backend in ("sqlite", "sqlite-with-fallback"):
+        store = SqliteStore(
+            task_execution["queue_db_path"],
+            synchronous=str(task_execution["sqlite_synchronous"]),
+            busy_timeout=float(task_execution["sqlite_busy_timeout"]),
+        )
+        return FallbackStore(store) if backend == "sqlite-with-fallback" else store
+    backend_not_available(backend)
+
+
+def make_canary_manager(
+    config: EngineConfig,
+    task_execution: Mapping[str, Any],
+    *,
+    registry: RunRegistry,
+    events: EventBus,
+) -> CanaryTaskManager:
+    """The engine over a :class:`CanaryStore`: ``canary_share`` of new tasks to the
+    canary backend, the rest to the backend in use."""
+    canary = canary_backend(task_execution)
+    assert canary is not None
+    return CanaryTaskManager(
+        config,
+        stable=make_store(effective_backend(task_execution), task_execution),
+        canary=make_store(canary, task_execution),
+        share=float(task_execution["canary_share"]),
+        registry=registry,
+        events=events,
+    )
+
+
+def make_ops_store(task_execution: Mapping[str, Any]) -> TaskStore:
+    """A new store for the operations tools (export, import, validate, rollback): the
+    durable storage the settings select. The SQLite file when the backend or a canary
+    uses it (the fallback's memory belongs to its process), else an InMemoryStore:
+    nothing durable to work on."""
+    names = [effective_backend(task_execution), canary_backend(task_execution) or ""]
+    if any(name.startswith("sqlite") for name in names):
+        return make_store("sqlite", task_execution)
+    return InMemoryStore()
 
 
 def make_registry(
@@ -126,7 +203,10 @@ class Container(containers.DeclarativeContainer):
         the canonical backend name (``queue`` is ``sqlite``).
     ``task_manager``
         a Selector on ``backend``, one entry per backend (``in_memory``, ``sqlite``,
-        ``sqlite_with_fallback``, ``postgres``), each a singleton.
+        ``sqlite_with_fallback``, ``postgres``), each a singleton, and ``canary`` when
+        ``task_execution.canary_backend`` names a backend being rolled out.
+    ``ops_store``
+        a new store on the selected durable storage, for operations tools.
     ``task_manager_lifecycle``
         a Resource that starts and stops the selected manager.
     ``orchestrator``
@@ -142,7 +222,7 @@ class Container(containers.DeclarativeContainer):
     registry = providers.Singleton(make_registry, config.runs, config.task_execution, backend)
 
     task_manager = providers.Selector(
-        providers.Callable(selector_key, backend),
+        providers.Callable(manager_key, config.task_execution),
         in_memory=providers.Singleton(
             InMemoryTaskManager, engine_config, registry=registry, events=events
         ),
@@ -165,7 +245,15 @@ class Container(containers.DeclarativeContainer):
             events=events,
         ),
         postgres=providers.Callable(backend_not_available, "postgres"),
+        canary=providers.Singleton(
+            make_canary_manager,
+            engine_config,
+            config.task_execution,
+            registry=registry,
+            events=events,
+        ),
     )
+    ops_store = providers.Factory(make_ops_store, config.task_execution)
     task_manager_lifecycle = providers.Resource(run_task_manager, task_manager)
 
     orchestrator = providers.Singleton(

@@ -3,7 +3,8 @@
 Layers, later ones win:
 
 1. the defaults shipped in ``default_settings.toml`` (``[default]`` and the environment);
-2. the application's files: ``settings.toml`` and ``.secrets.toml`` in the working
+2. the application's files: ``settings.toml``, ``.secrets.toml`` and
+   ``settings.local.toml`` (written by ``taskyard rollback``) in the working
    directory, or instead the files named by ``TASKYARD_SETTINGS_FILES`` (comma
    separated; set but empty means none), or the ``settings_files`` argument;
 3. environment variables ``TASKYARD_<SECTION>__<KEY>``, parsed as TOML values
@@ -47,6 +48,7 @@ __all__ = [
     "ENVIRONMENTS",
     "ENVVAR_PREFIX",
     "ENV_SWITCHER",
+    "LOCAL_SETTINGS_FILE",
     "SECTIONS",
     "SETTINGS_FILES_ENVVAR",
     "VALIDATORS",
@@ -57,6 +59,7 @@ __all__ = [
     "load_settings",
     "redact_dsn",
     "settings_as_dict",
+    "settings_files_in_use",
     "validate",
 ]
 
@@ -66,7 +69,9 @@ ENV_SWITCHER = "TASKYARD_ENV"
 SETTINGS_FILES_ENVVAR = "TASKYARD_SETTINGS_FILES"
 DEFAULT_ENVIRONMENT = "development"
 ENVIRONMENTS = ("development", "testing", "production")
-USER_SETTINGS_FILES = ("settings.toml", ".secrets.toml")
+LOCAL_SETTINGS_FILE = "settings.local.toml"
+"""Read last from the working directory: the file ``taskyard rollback`` writes."""
+USER_SETTINGS_FILES = ("settings.toml", ".secrets.toml", LOCAL_SETTINGS_FILE)
 SECTIONS = ("task_execution", "runs", "logging")
 """The top-level sections taskyard owns; an application may add its own beside them."""
 
@@ -194,6 +199,16 @@ VALIDATORS: tuple[Validator, ...] = (
         _is_postgres_url,
         "a postgresql:// URL",
     ),
+    _rule(
+        "task_execution.canary_backend",
+        lambda value: value == "" or _is_backend(value),
+        f'"" (no canary) or one of {_BACKEND_CHOICES}',
+    ),
+    _rule(
+        "task_execution.canary_share",
+        lambda value: _is_number(value) and 0 <= value <= 1,
+        "a number between 0 and 1 (0.1 sends 10 % of new tasks to the canary backend)",
+    ),
     _rule("runs.history_file", lambda value: isinstance(value, str), 'a file path, or "" for none'),
     _rule("runs.max_history", _int_at_least(1), "an integer of at least 1"),
     _rule("runs.keep_in_database", _is_bool, "true or false"),
@@ -279,6 +294,16 @@ def _problems(title: str, problems: Sequence[str]) -> str:
     if len(problems) == 1:
         return problems[0]
     return f"{title}:\n" + "\n".join(f"  - {problem}" for problem in problems)
+
+
+def settings_files_in_use(
+    explicit: Sequence[str | os.PathLike[str]] | None = None,
+) -> tuple[list[Path], bool]:
+    """The user settings files :func:`load_settings` reads now (``explicit`` as its
+    ``settings_files``), and whether they come from the working directory (then
+    ``settings.local.toml`` there is read once it exists)."""
+    from_cwd = explicit is None and SETTINGS_FILES_ENVVAR not in os.environ
+    return _user_files(explicit), from_cwd
 
 
 def _user_files(explicit: Sequence[str | os.PathLike[str]] | None) -> list[Path]:
