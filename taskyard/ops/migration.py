@@ -59,7 +59,7 @@ from taskyard.framework.models import (
     utcnow,
 )
 from taskyard.framework.runs import Run, RunRegistry, RunStatus
-from taskyard.framework.store import TaskStore
+from taskyard.framework.store import Capability, TaskStore
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -86,6 +86,7 @@ __all__ = [
     "read_tasks",
     "record_rollback",
     "rollback_log_path",
+    "stop_and_hand_over",
     "write_export",
     "write_rollback_settings",
 ]
@@ -484,6 +485,31 @@ async def migrate_in_flight(
         export_path=written,
         resumed=resume,
         seconds=time.perf_counter() - started,
+    )
+
+
+async def stop_and_hand_over(
+    manager: TaskEngine,
+    target: TaskStore,
+    *,
+    deadline: float | None = None,
+    export_path: str | os.PathLike[str] | None = None,
+) -> MigrationReport | None:
+    """Stop the manager at the application's shutdown, handing its tasks over to
+    ``target`` when that is the move being made: from a store that does not survive the
+    process (in-memory) to one that does. Otherwise (a durable store keeps its tasks by
+    itself, and nothing durable to move to) it just stops. Returns the hand-over's
+    report, or None.
+
+    Call it with a store built from the settings as they are *now*
+    (``Container().ops_store()``): an application switched from in-memory to SQLite in
+    its settings then takes its queue along when it restarts."""
+    leaving = Capability.DURABLE not in manager.store.capabilities
+    if not leaving or Capability.DURABLE not in target.capabilities:
+        await manager.stop(deadline)
+        return None
+    return await migrate_in_flight(
+        manager, target, deadline=deadline, export_path=export_path, resume=False
     )
 
 

@@ -201,3 +201,30 @@ async def test_queued_and_running_runs_become_tasks(tmp_path: Path) -> None:
     assert {(r.type, r.status, r.attempts) for r in tasks.values()} == {
         ("build_report", TaskStatus.QUEUED, 0)
     }
+
+
+async def test_stop_and_hand_over_moves_only_from_memory_to_a_durable_store(
+    tmp_path: Path,
+) -> None:
+    from taskyard.ops.migration import stop_and_hand_over
+
+    gate = Gate()
+    manager = await manager_with(gate)
+    await manager.start()
+    await manager.schedule_task("quick", {"n": 1}, delay=3600)
+    assert await stop_and_hand_over(manager, InMemoryStore()) is None  # nothing durable
+    assert not manager.started
+
+    manager = await manager_with(gate)
+    await manager.start()
+    task_id = await manager.schedule_task("quick", {"n": 2}, delay=3600)
+    report = await stop_and_hand_over(manager, SqliteStore(tmp_path / "q.db"), deadline=5)
+    assert report is not None and report.imported == 1
+
+    durable = QueuedTaskManager(CONFIG, db_path=tmp_path / "q.db")
+    await durable.register_task("quick", gate.quick)
+    await durable.start()
+    assert (await durable.get_task_status(task_id))["status"] == "queued"
+    other = SqliteStore(tmp_path / "other.db")
+    assert await stop_and_hand_over(durable, other) is None  # a durable store keeps its own
+    assert not (tmp_path / "other.db").exists()
