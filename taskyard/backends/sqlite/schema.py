@@ -88,16 +88,40 @@ def prepare_file(path: Path) -> None:
 
 
 def check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite, without changing it.
+
+    The file is first probed through SQLite itself, read-only, and read directly only
+    once SQLite has said it is no database. Never open and close a live database file
+    outside SQLite: closing *any* descriptor of a file drops every POSIX lock the
+    process holds on it, SQLite's too. A worker whose locks are gone looks absent to
+    other processes; the next one to close its last connection then checkpoints and
+    deletes the WAL under it, and the worker's later commits go to a deleted file.
+    """
     if path.is_dir():
         raise ConfigurationError(
             f"task_execution.queue_db_path {str(path)!r} is a folder; name a file in it"
         )
     try:
+        if path.stat().st_size == 0:
+            return
+        probe = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreUnavailable(f"cannot read the queue database {path} ({exc})") from exc
+    try:
+        probe.execute("PRAGMA schema_version").fetchone()  # reads the header
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_NOTADB":
+            return  # locked, unreadable, damaged: the connection that follows says so
+    else:
+        return
+    finally:
+        probe.close()
+    try:  # not SQLite, so no SQLite lock of this process can be lost: read it directly
         with path.open("rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
     except OSError as exc:
         raise StoreUnavailable(f"cannot read the queue database {path} ({exc})") from exc
-    if header and header != SQLITE_HEADER:
+    if header != SQLITE_HEADER:
         raise NotADatabase(
             f"{path} is not a SQLite database (it starts with {header[:8]!r}); taskyard left "
             "it unchanged. Point task_execution.queue_db_path at another path."
