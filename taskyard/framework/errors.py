@@ -12,6 +12,7 @@ each class's docstring is its default message::
     │   └── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
     ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
+    ├── OperationRefused              an operations command will not act (state, active workers)
     └── StoreError                    the storage failed (driver errors are translated to these)
         ├── StoreUnavailable          cannot be reached or written now (locked, I/O, read-only)
         │   └── StoreFull             the database or the disk is full
@@ -69,6 +70,10 @@ class ManagerStateError(TaskyardError):
 
 class TaskNotFound(TaskyardError):
     """No task has this id."""
+
+
+class OperationRefused(TaskyardError):
+    """The operation was refused and nothing was changed; the message says why."""
 
 
 class StoreError(TaskyardError):

@@ -72,7 +72,7 @@ ENVIRONMENTS = ("development", "testing", "production")
 LOCAL_SETTINGS_FILE = "settings.local.toml"
 """Read last from the working directory: the file ``taskyard rollback`` writes."""
 USER_SETTINGS_FILES = ("settings.toml", ".secrets.toml", LOCAL_SETTINGS_FILE)
-SECTIONS = ("task_execution", "runs", "logging")
+SECTIONS = ("task_execution", "runs", "logging", "operations", "maintenance")
 """The top-level sections taskyard owns; an application may add its own beside them."""
 
 BACKENDS = ("in-memory", "sqlite", "sqlite-with-fallback", "postgres")
@@ -226,6 +226,39 @@ VALIDATORS: tuple[Validator, ...] = (
     _rule("logging.serialize", _is_bool, "true or false"),
     _rule("logging.sink", _non_empty_str, '"stderr", "stdout" or a file path'),
     _rule("logging.rotation", _non_empty_str, 'a size or an interval, such as "10 MB"'),
+    _rule(
+        "logging.retention",
+        lambda value: _non_empty_str(value) or (_is_int(value) and value >= 1),
+        'a number of files (an integer of at least 1) or a duration, such as "14 days"',
+    ),
+    _rule("operations.window", _positive, "a number of seconds greater than 0"),
+    _rule("operations.stale_worker_after", _positive, "a number of seconds greater than 0"),
+    _rule(
+        "operations.max_oldest_queued_age",
+        _not_negative,
+        "a number of seconds >= 0 (0 turns the check off)",
+    ),
+    _rule(
+        "operations.max_failure_rate",
+        lambda value: _is_number(value) and 0 <= value <= 1,
+        "a number between 0 and 1 (0 or 1 turns the check off)",
+    ),
+    _rule("operations.failure_rate_min_tasks", _int_at_least(1), "an integer of at least 1"),
+    _rule(
+        "operations.max_wal_bytes",
+        _int_at_least(0),
+        "a number of bytes, an integer >= 0 (0 turns the check off)",
+    ),
+    _rule("operations.max_stale_workers", _int_at_least(0), "an integer >= 0"),
+    _rule("maintenance.retention_days", _positive, "a number of days greater than 0"),
+    _rule("maintenance.failed_retention_days", _positive, "a number of days greater than 0"),
+    _rule("maintenance.worker_retention_days", _positive, "a number of days greater than 0"),
+    _rule(
+        "maintenance.backup_dir",
+        lambda value: isinstance(value, str),
+        'a folder path, or "" for a backups folder next to the database',
+    ),
+    _rule("maintenance.keep_backups", _int_at_least(1), "an integer of at least 1"),
 )
 
 
@@ -506,7 +539,11 @@ def configure_logging(
         handler_id = logger.add(sys.stderr if sink == "stderr" else sys.stdout, **options)
     else:
         handler_id = logger.add(
-            sink, rotation=str(section.get("rotation", "10 MB")), encoding="utf-8", **options
+            sink,
+            rotation=str(section.get("rotation", "10 MB")),
+            retention=section.get("retention", 10),
+            encoding="utf-8",
+            **options,
         )
     _handler_ids.append(handler_id)
     logger.enable("taskyard")

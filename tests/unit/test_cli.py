@@ -38,7 +38,14 @@ def test_settings_prints_the_effective_settings_as_json(runner: CliRunner) -> No
     assert shown["environment"] == "testing"
     assert shown["task_execution"]["backend"] == "in-memory"
     assert shown["task_execution"]["poll_interval"] == 0.05
-    assert set(shown) == {"environment", "task_execution", "runs", "logging"}
+    assert set(shown) == {
+        "environment",
+        "task_execution",
+        "runs",
+        "logging",
+        "operations",
+        "maintenance",
+    }
 
 
 def test_env_option_chooses_the_environment(runner: CliRunner) -> None:

@@ -288,7 +288,14 @@ def test_settings_as_dict_has_lower_case_keys_and_keeps_application_sections(
 ) -> None:
     app = write(tmp_path / "app.toml", "[default.reports]\nRows = 3\n")
     data = settings_as_dict(load_settings(settings_files=[app]))
-    assert set(data) == {"task_execution", "runs", "logging", "reports"}
+    assert set(data) == {
+        "task_execution",
+        "runs",
+        "logging",
+        "operations",
+        "maintenance",
+        "reports",
+    }
     assert data["task_execution"]["backend"] == "in-memory"
     assert data["reports"] == {"Rows": 3}
     assert json.loads(json.dumps(data)) == data  # plain values only
