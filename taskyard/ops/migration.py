@@ -490,7 +490,7 @@ async def migrate_in_flight(
 
 async def stop_and_hand_over(
     manager: TaskEngine,
-    target: TaskStore,
+    target: TaskStore | None,
     *,
     deadline: float | None = None,
     export_path: str | os.PathLike[str] | None = None,
@@ -498,14 +498,15 @@ async def stop_and_hand_over(
     """Stop the manager at the application's shutdown, handing its tasks over to
     ``target`` when that is the move being made: from a store that does not survive the
     process (in-memory) to one that does. Otherwise (a durable store keeps its tasks by
-    itself, and nothing durable to move to) it just stops. Returns the hand-over's
-    report, or None.
+    itself; ``target`` None or not durable: nowhere to move to) it just stops. Returns
+    the hand-over's report, or None.
 
-    Call it with a store built from the settings as they are *now*
-    (``Container().ops_store()``): an application switched from in-memory to SQLite in
-    its settings then takes its queue along when it restarts."""
+    Call it with ``Container().handover_store()``, built from the settings as they are
+    *now*: an application switched from in-memory to SQLite takes its queue along when
+    it restarts, and one rolled back to in-memory parks its tasks in the queue database
+    at each stop, where they run once SQLite is back."""
     leaving = Capability.DURABLE not in manager.store.capabilities
-    if not leaving or Capability.DURABLE not in target.capabilities:
+    if not leaving or target is None or Capability.DURABLE not in target.capabilities:
         await manager.stop(deadline)
         return None
     return await migrate_in_flight(

@@ -19,6 +19,7 @@ Adding a backend means replacing its entry in :attr:`Container.task_manager`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, NoReturn, Self
 
 from dependency_injector import containers, providers
@@ -48,6 +49,7 @@ __all__ = [
     "canary_backend",
     "effective_backend",
     "make_canary_manager",
+    "make_handover_store",
     "make_ops_store",
     "make_registry",
     "make_store",
@@ -150,6 +152,17 @@ def make_ops_store(task_execution: Mapping[str, Any]) -> TaskStore:
     return InMemoryStore()
 
 
+def make_handover_store(task_execution: Mapping[str, Any]) -> TaskStore | None:
+    """Where an in-memory process hands its unfinished tasks at shutdown
+    (:func:`taskyard.ops.migration.stop_and_hand_over`): the SQLite queue when the
+    settings use it or when its file exists (a deployment rolled back to in-memory parks
+    its tasks there, to run once SQLite is back), else None: nowhere durable."""
+    store = make_ops_store(task_execution)
+    if isinstance(store, SqliteStore) or Path(task_execution["queue_db_path"]).exists():
+        return make_store("sqlite", task_execution)
+    return None
+
+
 def make_registry(
     runs: Mapping[str, Any], task_execution: Mapping[str, Any], backend: str
 ) -> RunRegistry:
@@ -207,6 +220,8 @@ class Container(containers.DeclarativeContainer):
         ``task_execution.canary_backend`` names a backend being rolled out.
     ``ops_store``
         a new store on the selected durable storage, for operations tools.
+    ``handover_store``
+        where an in-memory process hands its tasks at shutdown, or None.
     ``task_manager_lifecycle``
         a Resource that starts and stops the selected manager.
     ``orchestrator``
@@ -254,6 +269,7 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     ops_store = providers.Factory(make_ops_store, config.task_execution)
+    handover_store = providers.Factory(make_handover_store, config.task_execution)
     task_manager_lifecycle = providers.Resource(run_task_manager, task_manager)
 
     orchestrator = providers.Singleton(

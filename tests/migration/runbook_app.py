@@ -54,7 +54,8 @@ async def serve() -> None:
     await stop.wait()
     reading.cancel()
     deadline = float(os.environ.get("RUNBOOK_HANDOVER_DEADLINE", "30"))
-    report = await stop_and_hand_over(manager, Container().ops_store(), deadline=deadline)
+    target = Container().handover_store()
+    report = await stop_and_hand_over(manager, target, deadline=deadline)
     print("stopped", json.dumps(None if report is None else report.to_dict()), flush=True)
 
 

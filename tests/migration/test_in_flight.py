@@ -228,3 +228,25 @@ async def test_stop_and_hand_over_moves_only_from_memory_to_a_durable_store(
     other = SqliteStore(tmp_path / "other.db")
     assert await stop_and_hand_over(durable, other) is None  # a durable store keeps its own
     assert not (tmp_path / "other.db").exists()
+
+
+def test_the_handover_store_is_the_queue_database_when_there_is_one(tmp_path: Path) -> None:
+    from taskyard.ops.migration import init_database
+    from taskyard.providers import Container
+    from taskyard.settings import load_settings
+
+    def handover(backend: str) -> object:
+        settings = load_settings(
+            overrides={
+                "task_execution.backend": backend,
+                "task_execution.queue_db_path": str(tmp_path / "q.db"),
+            }
+        )
+        return Container(settings=settings).handover_store()
+
+    assert handover("in-memory") is None  # no database: nowhere durable to go
+    sqlite = handover("sqlite")
+    assert isinstance(sqlite, SqliteStore) and sqlite.path == tmp_path / "q.db"
+    init_database(tmp_path / "q.db")
+    parked = handover("in-memory")  # rolled back to in-memory: park in the database
+    assert isinstance(parked, SqliteStore) and parked.path == tmp_path / "q.db"
