@@ -1,0 +1,86 @@
+"""What the operations tools need to know, as one value the command line builds from the
+settings' ``task_execution``, ``operations`` and ``maintenance`` sections (plain
+mappings: this module reads no settings itself)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskyard.framework.errors import ConfigurationError
+from taskyard.ops.health import HealthThresholds
+
+FILE_BACKENDS = ("sqlite", "sqlite-with-fallback")
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    db_path: Path
+    busy_timeout: float = 5.0
+    synchronous: str = "NORMAL"
+    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+    retention_days: float = 7.0
+    failed_retention_days: float = 30.0
+    worker_retention_days: float = 1.0
+    backup_dir: Path | None = None
+    keep_backups: int = 10
+
+    @property
+    def window(self) -> float:
+        return self.thresholds.window
+
+    @property
+    def stale_after(self) -> float:
+        return self.thresholds.stale_worker_after
+
+    @property
+    def backups(self) -> Path:
+        """The backup folder: ``maintenance.backup_dir``, else ``backups`` next to the
+        database."""
+        return self.backup_dir or self.db_path.parent / "backups"
+
+    @classmethod
+    def from_sections(cls, settings: Mapping[str, Any], *, backend: str) -> OpsConfig:
+        """From the plain settings dict (``settings_as_dict``) and the effective backend.
+
+        Raises ConfigurationError for a backend whose tasks are not in a SQLite file."""
+        if backend not in FILE_BACKENDS:
+            if backend == "in-memory":
+                raise ConfigurationError(
+                    "task_execution.backend is in-memory: its tasks live inside the process "
+                    "that runs them, so there is nothing to inspect or maintain from outside "
+                    "it. The operations commands work on the SQLite queue file: set "
+                    "task_execution.backend = sqlite (or TASKYARD_TASK_EXECUTION__BACKEND="
+                    "sqlite) and task_execution.queue_db_path"
+                )
+            raise ConfigurationError(
+                f"the operations commands work on the SQLite backends' queue file; "
+                f"task_execution.backend is {backend}"
+            )
+        try:
+            task_execution = settings["task_execution"]
+            operations = settings["operations"]
+            maintenance = settings["maintenance"]
+            return cls(
+                db_path=Path(task_execution["queue_db_path"]),
+                busy_timeout=float(task_execution["sqlite_busy_timeout"]),
+                synchronous=str(task_execution["sqlite_synchronous"]),
+                thresholds=HealthThresholds(
+                    max_oldest_queued_age=float(operations["max_oldest_queued_age"]),
+                    max_failure_rate=float(operations["max_failure_rate"]),
+                    failure_rate_min_tasks=int(operations["failure_rate_min_tasks"]),
+                    max_wal_bytes=int(operations["max_wal_bytes"]),
+                    max_stale_workers=int(operations["max_stale_workers"]),
+                    window=float(operations["window"]),
+                    stale_worker_after=float(operations["stale_worker_after"]),
+                ),
+                retention_days=float(maintenance["retention_days"]),
+                failed_retention_days=float(maintenance["failed_retention_days"]),
+                worker_retention_days=float(maintenance["worker_retention_days"]),
+                backup_dir=Path(maintenance["backup_dir"]) if maintenance["backup_dir"] else None,
+                keep_backups=int(maintenance["keep_backups"]),
+            )
+        except KeyError as exc:
+            raise ConfigurationError(f"the setting {exc.args[0]} is missing") from exc

@@ -1,0 +1,165 @@
+"""Readable output of the operations commands (rich tables); ``--json`` bypasses this."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Table
+
+from taskyard.framework.models import TaskRecord, from_epoch, iso
+from taskyard.ops.backup import BackupFile
+from taskyard.ops.health import HealthReport, HealthState
+from taskyard.ops.inspect import FINISHED, STATUSES, QueueStatus
+from taskyard.ops.units import bytes_text, percent_text, seconds_text
+
+
+def status_tables(status: QueueStatus) -> Group:
+    """``taskyard status``: the queue, its types, the window, the workers, the file."""
+    queue = Table(title="queue", show_header=False, title_justify="left")
+    queue.add_column("what")
+    queue.add_column("value", justify="right")
+    for state in STATUSES:
+        queue.add_row(state, str(status.depth[state]))
+    queue.add_row("all", str(status.total), style="bold")
+    queue.add_section()
+    queue.add_row("queued and due", str(status.queued_due))
+    queue.add_row("queued for later", str(status.queued_delayed))
+    queue.add_row("waiting for a retry", str(status.waiting_retry))
+    queue.add_row(
+        "oldest due task waited",
+        seconds_text(status.oldest_queued_age)
+        + (f" ({status.oldest_queued_id})" if status.oldest_queued_id else ""),
+    )
+    queue.add_row("expired leases", str(status.expired_leases))
+
+    types = Table(title="tasks by type", title_justify="left")
+    types.add_column("type")
+    for state in STATUSES:
+        types.add_column(state, justify="right")
+    for task_type, counts in status.depth_by_type.items():
+        types.add_row(escape(task_type), *(str(counts[state]) for state in STATUSES))
+
+    window = status.window
+    last = Table(
+        title=f"last {seconds_text(window.seconds)}", show_header=False, title_justify="left"
+    )
+    last.add_column("what")
+    last.add_column("value", justify="right")
+    for state in FINISHED:
+        last.add_row(state, str(window.finished[state]))
+    last.add_row("success rate", percent_text(window.success_rate))
+    last.add_row("failure rate", percent_text(window.failure_rate))
+    last.add_row("throughput", f"{window.throughput * 60:.1f} tasks/min")
+    last.add_row("retried tasks", str(window.retried_tasks))
+    last.add_row("retry attempts", str(window.retries))
+    processing = window.processing
+    last.add_row("processing p50", seconds_text(processing.p50))
+    last.add_row("processing p95", seconds_text(processing.p95))
+    last.add_row("processing p99", seconds_text(processing.p99))
+
+    workers = Table(
+        title=f"workers (stale after {seconds_text(status.stale_after)})", title_justify="left"
+    )
+    for column in ("worker", "host", "pid", "state", "last heartbeat", "running", "types"):
+        workers.add_column(column)
+    for worker in status.workers:
+        info = worker.info
+        running = f"{info.get('running', '?')}/{info.get('concurrency', '?')}"
+        state = "[green]active[/]" if worker.active else "[red]stale[/]"
+        workers.add_row(
+            escape(worker.worker_id),
+            escape(worker.hostname),
+            str(worker.pid),
+            state,
+            f"{seconds_text(worker.seconds_since_heartbeat)} ago",
+            running,
+            escape(", ".join(str(t) for t in info.get("task_types", []))),
+        )
+    if not status.workers:
+        workers.add_row("(none)", "", "", "", "", "", "")
+
+    database = status.database
+    file = Table(title="database", show_header=False, title_justify="left")
+    file.add_column("what")
+    file.add_column("value")
+    file.add_row("path", escape(database.path))
+    file.add_row("size", bytes_text(database.size_bytes))
+    file.add_row("WAL", bytes_text(database.wal_bytes))
+    file.add_row("free pages", f"{database.freelist_count} of {database.page_count}")
+    file.add_row("schema version", str(database.schema_version))
+    file.add_row("read at", str(iso(from_epoch(status.now))))
+    return Group(queue, types, last, workers, file)
+
+
+def health_lines(report: HealthReport) -> list[str]:
+    colour = {HealthState.OK: "green", HealthState.DEGRADED: "yellow", HealthState.DOWN: "red"}
+    lines = [f"[bold {colour[report.state]}]{report.state}[/]"]
+    for check in report.checks:
+        lines.append(
+            f"  [{colour[check.state]}]{check.state!s:8}[/] {check.name}: {escape(check.detail)}"
+        )
+    return lines
+
+
+def task_table(records: Sequence[TaskRecord], *, title: str) -> Table:
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("id", no_wrap=True, min_width=32)
+    table.add_column("type", no_wrap=True, overflow="ellipsis", min_width=6, max_width=24)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("tries", no_wrap=True, justify="right", min_width=5)
+    table.add_column("updated", no_wrap=True, min_width=11)
+    table.add_column("error", no_wrap=True, overflow="ellipsis", max_width=60)
+    for record in records:
+        table.add_row(
+            record.id,
+            escape(record.type),
+            str(record.status),
+            f"{record.attempts}/{record.max_attempts}",
+            record.updated_at.strftime("%m-%d %H:%M"),
+            escape(record.error or ""),
+        )
+    return table
+
+
+def details_table(details: dict[str, Any]) -> Table:
+    table = Table(show_header=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in details.items():
+        if isinstance(value, dict | list):
+            text = json.dumps(value, ensure_ascii=False)
+        else:
+            text = "" if value is None else str(value)
+        table.add_row(key, escape(text))
+    return table
+
+
+def backups_table(backups: Sequence[BackupFile]) -> Table:
+    table = Table(title="backups", title_justify="left")
+    for column in ("taken at (UTC)", "kind", "size"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("file", overflow="fold")
+    for backup in backups:
+        table.add_row(
+            backup.taken_at.strftime("%Y-%m-%d %H:%M:%S"),
+            backup.kind,
+            bytes_text(backup.bytes),
+            escape(str(backup.path)),
+        )
+    return table
+
+
+def print_group(console: Console, *renderables: Any) -> None:
+    for renderable in renderables:
+        console.print(renderable)
