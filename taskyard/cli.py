@@ -13,6 +13,7 @@ Adding a command: write a function taking ``ctx: typer.Context`` and decorate it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,11 +42,23 @@ from rich.progress import (
 from rich.table import Table
 
 from taskyard import __version__
-from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.engine import TaskEngine
+from taskyard.framework.errors import ConfigurationError, TaskyardError
 from taskyard.framework.events import EventBus
-from taskyard.framework.models import TaskEvent, TaskStatus
+from taskyard.framework.models import TaskEvent, TaskRecord, TaskStatus
 from taskyard.framework.protocol import TaskManager
-from taskyard.providers import Container
+from taskyard.ops import backup as ops_backup
+from taskyard.ops import database as ops_database
+from taskyard.ops import health as ops_health
+from taskyard.ops import inspect as ops_inspect
+from taskyard.ops import maintenance as ops_maintenance
+from taskyard.ops import metrics as ops_metrics
+from taskyard.ops import progress as ops_progress
+from taskyard.ops import render as ops_render
+from taskyard.ops import tasks as ops_tasks
+from taskyard.ops import units as ops_units
+from taskyard.ops.config import FILE_BACKENDS, OpsConfig
+from taskyard.providers import Container, effective_backend
 from taskyard.settings import (
     SECTIONS,
     configure_logging,
@@ -699,6 +712,15 @@ def worker(
         float | None,
         typer.Option(min=0, help="Seconds running handlers get at SIGTERM/SIGINT."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while working "
+            "(0: a free port; needs taskyard[metrics]).",
+        ),
+    ] = None,
 ) -> None:
     """Run tasks from the configured queue until SIGTERM or SIGINT, then stop gracefully:
     no new claims, running handlers finish within the shutdown timeout, the rest go back
@@ -719,9 +741,528 @@ def worker(
             )
         registrar = load_registrar(target)
         manager = container.task_manager()
+        exporter = None if metrics_port is None else serve_metrics(container, manager, metrics_port)
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
-    asyncio.run(serve(manager, registrar, shutdown_timeout=shutdown_timeout))
+    try:
+        asyncio.run(serve(manager, registrar, shutdown_timeout=shutdown_timeout))
+    finally:
+        if exporter is not None:
+            exporter.close()
+
+
+# -- operations: status, metrics, health, tasks, maintenance, backups -----------------------
+# Thin commands over taskyard.ops; exit status 0 on success, 1 on failure, 2 on a bad
+# configuration (health: 0 ok, 1 degraded, 2 down).
+
+
+def ops_config(ctx: typer.Context) -> OpsConfig:
+    """The operations settings; exits with status 2 when they do not describe a queue file."""
+    try:
+        data = settings_as_dict(cli_state(ctx).settings())
+        return OpsConfig.from_sections(data, backend=effective_backend(data["task_execution"]))
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+
+
+@contextlib.contextmanager
+def ops_errors() -> Iterator[None]:
+    """taskyard errors become a message and exit status 1 (2 for configuration errors)."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    except TaskyardError as exc:
+        raise fail(str(exc)) from exc
+
+
+def serve_metrics(
+    container: Container, manager: TaskManager, port: int
+) -> ops_metrics.WorkerMetrics:
+    """Start serving a worker's metrics on 127.0.0.1 (the queue's too, on the SQLite
+    backends); prints the address. Raises ConfigurationError."""
+    if not isinstance(manager, TaskEngine):
+        raise ConfigurationError(f"{type(manager).__name__} has no worker metrics")
+    backend = container.backend()
+    config = (
+        OpsConfig.from_sections(container.config(), backend=backend)
+        if backend in FILE_BACKENDS
+        else None
+    )
+    exporter = ops_metrics.WorkerMetrics(
+        manager,
+        db_path=None if config is None else config.db_path,
+        window=3600.0 if config is None else config.window,
+        stale_after=60.0 if config is None else config.stale_after,
+        busy_timeout=5.0 if config is None else config.busy_timeout,
+    )
+    try:
+        bound = exporter.serve(port)
+    except OSError as exc:
+        exporter.close()
+        raise ConfigurationError(f"cannot serve metrics on 127.0.0.1:{port}: {exc}") from exc
+    print(f"taskyard worker metrics at http://127.0.0.1:{bound}/metrics", flush=True)
+    return exporter
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="History behind rates and times, such as 15m or 1h (default: operations.window)."
+        ),
+    ] = None,
+) -> None:
+    """The queue at a glance: depth by status and type, the oldest due task, the last
+    window's outcomes, rates, throughput, retries and processing times, the workers."""
+    config = ops_config(ctx)
+    with ops_errors():
+        seconds = ops_units.parse_duration(window) if window else config.window
+        snapshot = asyncio.run(
+            ops_inspect.status_of_file(
+                config.db_path,
+                window=seconds,
+                stale_after=config.stale_after,
+                busy_timeout=config.busy_timeout,
+            )
+        )
+    if as_json:
+        print_json(snapshot.to_dict())
+    else:
+        Console().print(ops_render.status_tables(snapshot))
+
+
+@app.command("metrics")
+def metrics_command(ctx: typer.Context) -> None:
+    """Print the queue's metrics once, in the Prometheus text format (for a textfile
+    collector or a look); `taskyard worker --metrics-port N` serves them live."""
+    config = ops_config(ctx)
+    with ops_errors():
+        collector = ops_metrics.QueueCollector(
+            ops_metrics.file_reader(
+                config.db_path,
+                window=config.window,
+                stale_after=config.stale_after,
+                busy_timeout=config.busy_timeout,
+            )
+        )
+        text = ops_metrics.render(collector)
+    typer.echo(text, nl=False)
+    if collector.last_error is not None:
+        raise fail(collector.last_error)
+
+
+@app.command("health")
+def health_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Check the queue: exit 0 ok, 1 degraded, 2 down, with the reasons. Thresholds:
+    the operations settings."""
+    config = ops_config(ctx)
+    report = asyncio.run(
+        ops_health.check_health(config.db_path, config.thresholds, busy_timeout=config.busy_timeout)
+    )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        for line in ops_render.health_lines(report):
+            console.print(line)
+    raise typer.Exit(int(report.state))
+
+
+tasks_app = typer.Typer(
+    help="Look at and act on tasks: list, show, cancel, retry, purge.", no_args_is_help=True
+)
+app.add_typer(tasks_app, name="tasks")
+
+StatusOption = Annotated[
+    list[TaskStatus] | None,
+    typer.Option("--status", "-s", help="Only tasks in this status (repeatable)."),
+]
+
+
+@tasks_app.command("list")
+def tasks_list(
+    ctx: typer.Context,
+    status: StatusOption = None,
+    task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Tasks per page.")] = 50,
+    page: Annotated[int, typer.Option(min=1, help="Which page, from 1.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Tasks in scheduling order, a page at a time."""
+    config = ops_config(ctx)
+
+    async def run() -> tuple[list[Any], int]:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.list_tasks(
+                q,
+                statuses=status or None,
+                task_type=task_type,
+                limit=limit,
+                offset=(page - 1) * limit,
+            )
+
+    with ops_errors():
+        records, total = asyncio.run(run())
+    pages = max(-(-total // limit), 1)
+    if as_json:
+        print_json(
+            {
+                "page": page,
+                "pages": pages,
+                "total": total,
+                "tasks": [ops_tasks.record_details(r) for r in records],
+            }
+        )
+        return
+    console = Console()
+    console.print(ops_render.task_table(records, title=f"tasks: page {page} of {pages}"))
+    console.print(f"{total} matching task(s)", highlight=False)
+
+
+@tasks_app.command("show")
+def tasks_show(ctx: typer.Context, task_id: str, as_json: JsonOption = False) -> None:
+    """Everything about one task."""
+    config = ops_config(ctx)
+
+    async def run() -> TaskRecord:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.show_task(q, task_id)
+
+    with ops_errors():
+        details = ops_tasks.record_details(asyncio.run(run()))
+    if as_json:
+        print_json(details)
+    else:
+        Console().print(ops_render.details_table(details))
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(ctx: typer.Context, task_id: str) -> None:
+    """Cancel a queued or running task (a running one stops at its worker's next
+    heartbeat; its result is discarded)."""
+    config = ops_config(ctx)
+
+    async def run() -> TaskStatus:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.cancel_task(q, task_id)
+
+    with ops_errors():
+        before = asyncio.run(run())
+    typer.echo(f"task {task_id} cancelled (it was {before})")
+
+
+@tasks_app.command("retry")
+def tasks_retry(ctx: typer.Context, task_id: str) -> None:
+    """Queue a failed or cancelled task again, due now, its attempts reset."""
+    config = ops_config(ctx)
+
+    async def run() -> TaskRecord:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.retry_task(q, task_id)
+
+    with ops_errors():
+        record = asyncio.run(run())
+    typer.echo(f"task {task_id} ({record.type}) is queued again with its attempts reset")
+
+
+@tasks_app.command("purge")
+def tasks_purge(
+    ctx: typer.Context,
+    status: Annotated[
+        list[TaskStatus],
+        typer.Option("--status", "-s", help="completed, failed or cancelled (repeatable)."),
+    ],
+    older_than: Annotated[
+        str, typer.Option(help="Finished longer ago than this: 90m, 12h, 7d, 2w.")
+    ],
+    task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Count, delete nothing.")] = False,
+) -> None:
+    """Delete finished tasks of the given statuses older than --older-than."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_tasks.PurgeResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("purge", unit="tasks") as progress:
+                return await ops_tasks.purge_tasks(
+                    q,
+                    statuses=status,
+                    older_than=ops_units.parse_duration(older_than),
+                    task_type=task_type,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+
+    with ops_errors():
+        result = asyncio.run(run())
+    verb = "would delete" if dry_run else "deleted"
+    count = result.matched if dry_run else result.deleted
+    typer.echo(f"{verb} {count} task(s)")
+
+
+maintenance_app = typer.Typer(
+    help="Keep the queue file in shape: checkpoint, vacuum, optimize, integrity-check, "
+    "prune, recover-leases.",
+    no_args_is_help=True,
+)
+app.add_typer(maintenance_app, name="maintenance")
+
+
+@maintenance_app.command("checkpoint")
+def maintenance_checkpoint(
+    ctx: typer.Context,
+    mode: Annotated[
+        str, typer.Option(help="passive (never waits), full, restart or truncate.")
+    ] = "passive",
+) -> None:
+    """Copy the WAL into the database file (PRAGMA wal_checkpoint)."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.CheckpointResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_maintenance.checkpoint(q, mode)
+
+    with ops_errors():
+        result = asyncio.run(run())
+    typer.echo(
+        f"checkpoint {result.mode}: {result.checkpointed_frames} of {result.wal_frames} WAL "
+        f"frame(s) copied; WAL {result.wal_bytes_before} -> {result.wal_bytes_after} bytes"
+    )
+    if result.busy:
+        raise fail(
+            f"the {result.mode} checkpoint could not finish: another connection was "
+            "reading or writing; try again"
+        )
+
+
+@maintenance_app.command("vacuum")
+def maintenance_vacuum(ctx: typer.Context) -> None:
+    """Rebuild the file without its free pages (holds the write lock meanwhile; needs free
+    disk space about the database's size)."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.VacuumResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("vacuum") as progress:
+                progress(0, 0)
+                return await ops_maintenance.vacuum(q)
+
+    with ops_errors():
+        result = asyncio.run(run())
+    typer.echo(
+        f"vacuum: {ops_units.bytes_text(result.size_before)} -> "
+        f"{ops_units.bytes_text(result.size_after)} in {result.seconds:.1f} s"
+    )
+
+
+@maintenance_app.command("optimize")
+def maintenance_optimize(ctx: typer.Context) -> None:
+    """ANALYZE and PRAGMA optimize: fresh statistics for the query planner."""
+    config = ops_config(ctx)
+
+    async def run() -> list[str]:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_maintenance.optimize(q)
+
+    with ops_errors():
+        done = asyncio.run(run())
+    typer.echo("optimize: ran " + " and ".join(done))
+
+
+@maintenance_app.command("integrity-check")
+def maintenance_integrity_check(
+    ctx: typer.Context,
+    quick: Annotated[bool, typer.Option(help="PRAGMA quick_check: faster, less thorough.")] = False,
+) -> None:
+    """SQLite's integrity check, then taskyard's own invariants. Exit 1 on a problem."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.IntegrityResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("integrity check") as progress:
+                progress(0, 0)
+                return await ops_maintenance.integrity_check(q, quick=quick)
+
+    with ops_errors():
+        result = asyncio.run(run())
+    for line in result.sqlite:
+        typer.echo(f"sqlite: {line}")
+    for line in result.taskyard or ["ok"]:
+        typer.echo(f"taskyard: {line}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@maintenance_app.command("prune")
+def maintenance_prune(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(help="Count, delete nothing.")] = False,
+) -> None:
+    """Delete finished tasks past their retention (maintenance.retention_days; failed
+    ones after maintenance.failed_retention_days) and long-silent workers' records."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.PruneResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("prune", unit="tasks") as progress:
+                return await ops_maintenance.prune(
+                    q,
+                    retention_days=config.retention_days,
+                    failed_retention_days=config.failed_retention_days,
+                    worker_retention_days=config.worker_retention_days,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+
+    with ops_errors():
+        result = asyncio.run(run())
+    verb = "would delete" if dry_run else "deleted"
+    finished = result.finished.matched if dry_run else result.finished.deleted
+    failed = result.failed.matched if dry_run else result.failed.deleted
+    typer.echo(
+        f"prune: {verb} {finished} completed or cancelled task(s) older than "
+        f"{config.retention_days:g} day(s), {failed} failed task(s) older than "
+        f"{config.failed_retention_days:g} day(s), and {len(result.workers)} worker "
+        "record(s)"
+    )
+
+
+@maintenance_app.command("recover-leases")
+def maintenance_recover_leases(ctx: typer.Context) -> None:
+    """Put running tasks whose lease expired back in the queue (or fail them when their
+    attempts are spent); workers do this on their own every few seconds."""
+    config = ops_config(ctx)
+
+    async def run() -> list[TaskRecord]:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_maintenance.recover_leases(q)
+
+    with ops_errors():
+        recovered = asyncio.run(run())
+    for record in recovered:
+        typer.echo(f"{record.id} ({record.type}): {record.status}")
+    typer.echo(f"recovered {len(recovered)} task(s)")
+
+
+backup_app = typer.Typer(
+    help="Online backups of the queue file: create, list, restore, prune.", no_args_is_help=True
+)
+app.add_typer(backup_app, name="backup")
+
+
+@backup_app.command("create")
+def backup_create(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="The backup file (default: a new, dated file in maintenance.backup_dir).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Back up the queue while workers run (SQLite's online backup API), then verify the
+    copy (integrity check, schema, task counts)."""
+    config = ops_config(ctx)
+    destination = output or config.backups / ops_backup.backup_name(config.db_path)
+
+    async def run() -> ops_backup.BackupResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("backup", unit="pages") as progress:
+                return await ops_backup.create_backup(q, destination, progress=progress)
+
+    with ops_errors():
+        result = asyncio.run(run())
+    if as_json:
+        print_json(result.to_dict())
+        return
+    typer.echo(
+        f"backup written to {result.path}: {result.verification.tasks} task(s), "
+        f"{ops_units.bytes_text(result.bytes)}, integrity ok, in {result.seconds:.2f} s"
+    )
+
+
+@backup_app.command("list")
+def backup_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The backups in maintenance.backup_dir, oldest first."""
+    config = ops_config(ctx)
+    backups = ops_backup.list_backups(config.db_path, config.backups)
+    if as_json:
+        print_json([backup.to_dict() for backup in backups])
+        return
+    Console().print(ops_render.backups_table(backups))
+    typer.echo(f"{len(backups)} file(s) in {config.backups}")
+
+
+@backup_app.command("restore")
+def backup_restore(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="The backup to restore.")],
+    force: Annotated[bool, typer.Option(help="Restore even while workers are active.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the queue with a backup (verified first). Refuses while workers are
+    active unless --force; the replaced queue is kept in the backup folder."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_backup.RestoreResult:
+        with ops_progress.progress_reporter("restore", unit="pages") as progress:
+            return await ops_backup.restore_backup(
+                file,
+                config.db_path,
+                backup_dir=config.backups,
+                stale_after=config.stale_after,
+                force=force,
+                busy_timeout=config.busy_timeout,
+                progress=progress,
+            )
+
+    with ops_errors():
+        result = asyncio.run(run())
+    if as_json:
+        print_json(result.to_dict())
+        return
+    typer.echo(f"{result.database} restored from {result.restored_from}: {result.tasks} task(s)")
+    if result.kept_aside is not None:
+        typer.echo(f"the replaced queue is kept at {result.kept_aside}")
+
+
+@backup_app.command("prune")
+def backup_prune(
+    ctx: typer.Context,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="How many newest backups to keep (default: maintenance.keep_backups)."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="List, delete nothing.")] = False,
+) -> None:
+    """Delete all but the newest backups (copies kept aside by restores stay)."""
+    config = ops_config(ctx)
+    with ops_errors():
+        doomed = ops_backup.prune_backups(
+            config.db_path,
+            config.backups,
+            keep=config.keep_backups if keep is None else keep,
+            dry_run=dry_run,
+        )
+    verb = "would delete" if dry_run else "deleted"
+    for backup in doomed:
+        typer.echo(f"{verb} {backup.path}")
+    typer.echo(f"{verb} {len(doomed)} backup(s)")
 
 
 # -- migration and rollback: db init, export, import, rollback, validate --------------------
