@@ -1,0 +1,320 @@
+"""Tables and targets: what the run prints, and what ``--json`` writes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import ROOT, Latency, Memory, Throughput
+
+RAW_SINGLE = "raw sqlite3, 1 commit/task"
+RAW_LIFECYCLE = "raw sqlite3, 3 commits/task"
+END_TO_END = {"4", "5", "7"}
+"""Phases whose tasks run to completion: the 3-commit lifecycle is their naive limit."""
+
+PHASE_TITLES = {
+    "1": "durable enqueue, one call at a time",
+    "2": "durable enqueue, 64 concurrent callers",
+    "3": "bulk enqueue, chunks of 1000",
+    "4": "put then drain, one process",
+    "5": "drain by worker processes",
+    "6": "pickup latency",
+    "7": "realistic handler (sleep 5 ms, concurrency 50)",
+    "8": "worker memory by queue depth",
+}
+SHORT_TITLES = {
+    "1": "enqueue, sequential",
+    "2": "enqueue, 64 callers",
+    "3": "bulk enqueue",
+    "4": "put+drain, 1 process",
+    "5": "drain, worker procs",
+    "7": "realistic handler",
+}
+
+RSS_SLACK_MIB = 20
+"""Phase 8: allowed RSS growth from 10k to 1M queued. SQLite's page cache is capped at
+16 MB by taskyard (cache_size = -16000), so a deep file may fill it; anything that grew
+with depth would show as hundreds of MiB at 1M tasks."""
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+
+
+@dataclass
+class Results:
+    tasks: int
+    repeats: int
+    machine: dict[str, str]
+    throughput: list[Throughput] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    memory: list[Memory] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def find(self, phase: str, system: str) -> Throughput | None:
+        for result in self.throughput:
+            if result.phase == phase and result.system == system:
+                return result
+        return None
+
+    def rate(self, phase: str, system: str) -> float | None:
+        result = self.find(phase, system)
+        return None if result is None else result.rate
+
+    def limit(self, system: str) -> float | None:
+        return self.rate("1" if system == RAW_SINGLE else "4", system)
+
+    def best_peer(self, phase: str) -> float | None:
+        rates = [
+            r.rate for r in self.throughput if r.phase == phase and r.kind == "peer" and r.rate
+        ]
+        return max(rates) if rates else None
+
+
+def machine_info() -> dict[str, str]:
+    import taskyard
+    from benchmarks.peers import versions
+
+    cpu = "?"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "?"
+    info = {
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "taskyard": f"{taskyard.__version__} ({commit})",
+        "aiosqlite": version("aiosqlite"),
+        "load average at start": " ".join(f"{load:.2f}" for load in os.getloadavg()),
+    }
+    info.update({name: v for name, v in versions().items() if name != "sqlite"})
+    return info
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    if value is None or not reference:
+        return "—"
+    return f"{value / reference:.2f}x"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def throughput_table(results: Results) -> Table:
+    table = Table(title=f"Throughput, tasks/s (median of {results.repeats}, N = {results.tasks:,})")
+    for column, justify in [
+        ("phase", "left"),
+        ("system", "left"),
+        ("tasks/s", "right"),
+        ("x raw 1-commit", "right"),
+        ("x raw 3-commit", "right"),
+        ("x best peer", "right"),
+        ("runs", "right"),
+        ("note", "left"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    raw_single = results.limit(RAW_SINGLE)
+    raw_lifecycle = results.limit(RAW_LIFECYCLE)
+    phases = sorted({r.phase for r in results.throughput})
+    for index, phase in enumerate(phases):
+        if index:
+            table.add_section()
+        best = results.best_peer(phase)
+        for r in (r for r in results.throughput if r.phase == phase):
+            runs = f"{min(r.rates):,.0f}-{max(r.rates):,.0f}" if len(r.rates) > 1 else ""
+            table.add_row(
+                f"{phase} {SHORT_TITLES.get(phase, '')}" if r is _first(results, phase) else "",
+                r.system,
+                _rate(r.rate),
+                _ratio(r.rate, raw_single),
+                _ratio(r.rate, raw_lifecycle) if phase in END_TO_END else "—",
+                _ratio(r.rate, best) if r.kind != "raw" else "—",
+                runs,
+                r.na or r.note,
+            )
+    return table
+
+
+def _first(results: Results, phase: str) -> Throughput:
+    return next(r for r in results.throughput if r.phase == phase)
+
+
+def latency_table(results: Results) -> Table:
+    table = Table(title="Phase 6: pickup latency (enqueue call → handler start)")
+    for column in ("system", "where", "poll interval", "samples", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="left" if column in ("system", "where") else "right")
+    table.add_column("note")
+    for lat in results.latency:
+        table.add_row(
+            lat.system,
+            lat.where,
+            "—" if lat.poll_interval is None else f"{lat.poll_interval * 1000:g} ms",
+            str(len(lat.samples)),
+            f"{lat.percentile(50) * 1000:.2f}",
+            f"{lat.percentile(99) * 1000:.2f}",
+            f"{max(lat.samples) * 1000:.2f}",
+            lat.note,
+        )
+    return table
+
+
+def memory_table(results: Results) -> Table:
+    table = Table(title="Phase 8: one taskyard worker process (concurrency 10, no-op handler)")
+    for column in ("queued at start", "processed", "VmRSS MiB", "VmHWM MiB", "fill s", "run s"):
+        table.add_column(column, justify="right")
+    for m in results.memory:
+        table.add_row(
+            f"{m.depth:,}",
+            f"{m.processed:,}",
+            f"{m.rss_kib / 1024:.1f}",
+            f"{m.hwm_kib / 1024:.1f}",
+            f"{m.fill_seconds:.1f}",
+            f"{m.run_seconds:.1f}",
+        )
+    return table
+
+
+def targets(results: Results) -> list[Target]:
+    out: list[Target] = []
+
+    def check(name: str, inputs: tuple[float | None, ...], verdict: Callable[..., Target]) -> None:
+        if any(value is None for value in inputs):
+            out.append(Target(name, "not measured", None))
+        else:
+            out.append(verdict(*inputs))
+
+    def floor(name: str, phase: str, minimum: float) -> None:
+        check(
+            name,
+            (results.rate(phase, "taskyard sqlite"),),
+            lambda rate: Target(name, f"{rate:,.0f}/s", rate >= minimum),
+        )
+
+    floor("durable enqueue >= 10,000/s one at a time (phase 1, sqlite)", "1", 10_000)
+    floor("durable enqueue >= 40,000/s from 64 concurrent callers (phase 2)", "2", 40_000)
+    floor("put-then-drain >= 25,000 tasks/s in one process (phase 4)", "4", 25_000)
+    name = "put-then-drain far above huey (>= 3x huey in-process, phase 4)"
+    check(
+        name,
+        (results.rate("4", "taskyard sqlite"), results.rate("4", "huey SqliteHuey")),
+        lambda ours, huey: Target(name, f"{ours / huey:.2f}x huey", ours >= 3 * huey),
+    )
+    name = "two worker processes faster than one (>= 1.1x, phase 5)"
+    check(
+        name,
+        (
+            results.rate("5", "taskyard sqlite, 1 worker process"),
+            results.rate("5", "taskyard sqlite, 2 worker processes"),
+        ),
+        lambda one, two: Target(
+            name, f"{two:,.0f} vs {one:,.0f}/s = {two / one:.2f}x", two >= 1.1 * one
+        ),
+    )
+    name = "in-process pickup p50 < 1 ms (phase 6, sqlite)"
+    inproc = [
+        lat.percentile(50) * 1000
+        for lat in results.latency
+        if lat.system == "taskyard sqlite" and lat.where == "in-process"
+    ]
+    check(
+        name, (inproc[0] if inproc else None,), lambda p50: Target(name, f"{p50:.2f} ms", p50 < 1)
+    )
+    name = "realistic handler: sqlite >= 80% of in-memory (phase 7)"
+    check(
+        name,
+        (results.rate("7", "taskyard in-memory"), results.rate("7", "taskyard sqlite")),
+        lambda memory, sqlite: Target(
+            name,
+            f"{sqlite:,.0f} vs {memory:,.0f}/s = {sqlite / memory:.0%}",
+            sqlite >= 0.8 * memory,
+        ),
+    )
+    name = f"worker memory flat in depth (RSS growth <= {RSS_SLACK_MIB} MiB, phase 8)"
+    if len(results.memory) >= 2:
+        shallow = min(results.memory, key=lambda m: m.depth)
+        deep = max(results.memory, key=lambda m: m.depth)
+        growth = (deep.rss_kib - shallow.rss_kib) / 1024
+        measured = f"{shallow.rss_kib / 1024:.1f} -> {deep.rss_kib / 1024:.1f} MiB ({growth:+.1f})"
+        out.append(Target(name, measured, growth <= RSS_SLACK_MIB))
+    else:
+        out.append(Target(name, "not run (--with-rss)", None))
+    return out
+
+
+def targets_table(found: list[Target]) -> Table:
+    table = Table(title="Targets")
+    table.add_column("target")
+    table.add_column("measured", justify="right")
+    table.add_column("result")
+    for target in found:
+        verdict = {True: "[green]PASS[/]", False: "[red]MISS[/]", None: "—"}[target.passed]
+        table.add_row(target.name, target.measured, verdict)
+    return table
+
+
+def machine_table(info: dict[str, str]) -> Table:
+    table = Table(title="Machine", show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    for key, value in info.items():
+        table.add_row(key, value)
+    return table
+
+
+def render(results: Results, console: Console) -> None:
+    console.print(machine_table(results.machine))
+    if results.throughput:
+        console.print(throughput_table(results))
+    if results.latency:
+        console.print(latency_table(results))
+    if results.memory:
+        console.print(memory_table(results))
+    console.print(targets_table(targets(results)))
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    console.print(f"whole run: {results.seconds:.0f} s; load average at the end: {load}")
+
+
+def to_json(results: Results) -> dict[str, Any]:
+    return {
+        "tasks": results.tasks,
+        "repeats": results.repeats,
+        "seconds": results.seconds,
+        "machine": results.machine,
+        "throughput": [asdict(r) | {"median": r.rate} for r in results.throughput],
+        "latency": [
+            asdict(lat) | {"p50": lat.percentile(50), "p99": lat.percentile(99)}
+            for lat in results.latency
+        ],
+        "memory": [asdict(m) for m in results.memory],
+        "targets": [asdict(t) for t in targets(results)],
+    }
