@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -130,3 +131,13 @@ def test_worker_metrics_count_transitions_and_time_attempts(tmp_path: Path) -> N
     assert samples["taskyard_task_duration_seconds_count"][(("type", "email"),)] == 2.0
     assert "taskyard_queue_tasks" not in samples
     assert json.dumps(manager.worker_info())  # what the gauges read
+
+
+def test_without_prometheus_client_the_error_says_how_to_install_it(
+    cli: Cli, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    result = cli("metrics")
+    assert result.exit_code == 2
+    assert "pip install 'taskyard[metrics]'" in result.stderr
+    assert cli("status").exit_code == 0  # nothing else needs it
