@@ -1392,7 +1392,7 @@ def export_command(
 
     settings = queue_settings(ctx)
     if not settings.uses_database:
-        raise fail(IN_MEMORY_HINT)
+        raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
     if not settings.db_path.exists():
         raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
 
@@ -1434,7 +1434,7 @@ def import_command(
 
     settings = queue_settings(ctx)
     if not settings.uses_database:
-        raise fail(IN_MEMORY_HINT)
+        raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
     try:
         export = read_export(file)
     except TaskyardError as exc:
@@ -1585,8 +1585,10 @@ def rollback_command(
     written_to = rollback_settings_file(state, settings_file)
     extra = {"canary_backend": ""} if settings.canary is not None else {}
     if not settings.uses_database or not settings.db_path.exists():
+        if export_queue_state is not None and settings.uses_database:
+            raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
         if export_queue_state is not None:
-            raise fail(IN_MEMORY_HINT)
+            raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
         from taskyard.framework.models import iso, utcnow
 
         try:
@@ -1603,8 +1605,8 @@ def rollback_command(
             typer.echo(f"{written_to}: {settings.environment} now uses {target}")
         if current == "in-memory" and not as_json:
             typer.echo(
-                "the application's in-memory tasks must be handed over from inside it "
-                "(migrate_in_flight) before it restarts on the new backend"
+                "restart the application: as it stops, it hands its in-memory tasks "
+                "over (stop_and_hand_over, see docs/migration-guide.md)"
             )
         report_dict: dict[str, Any] = {"settings_file": str(written_to), "to_backend": target}
     else:
@@ -1643,6 +1645,11 @@ def rollback_command(
                 typer.echo(f"warning: worker {worker} did not stop within the drain timeout")
             for worker in drain.elsewhere:
                 typer.echo(f"warning: worker {worker} runs on another host: stop it there")
+            for worker in drain.applications:
+                typer.echo(
+                    f"note: {worker} runs tasks from the queue but is not a taskyard worker; "
+                    "restart it to apply the switch"
+                )
             if report.export is not None:
                 counts = ", ".join(f"{n} {s}" for s, n in report.export.by_status.items())
                 typer.echo(

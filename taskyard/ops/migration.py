@@ -586,10 +586,25 @@ class DrainReport:
     """Workers with a fresh heartbeat on other hosts: stop them there."""
     stale: list[str] = field(default_factory=list)
     """Heartbeats older than the staleness limit: workers that died."""
+    applications: list[str] = field(default_factory=list)
+    """Processes of this host that run tasks but are not ``taskyard worker`` (an
+    application with ``run_worker = true``): not stopped; restart them to switch."""
 
     @property
     def drained(self) -> bool:
         return not self.still_running and not self.elsewhere
+
+
+def _is_taskyard_worker(pid: int) -> bool:
+    """Whether ``pid`` runs ``taskyard worker`` (its command line, where /proc tells;
+    elsewhere every process with a heartbeat counts as a worker)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return not Path("/proc/self/cmdline").exists()
+    words = [Path(os.fsdecode(word)).name for word in argv]
+    starts = [i for i, word in enumerate(words) if word in ("taskyard", "taskyard.exe")]
+    return bool(starts) and "worker" in words[starts[0] + 1 :]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -622,6 +637,9 @@ async def drain_workers(
     """Ask the workers of this host that share ``store`` to stop (SIGTERM: running
     handlers finish within their shutdown timeout, the rest return to the queue) and
     wait until each has said goodbye (its heartbeat row is gone) or ``timeout`` passes.
+
+    Only ``taskyard worker`` processes are stopped: an application that runs tasks
+    itself is listed in ``applications``, for its own process manager to restart.
     """
     report = DrainReport()
     host, me = socket.gethostname(), os.getpid()
@@ -633,8 +651,11 @@ async def drain_workers(
         elif hostname != host:
             report.elsewhere.append(worker_id)
         elif pid != me and _pid_alive(pid):
-            os.kill(pid, signum)
-            waiting[worker_id] = pid
+            if _is_taskyard_worker(pid):
+                os.kill(pid, signum)
+                waiting[worker_id] = pid
+            else:
+                report.applications.append(worker_id)
         else:
             report.stale.append(worker_id)
     deadline = time.monotonic() + timeout

@@ -114,7 +114,7 @@ def test_a_damaged_file_is_refused_with_its_line_and_nothing_imported(
 def test_export_and_import_refuse_the_in_memory_backend(runner: CliRunner) -> None:
     for command in (["export", "x.jsonl"], ["import", "x.jsonl"]):
         result = runner.invoke(app, command)
-        assert result.exit_code == 1
+        assert result.exit_code == 2
         assert "migrate_in_flight" in result.stderr
 
 
