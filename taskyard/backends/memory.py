@@ -119,6 +119,7 @@ class InMemoryStore(TaskStore):
         claimed: list[TaskRecord] = []
         skipped: list[tuple[int, int, str]] = []
         expires = now + timedelta(seconds=lease_seconds)
+        token = new_task_id()  # one lease token per claim, as the SQLite store does
         while self._ready and len(claimed) < limit:
             entry = heapq.heappop(self._ready)
             record = self.tasks.get(entry[2])
@@ -134,7 +135,7 @@ class InMemoryStore(TaskStore):
             record.started_at = now
             record.updated_at = now
             record.worker_id = worker_id
-            record.lease_token = new_task_id()
+            record.lease_token = token
             record.lease_expires_at = expires
             claimed.append(self._copy_out(record))
         for entry in skipped:

@@ -7,7 +7,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -189,7 +189,11 @@ class TaskRecord:
     """The payload as compact JSON, when the engine has already encoded it."""
 
     def copy(self) -> TaskRecord:
-        return replace(self)
+        """A shallow copy (payload and result are shared: stores copy them as JSON)."""
+        clone = object.__new__(TaskRecord)
+        for name in _RECORD_FIELDS:
+            setattr(clone, name, getattr(self, name))
+        return clone
 
     def to_status(self) -> dict[str, Any]:
         """The public status dict: plain values, aware ISO 8601 timestamps."""
@@ -209,6 +213,9 @@ class TaskRecord:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
+
+
+_RECORD_FIELDS = tuple(TaskRecord.__slots__)
 
 
 @dataclass(frozen=True, slots=True)
