@@ -339,14 +339,28 @@ async def import_records(
         already_present=0,
         by_status=_by_status(r for r, ok in zip(records, stored, strict=True) if ok),
     )
-    for record, ok in zip(records, stored, strict=True):
-        if ok:
-            continue
-        if await store.get(record.id) is not None:
-            report.already_present += 1
-        else:
-            report.conflicts.append(record.id)
+    skipped = [record.id for record, ok in zip(records, stored, strict=True) if not ok]
+    present = await _present(store, skipped)
+    report.already_present = sum(1 for task_id in skipped if task_id in present)
+    report.conflicts = [task_id for task_id in skipped if task_id not in present]
     return report
+
+
+async def _present(store: TaskStore, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the store holds (one query on SQLite)."""
+    if not ids:
+        return set()
+    if isinstance(store, SqliteStore):
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT id FROM taskyard_tasks WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(ids)),),
+            )
+            return {row[0] for row in rows}
+
+        return await store.execute_read(run)
+    return {task_id for task_id in ids if await store.get(task_id) is not None}
 
 
 async def import_file(target: TaskStore | TaskEngine, path: str | os.PathLike[str]) -> ImportReport:

@@ -227,3 +227,21 @@ async def test_export_takes_the_unfinished_tasks_by_default(export: Path) -> Non
         {"queued": 3},
     )
     assert (everything.tasks, everything.scope) == (4, "all")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_an_idempotency_key_held_by_another_task_is_reported(
+    tmp_path: Path, kind: str
+) -> None:
+    from taskyard.ops.migration import import_records
+
+    store = SqliteStore(tmp_path / "q.db") if kind == "sqlite" else InMemoryStore()
+    await store.open()
+    try:
+        await store.add([record(1, idempotency_key="order-1")])
+        report = await import_records(
+            store, [record(1), record(2, idempotency_key="order-1"), record(3)]
+        )
+    finally:
+        await store.close()
+    assert (report.imported, report.already_present, report.conflicts) == (1, 1, ["task-00002"])
