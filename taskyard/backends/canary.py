@@ -114,26 +114,39 @@ class CanaryStore(TaskStore):
         lease_seconds: float,
         types: Collection[str] | None = None,
     ) -> list[TaskRecord]:
-        self._turn ^= 1
-        first, second = (self.canary, self.stable) if self._turn else (self.stable, self.canary)
+        # Priorities hold across both stores: take up to ``limit`` from each, keep the
+        # best ``limit`` by (priority, scheduling time), and give the rest straight back
+        # (a release: the attempt does not count, the task keeps its place).
         claimed: list[TaskRecord] = []
-        for store, want in ((first, (limit + 1) // 2), (second, None)):
-            room = limit - len(claimed) if want is None else want
-            if room <= 0:
-                continue
+        for store in self.stores:
             got = await store.claim(
-                limit=room, now=now, worker_id=worker_id, lease_seconds=lease_seconds, types=types
+                limit=limit, now=now, worker_id=worker_id, lease_seconds=lease_seconds, types=types
             )
             self._owner.update((record.id, store) for record in got)
             claimed += got
-        if len(claimed) < limit:  # the first store may have more than its half
-            room = limit - len(claimed)
-            got = await first.claim(
-                limit=room, now=now, worker_id=worker_id, lease_seconds=lease_seconds, types=types
-            )
-            self._owner.update((record.id, first) for record in got)
-            claimed += got
-        return claimed
+        if len(claimed) <= limit:
+            return claimed
+        claimed.sort(key=lambda record: (record.priority, record.created_at, record.seq))
+        keep, give_back = claimed[:limit], claimed[limit:]
+        for store in self.stores:
+            mine = [record for record in give_back if self._owner.get(record.id) is store]
+            if mine:
+                await store.finish(
+                    [
+                        Outcome(
+                            task_id=record.id,
+                            lease_token=record.lease_token or "",
+                            status=TaskStatus.QUEUED,
+                            finished_at=now,
+                            run_after=record.run_after,
+                            release=True,
+                        )
+                        for record in mine
+                    ]
+                )
+        for record in give_back:
+            self._owner.pop(record.id, None)
+        return keep
 
     async def _holder(self, task_id: str) -> TaskStore | None:
         """The store holding ``task_id``: the one that handed it out, else the one that

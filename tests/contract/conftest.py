@@ -12,14 +12,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from taskyard.backends.canary import CanaryTaskManager
 from taskyard.backends.fallback import FallbackTaskManager
-from taskyard.backends.sqlite import QueuedTaskManager
+from taskyard.backends.sqlite import QueuedTaskManager, SqliteStore
 from taskyard.testing import BackendFactory, ManagerFactory, in_memory_backend
 
 BACKENDS: dict[str, BackendFactory] = {
     "in-memory": in_memory_backend,
     "sqlite": lambda config, path: QueuedTaskManager(config, db_path=path / "q.db"),
     "sqlite-with-fallback": lambda config, path: FallbackTaskManager(config, db_path=path / "q.db"),
+    "canary": lambda config, path: CanaryTaskManager(
+        config,
+        stable=SqliteStore(path / "stable.db"),
+        canary=SqliteStore(path / "canary.db"),
+        share=0.5,
+    ),
 }
 
 

@@ -174,7 +174,7 @@ def op_import(records: Sequence[TaskRecord]) -> Operation:
 
 def claimed_record(row: Sequence[Any], now: datetime) -> TaskRecord:
     """A claimed row (CLAIMED columns) as a record: only what the engine needs is
-    converted; its times are the claim's."""
+    converted; updated_at and started_at are the claim's time."""
     return TaskRecord(
         seq=row[0],
         id=row[1],
@@ -185,7 +185,7 @@ def claimed_record(row: Sequence[Any], now: datetime) -> TaskRecord:
         max_attempts=row[5],
         payload=json.loads(row[6]),
         payload_json=row[6],
-        created_at=now,
+        created_at=datetime.fromtimestamp(row[10], UTC),
         updated_at=now,
         run_after=datetime.fromtimestamp(row[7], UTC),
         started_at=now,
@@ -195,7 +195,8 @@ def claimed_record(row: Sequence[Any], now: datetime) -> TaskRecord:
 
 
 CLAIMED = (
-    "seq, id, type, priority, attempts, max_attempts, payload, run_after, timeout, lease_token"
+    "seq, id, type, priority, attempts, max_attempts, payload, run_after, timeout, lease_token,"
+    " created_at"
 )
 
 
