@@ -209,13 +209,16 @@ class TaskEngine:
             await self._drain(deadline)
             self._outcome_ready.set()
             # let the writer finish what it is writing: cancelled mid-write, a batch is lost
+            # (bounded: a store that keeps refusing must not make stop() hang)
             flush = [t for t in self._background if t.get_name() == "taskyard-flush"]
-            await asyncio.gather(*flush, return_exceptions=True)
+            grace = max(deadline, 1.0)
+            if flush:
+                await asyncio.wait(flush, timeout=grace)
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             self._background = []
-            await self._flush_pending()
+            await self._flush_pending(give_up_at=time.monotonic() + grace)
             if self.config.run_worker:
                 with contextlib.suppress(StoreError):
                     await self.store.forget_worker(self.worker_id)
@@ -779,7 +782,10 @@ class TaskEngine:
             if self._state != _State.RUNNING and not self._running:
                 return  # stopping, and no handler is left to report: stop() flushes the rest
 
-    async def _flush_pending(self) -> None:
+    async def _flush_pending(self, give_up_at: float | None = None) -> None:
+        """Write pending outcomes, retrying with backoff while the store refuses. With
+        ``give_up_at`` (at stop), outcomes still unwritten then are dropped with an error:
+        their tasks keep their lease in the store and run again once it expires."""
         backoff = 0.05
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
@@ -787,10 +793,22 @@ class TaskEngine:
                 applied = await self.store.finish([outcome for _, outcome in batch])
             except StoreError as exc:
                 self._outcomes[:0] = batch
+                if give_up_at is not None and time.monotonic() >= give_up_at:
+                    logger.error(
+                        "taskyard: {} outcome(s) could not be written before stop ({}); "
+                        "those tasks run again once their lease expires",
+                        len(self._outcomes),
+                        exc,
+                    )
+                    self._outcomes = []
+                    return
                 logger.warning("taskyard: recording {} outcome(s) failed ({})", len(batch), exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            except BaseException:
+                self._outcomes[:0] = batch  # cancelled mid-write: keep them for the next try
+                raise
             backoff = 0.05
             for (record, outcome), ok in zip(batch, applied, strict=True):
                 if ok:

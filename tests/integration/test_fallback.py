@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import shutil
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,25 +64,6 @@ async def manager(db: Path) -> AsyncIterator[FallbackTaskManager]:
         yield manager
     finally:
         await manager.stop()
-
-
-@pytest.fixture
-def chattr() -> Iterator[Callable[[Path, bool], None]]:
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed: cannot make a file immutable here")
-    touched: list[Path] = []
-
-    def set_immutable(path: Path, immutable: bool) -> None:
-        result = subprocess.run(
-            ["chattr", "+i" if immutable else "-i", str(path)], capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            pytest.skip(f"this file system refuses chattr: {result.stderr.strip()}")
-        touched.append(path)
-
-    yield set_immutable
-    for path in touched:
-        subprocess.run(["chattr", "-i", str(path)], check=False)
 
 
 async def schedule(manager: FallbackTaskManager, handler: Counting, numbers: range) -> list[str]:
