@@ -331,6 +331,12 @@ class TaskEngine:
             raise InvalidTaskOptions(f"timeout must be a positive number, not {timeout!r}")
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise InvalidTaskOptions(f"idempotency_key must be a str, not {idempotency_key!r}")
+        if task_id is not None and (
+            not isinstance(task_id, str) or not task_id or len(task_id) > 200
+        ):
+            raise InvalidTaskOptions(
+                f"task_id must be a non-empty str of at most 200 characters, not {task_id!r}"
+            )
         if payload is None:
             payload = {}
         payload_json = dumps(payload, what="payload")

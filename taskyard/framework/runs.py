@@ -172,10 +172,10 @@ def _owner_alive(run: Run) -> bool:
 class RunRegistry:
     """The runs of this application, in memory and optionally persisted.
 
-    Runs that were ``running`` or ``queued`` when the process that owned them died are
-    marked failed ("interrupted") when the registry loads, never left running forever.
-    Only ad-hoc runs (``start_task``) are interrupted this way: a queued task's run is
-    brought up to date by its task's events.
+    An ad-hoc run (``start_task``) that was ``running`` when the process that owned it
+    died is marked failed ("interrupted") when the registry loads, never left running
+    forever. A submitted task's run is not: its task is durable on the SQLite backends
+    and brings the run up to date through its events.
     """
 
     def __init__(

@@ -116,6 +116,8 @@ BAD_OPTIONS: dict[str, dict[str, Any]] = {
     "max_attempts-0": {"max_attempts": 0},
     "max_attempts-negative": {"max_attempts": -2},
     "max_attempts-float": {"max_attempts": 2.0},
+    "empty-task_id": {"task_id": ""},
+    "int-task_id": {"task_id": 42},
 }
 
 
@@ -758,7 +760,7 @@ class TaskManagerContract:
         manager = await make_manager()
         await manager.register_task("noop", noop)
         with pytest.raises(InvalidTaskOptions) as refused:
-            await manager.schedule_task("noop", {}, task_id="refused", **options)
+            await manager.schedule_task("noop", {}, **{"task_id": "refused", **options})
         assert isinstance(refused.value, SchedulingError)
         name = next(iter(options))
         assert name in str(refused.value), f"the message does not name {name}"
