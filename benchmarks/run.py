@@ -305,10 +305,12 @@ class Bench:
         return [
             self.measure_async(
                 "7",
-                f"taskyard {backend}",
-                partial(ty.put_then_drain, backend, realistic=True),
-                note="ideal: 50 / 5 ms = 10,000/s",
+                f"taskyard {backend}" + (f", prefetch {prefetch}" if prefetch else ""),
+                partial(ty.put_then_drain, backend, realistic=True, prefetch=prefetch),
+                note="ideal: 50 / 5 ms = 10,000/s"
+                + ("; claims overlap running handlers" if prefetch else "; default settings"),
             )
+            for prefetch in (0, ty.REALISTIC_CONCURRENCY)
             for backend in ty.BACKENDS
         ]
 

@@ -121,11 +121,12 @@ async def _slow(payload: dict[str, Any]) -> None:
 
 
 async def put_then_drain(
-    backend: Backend, folder: Path, tasks: int, *, realistic: bool = False
+    backend: Backend, folder: Path, tasks: int, *, realistic: bool = False, prefetch: int = 0
 ) -> float:
     """schedule_many in chunks, then wait_all while the same process's worker drains."""
     concurrency = REALISTIC_CONCURRENCY if realistic else DRAIN_CONCURRENCY
-    manager = await _started(backend, folder, EngineConfig(concurrency=concurrency))
+    config = EngineConfig(concurrency=concurrency, prefetch=prefetch)
+    manager = await _started(backend, folder, config)
     task_type = "noop"
     if realistic:
         task_type = "slow"

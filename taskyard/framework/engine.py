@@ -70,6 +70,11 @@ class EngineConfig:
 
     concurrency: int = 10
     """Handlers running at once in this process."""
+    prefetch: int = 0
+    """Tasks claimed ahead of a free slot, so that claiming overlaps the handlers that run
+    now. A prefetched task holds its lease (it shows ``running``) while it waits, is not
+    overtaken by a higher-priority task scheduled after it was claimed, and goes back to
+    the queue at stop. 0 (the default) claims only for free slots."""
     run_worker: bool = True
     """Claim and run tasks; False makes a producer-only manager (a web process)."""
     poll_interval: float = 0.5
@@ -143,6 +148,7 @@ class TaskEngine:
         self._state = _State.NEW
         self._lifecycle = asyncio.Lock()
         self._running: dict[str, _Running] = {}
+        self._ready: dict[str, TaskRecord] = {}  # prefetched, waiting for a slot
         self._outcomes: list[tuple[TaskRecord, Outcome]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._scheduled_here: set[str] = set()
@@ -234,7 +240,14 @@ class TaskEngine:
             logger.debug("taskyard engine {} stopped", self.worker_id)
 
     async def _drain(self, deadline: float) -> None:
-        """Let running handlers and ad-hoc runs finish until the deadline, cancel the rest."""
+        """Give prefetched tasks back, let running handlers and ad-hoc runs finish until
+        the deadline, cancel the rest."""
+        for record in self._ready.values():
+            outcome = self._outcome(
+                record, TaskStatus.QUEUED, run_after=record.run_after, release=True
+            )
+            self._outcomes.append((record, outcome))
+        self._ready.clear()
         pending = [r.task for r in self._running.values()] + list(self._adhoc.values())
         if pending:
             _, late = await asyncio.wait(pending, timeout=max(deadline, 0))
@@ -418,6 +431,7 @@ class TaskEngine:
         before = await self.store.cancel(task_id, now=utcnow())
         if before not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
+        self._ready.pop(task_id, None)
         entry = self._running.get(task_id)
         if entry is not None:
             entry.stop_reason = "cancelled"
@@ -629,12 +643,12 @@ class TaskEngine:
         next_due: datetime | None = None
         while self._state == _State.RUNNING:
             self._wake.clear()
-            free = self._free_slots()
+            want = self._free_slots() + self.config.prefetch - len(self._ready)
             claimed: list[TaskRecord] = []
-            if free > 0 and self._handlers:
+            if want > 0 and self._handlers:
                 try:
                     claimed = await self.store.claim(
-                        limit=free,
+                        limit=want,
                         now=utcnow(),
                         worker_id=self.worker_id,
                         lease_seconds=self.config.lease_seconds,
@@ -646,13 +660,18 @@ class TaskEngine:
                     logger.warning("taskyard: claiming failed ({}); retrying", exc)
                     await asyncio.sleep(self.config.poll_interval)
                     continue
-                for record in claimed:
-                    self._launch(record)
-                if claimed and len(claimed) == free:
+                self._ready.update((record.id, record) for record in claimed)
+                self._start_ready()
+                if claimed and len(claimed) == want:
                     continue  # more may be due; come back once a slot frees
             if self._state != _State.RUNNING:
                 break
-            await self._idle(free > 0 and not claimed, next_due)
+            await self._idle(want > 0 and not claimed, next_due)
+
+    def _start_ready(self) -> None:
+        """Start claimed tasks while slots are free."""
+        while self._ready and len(self._running) < self.config.concurrency:
+            self._launch(self._ready.pop(next(iter(self._ready))))
 
     async def _idle(self, nothing_due: bool, next_due: datetime | None) -> None:
         """Wait for a local wake-up, the next delayed task, or work from another process."""
@@ -697,6 +716,8 @@ class TaskEngine:
                 outcome = None
         finally:
             self._running.pop(record.id, None)
+            if self._state == _State.RUNNING:
+                self._start_ready()
             self._wake.set()
         if outcome is not None:
             self._outcomes.append((record, outcome))
@@ -896,10 +917,14 @@ class TaskEngine:
             except StoreError as exc:
                 logger.warning("taskyard: recording the worker heartbeat failed ({})", exc)
             await asyncio.sleep(self.config.heartbeat)
-            leases = [
-                (entry.record.id, entry.record.lease_token or "")
-                for entry in self._running.values()
-            ] + [(record.id, outcome.lease_token) for record, outcome in self._outcomes]
+            leases = (
+                [
+                    (entry.record.id, entry.record.lease_token or "")
+                    for entry in self._running.values()
+                ]
+                + [(record.id, record.lease_token or "") for record in self._ready.values()]
+                + [(record.id, outcome.lease_token) for record, outcome in self._outcomes]
+            )
             if not leases:
                 continue
             until = utcnow() + timedelta(seconds=self.config.lease_seconds)
@@ -909,6 +934,7 @@ class TaskEngine:
                 logger.warning("taskyard: renewing {} lease(s) failed ({})", len(leases), exc)
                 continue
             for task_id in lost:
+                self._ready.pop(task_id, None)
                 entry = self._running.get(task_id)
                 if entry is not None:
                     logger.warning("taskyard task {} lost its lease; stopping it", task_id)

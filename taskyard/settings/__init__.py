@@ -159,6 +159,7 @@ _BACKEND_CHOICES = ", ".join(f'"{name}"' for name in (*BACKENDS, *BACKEND_ALIASE
 VALIDATORS: tuple[Validator, ...] = (
     _rule("task_execution.backend", _is_backend, f"one of {_BACKEND_CHOICES}"),
     _rule("task_execution.max_concurrency", _int_at_least(1), "an integer of at least 1"),
+    _rule("task_execution.prefetch", _int_at_least(0), "an integer of at least 0"),
     _rule("task_execution.run_worker", _is_bool, "true or false"),
     _rule("task_execution.poll_interval", _positive, "a number of seconds greater than 0"),
     _rule("task_execution.lease_seconds", _positive, "a number of seconds greater than 0"),
@@ -473,6 +474,7 @@ def engine_config_from_settings(task_execution: Mapping[str, Any]) -> EngineConf
         timeout = float(task_execution["default_timeout_seconds"])
         return EngineConfig(
             concurrency=int(task_execution["max_concurrency"]),
+            prefetch=int(task_execution.get("prefetch", 0)),
             run_worker=bool(task_execution["run_worker"]),
             poll_interval=float(task_execution["poll_interval"]),
             lease_seconds=float(task_execution["lease_seconds"]),

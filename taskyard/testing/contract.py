@@ -833,6 +833,44 @@ class TaskManagerContract:
             assert status["status"] == "completed" and status["result"] == {"n": n}
             assert status["attempts"] == 1
 
+    async def test_prefetched_tasks_wait_for_a_slot_can_be_cancelled_and_go_back_at_stop(
+        self, make_manager: MakeManager
+    ) -> None:
+        manager = await make_manager(concurrency=1, prefetch=3)
+        entered = asyncio.Event()
+        started: list[int] = []
+
+        async def hold(payload: Payload) -> None:
+            started.append(payload["n"])
+            entered.set()
+            await asyncio.Event().wait()
+
+        await manager.register_task("hold", hold)
+        ids = [await manager.schedule_task("hold", {"n": n}) for n in range(4)]
+        await asyncio.wait_for(entered.wait(), WAIT)
+
+        async def all_claimed() -> bool:
+            return (await manager.count_by_status())["running"] == 4
+
+        await wait_until(all_claimed, message="the worker claimed three tasks ahead")
+        assert started == [0], "a prefetched task started beyond the concurrency limit"
+        assert await manager.cancel_task(ids[2]) is True
+        await manager.stop(timeout=0.05)
+        assert started == [0]
+
+        reopened = await make_manager(same_store=True)
+        statuses = {task_id: await reopened.get_task_status(task_id) for task_id in ids}
+        cancelled = statuses[ids[2]]
+        assert cancelled is not None and cancelled["status"] == "cancelled"
+        for task_id in (ids[0], ids[1], ids[3]):
+            status = statuses[task_id]
+            assert status is not None
+            assert (status["status"], status["attempts"]) == ("queued", 0)
+        await reopened.register_task("hold", echo)
+        for task_id in (ids[0], ids[1], ids[3]):
+            assert (await _done(reopened, task_id))["status"] == "completed"
+        assert (await reopened.get_task_status(ids[2]) or {}).get("status") == "cancelled"
+
     async def test_nothing_new_starts_after_stop(self, make_manager: MakeManager) -> None:
         manager = await make_manager(concurrency=1)
         entered = asyncio.Event()
