@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from taskyard import __version__
-from taskyard.cli import DEMO_PATTERN, app, plan_demo
+from taskyard.cli import app
+from taskyard.demo import DEMO_PATTERN, plan_demo
 from taskyard.framework.models import TaskStatus
 
 
