@@ -116,13 +116,22 @@ def _types_clause(types: Collection[str] | None) -> tuple[str, tuple[Any, ...]]:
 # -- operations: plain functions run inside aiosqlite's thread ------------------------------
 
 
-def op_add(records: Sequence[TaskRecord]) -> Operation:
-    def run(conn: sqlite3.Connection) -> list[str]:
-        if not any(record.idempotency_key for record in records):
-            conn.executemany(_INSERT, [_insert_row(record) for record in records])
-            return [record.id for record in records]
+class AddOperation:
+    """Insert new tasks. Plain ones (no idempotency key) from several callers in one
+    transaction are inserted together, with one ``executemany`` (see :func:`run_batch`)."""
+
+    __slots__ = ("plain", "records")
+
+    def __init__(self, records: Sequence[TaskRecord]) -> None:
+        self.records = records
+        self.plain = not any(record.idempotency_key for record in records)
+
+    def __call__(self, conn: sqlite3.Connection) -> list[str]:
+        if self.plain:
+            conn.executemany(_INSERT, [_insert_row(record) for record in self.records])
+            return [record.id for record in self.records]
         ids: list[str] = []
-        for record in records:
+        for record in self.records:
             if conn.execute(_INSERT, _insert_row(record)).rowcount:
                 ids.append(record.id)
                 continue
@@ -133,7 +142,8 @@ def op_add(records: Sequence[TaskRecord]) -> Operation:
             ids.append(row[0])
         return ids
 
-    return run
+
+op_add = AddOperation
 
 
 _IMPORT = (
@@ -343,33 +353,61 @@ def op_record_worker(worker_id: str, info: dict[str, object], now: float) -> Ope
     return run
 
 
+_OP_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, TaskyardError, ValueError, TypeError)
+"""Errors that belong to one operation, not to the transaction."""
+
+
 def run_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Any]:
     """Run operations in one immediate transaction; each gets its result or its error.
 
-    An error that belongs to one operation (a constraint, a bug) is kept to it through
-    a savepoint; an error of the transaction itself (busy, full, I/O, read-only) is
-    raised for all of them, and nothing of the batch is committed.
+    The batch runs straight through first (plain inserts of every caller in one
+    ``executemany``). If an operation raises an error of its own (a constraint, a bug),
+    the batch is rolled back and run again with a savepoint per operation, so that
+    error is kept to its operation. An error of the transaction itself (busy, full,
+    I/O, read-only) is raised for all of them, and nothing of the batch is committed.
     """
-    results: list[Any] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for operation in operations:
+        try:
+            results = _run_straight(conn, operations)
+        except _OP_ERRORS:
             if len(operations) == 1:
-                results.append(operation(conn))
-                continue
-            conn.execute("SAVEPOINT taskyard_op")
-            try:
-                results.append(operation(conn))
-            except (sqlite3.IntegrityError, sqlite3.InterfaceError, TaskyardError,
-                    ValueError, TypeError) as exc:  # fmt: skip
-                conn.execute("ROLLBACK TO taskyard_op")
-                results.append(_Failed(exc))
-            conn.execute("RELEASE taskyard_op")
+                raise
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            results = _run_isolated(conn, operations)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return results
+
+
+def _run_straight(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Any]:
+    plain = [op for op in operations if isinstance(op, AddOperation) and op.plain]
+    if len(plain) > 1:
+        rows = [_insert_row(record) for op in plain for record in op.records]
+        conn.executemany(_INSERT, rows)
+    merged = {id(op) for op in plain} if len(plain) > 1 else set()
+    return [
+        [record.id for record in op.records]  # type: ignore[attr-defined]
+        if id(op) in merged
+        else op(conn)
+        for op in operations
+    ]
+
+
+def _run_isolated(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Any]:
+    results: list[Any] = []
+    for operation in operations:
+        conn.execute("SAVEPOINT taskyard_op")
+        try:
+            results.append(operation(conn))
+        except _OP_ERRORS as exc:
+            conn.execute("ROLLBACK TO taskyard_op")
+            results.append(_Failed(exc))
+        conn.execute("RELEASE taskyard_op")
     return results
 
 
