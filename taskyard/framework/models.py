@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -139,7 +140,7 @@ def new_task_id() -> str:
     global _last
     with _id_lock:
         millis = time.time_ns() // 1_000_000
-        rand = int.from_bytes(os.urandom(10)) >> 6  # 74 bits
+        rand = _entropy.getrandbits(74)
         if (millis, rand) <= _last:
             millis, rand = _last[0], _last[1] + 1
             if rand >> 74:
@@ -153,6 +154,18 @@ def new_task_id() -> str:
 
 _last = (0, 0)
 _id_lock = threading.Lock()
+# Seeded from the OS, and again in every forked child, so two processes never share a
+# sequence; ids need to be unique, not unpredictable, and this saves a system call per id.
+_entropy = random.Random(os.urandom(32))
+
+
+def _reseed_after_fork() -> None:
+    global _last
+    _entropy.seed(os.urandom(32))
+    _last = (0, 0)
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 _MS_MASK = (1 << 48) - 1
 _LOW_62 = (1 << 62) - 1
 
