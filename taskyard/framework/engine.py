@@ -91,6 +91,10 @@ class EngineConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     shutdown_timeout: float = 30.0
     worker_id: str | None = None
+    tracked_tasks: int = 100_000
+    """Unfinished tasks scheduled through this manager that it follows for ``wait_all()``
+    and the active-task calls (the newest ones; a producer-only manager never sees its
+    tasks finish, so this must be bounded)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -151,8 +155,12 @@ class TaskEngine:
         self._ready: dict[str, TaskRecord] = {}  # prefetched, waiting for a slot
         self._outcomes: list[tuple[TaskRecord, Outcome]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._scheduled_here: set[str] = set()
+        # Tasks scheduled through this manager and not yet seen finished (for wait_all and
+        # the active-task calls), oldest first; bounded, because a producer-only manager
+        # never sees its tasks finish unless someone asks.
+        self._scheduled_here: dict[str, None] = {}
         self._adhoc: dict[str, asyncio.Task[None]] = {}
+        self._warned_untracked = False
         self._background: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._outcome_ready = asyncio.Event()
@@ -410,7 +418,7 @@ class TaskEngine:
         for record, task_id in zip(records, ids, strict=True):
             if record.id != task_id:  # an idempotency key matched an existing task
                 continue
-            self._scheduled_here.add(task_id)
+            self._track(task_id)
             self._publish(record, TaskStatus.QUEUED)
         self._wake.set()
         return ids
@@ -423,7 +431,7 @@ class TaskEngine:
         if record is None:
             return None
         if record.status.is_terminal:
-            self._scheduled_here.discard(task_id)
+            self._scheduled_here.pop(task_id, None)
         return record.to_status()
 
     async def cancel_task(self, task_id: str) -> bool:
@@ -454,7 +462,7 @@ class TaskEngine:
                 if record is None:
                     raise TaskNotFound(f"no task has the id {task_id!r}")
                 if record.status.is_terminal:
-                    self._scheduled_here.discard(task_id)
+                    self._scheduled_here.pop(task_id, None)
                     return record.to_status()
                 wait = self.config.poll_interval
                 if deadline is not None:
@@ -623,7 +631,19 @@ class TaskEngine:
             try:
                 await self.wait_for(task_id, timeout=remaining)
             except TaskNotFound:
-                self._scheduled_here.discard(task_id)
+                self._scheduled_here.pop(task_id, None)
+
+    def _track(self, task_id: str) -> None:
+        self._scheduled_here[task_id] = None
+        if len(self._scheduled_here) > self.config.tracked_tasks:
+            del self._scheduled_here[next(iter(self._scheduled_here))]
+            if not self._warned_untracked:
+                self._warned_untracked = True
+                logger.warning(
+                    "taskyard: more than {} unfinished tasks scheduled here; wait_all() and "
+                    "the active-task calls now follow only the newest of them",
+                    self.config.tracked_tasks,
+                )
 
     def get_active_task_ids(self) -> list[str]:
         return [*self._adhoc, *self._scheduled_here]
@@ -876,7 +896,7 @@ class TaskEngine:
 
     def _publish(self, record: TaskRecord, status: TaskStatus) -> None:
         if status.is_terminal:
-            self._scheduled_here.discard(record.id)
+            self._scheduled_here.pop(record.id, None)
             for waiter in self._waiters.pop(record.id, ()):
                 if not waiter.done():
                     waiter.set_result(None)
