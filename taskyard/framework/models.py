@@ -36,7 +36,9 @@ class TaskStatus(StrEnum):
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
 
-#: The allowed transitions; the engine is the only writer of transitions and checks them here.
+#: The allowed transitions. Stores enforce them in their writes: a claim takes only queued
+#: tasks, an outcome applies only to a running task that still holds its lease, a cancel
+#: touches only queued or running ones.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
     TaskStatus.RUNNING: frozenset(

@@ -43,14 +43,7 @@ class TaskOrchestrator:
         run = self.registry.get_run(event.task_id)
         if run is None:
             return
-        status = RunStatus.from_task_status(event.status)
-        if status is RunStatus.RUNNING:
-            run.mark_running(event.at)
-        elif status.is_terminal:
-            run.mark_finished(status, at=event.at, error_message=event.error)
-        else:
-            run.status = status
-            run.error_message = event.error
+        _follow(run, event.status, at=event.at, error=event.error)
         self.registry.save_run(run)
 
     async def submit(
@@ -119,18 +112,26 @@ class TaskOrchestrator:
         info = await self.task_manager.get_task_status(run.run_id)
         if info is None:
             return
-        status = RunStatus.from_task_status(TaskStatus(info["status"]))
-        if status is run.status:
+        status = TaskStatus(info["status"])
+        if RunStatus.from_task_status(status) is run.status:
             return
-        if status.is_terminal:
-            finished = info["finished_at"]
-            run.started_at = run.started_at or _parse(info["started_at"])
-            run.mark_finished(status, at=_parse(finished), error_message=info["error"])
-        elif status is RunStatus.RUNNING:
-            run.mark_running(_parse(info["started_at"]))
-        else:
-            run.status = status
+        run.started_at = run.started_at or _parse(info["started_at"])
+        at = _parse(info["finished_at"] if status.is_terminal else info["started_at"])
+        _follow(run, status, at=at, error=info["error"])
         self.registry.save_run(run)
+
+
+def _follow(run: Run, task_status: TaskStatus, *, at: datetime | None, error: str | None) -> None:
+    """Bring ``run`` to its task's status: running, finished (with the error), or queued
+    again (a retry, with the last attempt's error)."""
+    status = RunStatus.from_task_status(task_status)
+    if status is RunStatus.RUNNING:
+        run.mark_running(at)
+    elif status.is_terminal:
+        run.mark_finished(status, at=at, error_message=error)
+    else:
+        run.status = status
+        run.error_message = error
 
 
 def _parse(value: str | None) -> datetime | None:
