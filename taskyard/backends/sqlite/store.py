@@ -107,10 +107,14 @@ def _insert_row(record: TaskRecord) -> tuple[Any, ...]:
     )
 
 
-def _types_clause(types: Collection[str] | None) -> tuple[str, tuple[Any, ...]]:
+def _types_clause(
+    types: Collection[str] | None, placeholder: str = "?"
+) -> tuple[str, tuple[Any, ...]]:
+    """The filter on task types (none when ``types`` is None), as one JSON parameter."""
     if types is None:
         return "", ()
-    return " AND type IN (SELECT value FROM json_each(?))", (json.dumps(sorted(types)),)
+    clause = f" AND type IN (SELECT value FROM json_each({placeholder}))"
+    return clause, (json.dumps(sorted(types)),)
 
 
 # -- operations: plain functions run inside aiosqlite's thread ------------------------------
@@ -213,7 +217,7 @@ CLAIMED = (
 def op_claim(
     limit: int, now: float, worker_id: str, expires: float, types: Collection[str] | None
 ) -> Operation:
-    type_filter = "" if types is None else " AND type IN (SELECT value FROM json_each(?6))"
+    type_filter, type_param = _types_clause(types, "?6")
     # INDEXED BY: the plan must walk the ready index in order and stop at LIMIT, never
     # sort the whole queue (the planner might prefer another index for the type filter).
     sql = (
@@ -225,7 +229,6 @@ def op_claim(
         "   ORDER BY priority, seq LIMIT ?5)"
         f" RETURNING {CLAIMED}"
     )
-    type_param = () if types is None else (json.dumps(sorted(types)),)
 
     def run(conn: sqlite3.Connection) -> list[TaskRecord]:
         token = uuid.uuid4().hex
