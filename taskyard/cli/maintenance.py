@@ -1,0 +1,164 @@
+"""``taskyard maintenance``: checkpoint, vacuum, optimize, integrity-check, prune,
+recover-leases."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from taskyard.cli.root import (
+    app,
+    fail,
+    ops_config,
+    ops_errors,
+)
+from taskyard.framework.models import TaskRecord
+from taskyard.ops import database as ops_database
+from taskyard.ops import maintenance as ops_maintenance
+from taskyard.ops import progress as ops_progress
+from taskyard.ops import units as ops_units
+
+maintenance_app = typer.Typer(
+    help="Keep the queue file in shape: checkpoint, vacuum, optimize, integrity-check, "
+    "prune, recover-leases.",
+    no_args_is_help=True,
+)
+app.add_typer(maintenance_app, name="maintenance")
+
+
+@maintenance_app.command("checkpoint")
+def maintenance_checkpoint(
+    ctx: typer.Context,
+    mode: Annotated[
+        str, typer.Option(help="passive (never waits), full, restart or truncate.")
+    ] = "passive",
+) -> None:
+    """Copy the WAL into the database file (PRAGMA wal_checkpoint)."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.CheckpointResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_maintenance.checkpoint(q, mode)
+
+    with ops_errors():
+        result = asyncio.run(run())
+    typer.echo(
+        f"checkpoint {result.mode}: {result.checkpointed_frames} of {result.wal_frames} WAL "
+        f"frame(s) copied; WAL {result.wal_bytes_before} -> {result.wal_bytes_after} bytes"
+    )
+    if result.busy:
+        raise fail(
+            f"the {result.mode} checkpoint could not finish: another connection was "
+            "reading or writing; try again"
+        )
+
+
+@maintenance_app.command("vacuum")
+def maintenance_vacuum(ctx: typer.Context) -> None:
+    """Rebuild the file without its free pages (holds the write lock meanwhile; needs free
+    disk space about the database's size)."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.VacuumResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("vacuum") as progress:
+                progress(0, 0)
+                return await ops_maintenance.vacuum(q)
+
+    with ops_errors():
+        result = asyncio.run(run())
+    typer.echo(
+        f"vacuum: {ops_units.bytes_text(result.size_before)} -> "
+        f"{ops_units.bytes_text(result.size_after)} in {result.seconds:.1f} s"
+    )
+
+
+@maintenance_app.command("optimize")
+def maintenance_optimize(ctx: typer.Context) -> None:
+    """ANALYZE and PRAGMA optimize: fresh statistics for the query planner."""
+    config = ops_config(ctx)
+
+    async def run() -> list[str]:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_maintenance.optimize(q)
+
+    with ops_errors():
+        done = asyncio.run(run())
+    typer.echo("optimize: ran " + " and ".join(done))
+
+
+@maintenance_app.command("integrity-check")
+def maintenance_integrity_check(
+    ctx: typer.Context,
+    quick: Annotated[bool, typer.Option(help="PRAGMA quick_check: faster, less thorough.")] = False,
+) -> None:
+    """SQLite's integrity check, then taskyard's own invariants. Exit 1 on a problem."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.IntegrityResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("integrity check") as progress:
+                progress(0, 0)
+                return await ops_maintenance.integrity_check(q, quick=quick)
+
+    with ops_errors():
+        result = asyncio.run(run())
+    for line in result.sqlite:
+        typer.echo(f"sqlite: {line}")
+    for line in result.taskyard or ["ok"]:
+        typer.echo(f"taskyard: {line}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@maintenance_app.command("prune")
+def maintenance_prune(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(help="Count, delete nothing.")] = False,
+) -> None:
+    """Delete finished tasks past their retention (maintenance.retention_days; failed
+    ones after maintenance.failed_retention_days) and long-silent workers' records."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_maintenance.PruneResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("prune", unit="tasks") as progress:
+                return await ops_maintenance.prune(
+                    q,
+                    retention_days=config.retention_days,
+                    failed_retention_days=config.failed_retention_days,
+                    worker_retention_days=config.worker_retention_days,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+
+    with ops_errors():
+        result = asyncio.run(run())
+    verb = "would delete" if dry_run else "deleted"
+    finished = result.finished.matched if dry_run else result.finished.deleted
+    failed = result.failed.matched if dry_run else result.failed.deleted
+    typer.echo(
+        f"prune: {verb} {finished} completed or cancelled task(s) older than "
+        f"{config.retention_days:g} day(s), {failed} failed task(s) older than "
+        f"{config.failed_retention_days:g} day(s), and {len(result.workers)} worker "
+        "record(s)"
+    )
+
+
+@maintenance_app.command("recover-leases")
+def maintenance_recover_leases(ctx: typer.Context) -> None:
+    """Put running tasks whose lease expired back in the queue (or fail them when their
+    attempts are spent); workers do this on their own every few seconds."""
+    config = ops_config(ctx)
+
+    async def run() -> list[TaskRecord]:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_maintenance.recover_leases(q)
+
+    with ops_errors():
+        recovered = asyncio.run(run())
+    for record in recovered:
+        typer.echo(f"{record.id} ({record.type}): {record.status}")
+    typer.echo(f"recovered {len(recovered)} task(s)")

@@ -1,0 +1,433 @@
+"""``taskyard db init``, ``export``, ``import``, ``validate`` and ``rollback``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from taskyard.cli.root import (
+    CONFIGURATION_EXIT_CODE,
+    CliState,
+    app,
+    cli_state,
+    configuration_failure,
+    fail,
+)
+from taskyard.framework.errors import ConfigurationError, TaskyardError
+from taskyard.providers import effective_backend
+from taskyard.settings import (
+    environment_of,
+    load_settings,
+    settings_as_dict,
+)
+
+# -- migration and rollback: db init, export, import, rollback, validate --------------------
+# Thin commands over taskyard.ops.migration and taskyard.ops.validate. Exit status 0 on
+# success, 1 when something failed (a refused file, a failed validation check), 2 on a
+# bad configuration. `validate` runs by itself after `db init --validate`, `import` and
+# `rollback`, and its exit status becomes theirs.
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """What the migration commands read from the settings."""
+
+    environment: str
+    backend: str
+    canary: str | None
+    db_path: Path
+    synchronous: str
+    busy_timeout: float
+    lease_seconds: float
+    shutdown_timeout: float
+
+    @property
+    def uses_database(self) -> bool:
+        return any(name.startswith("sqlite") for name in (self.backend, self.canary or ""))
+
+
+def queue_settings(ctx: typer.Context) -> QueueSettings:
+    """The migration commands' settings; exits with status 2 when they are bad."""
+    from taskyard.providers import canary_backend
+
+    try:
+        loaded = cli_state(ctx).settings()
+        section = settings_as_dict(loaded)["task_execution"]
+        return QueueSettings(
+            environment=environment_of(loaded),
+            backend=effective_backend(section),
+            canary=canary_backend(section),
+            db_path=Path(section["queue_db_path"]),
+            synchronous=str(section["sqlite_synchronous"]),
+            busy_timeout=float(section["sqlite_busy_timeout"]),
+            lease_seconds=float(section["lease_seconds"]),
+            shutdown_timeout=float(section["shutdown_timeout"]),
+        )
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+
+
+IN_MEMORY_HINT = (
+    "the in-memory backend keeps its tasks inside the application's process, where this "
+    "command cannot reach them; move them from inside the application with "
+    "taskyard.ops.migration.migrate_in_flight(manager, store) (see docs/migration-guide.md)"
+)
+
+
+def validation_of(settings: QueueSettings, *, scratch: bool = True) -> Any:
+    """The ValidationReport of what the settings select."""
+    from taskyard.ops.validate import validate_backend
+
+    return asyncio.run(
+        validate_backend(
+            settings.backend,
+            canary=settings.canary,
+            db_path=settings.db_path,
+            busy_timeout=settings.busy_timeout,
+            synchronous=settings.synchronous,
+            stale_after=settings.lease_seconds,
+            scratch=scratch,
+        )
+    )
+
+
+def echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+db_app = typer.Typer(help="The queue database: create or upgrade it.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("init")
+def db_init(
+    ctx: typer.Context,
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Then run `taskyard validate`.")
+    ] = False,
+) -> None:
+    """Create the database at task_execution.queue_db_path, or upgrade it to this
+    taskyard's schema. Running it again changes nothing."""
+    from taskyard.ops.migration import init_database
+
+    settings = queue_settings(ctx)
+    try:
+        report = init_database(
+            settings.db_path,
+            synchronous=settings.synchronous,
+            busy_timeout=settings.busy_timeout,
+        )
+    except TaskyardError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(report.describe())
+    if validate:
+        checked = validation_of(settings)
+        echo_lines(checked.lines())
+        raise typer.Exit(checked.exit_code)
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="The JSON Lines file to write.")],
+    include_finished: Annotated[
+        bool, typer.Option("--all", help="Every task, history too (default: unfinished ones).")
+    ] = False,
+) -> None:
+    """Write the queue's unfinished tasks (--all: every task) to FILE as versioned JSON
+    Lines, readable by `taskyard import`. One consistent read: safe while workers run."""
+    from taskyard.backends.sqlite import SqliteStore
+    from taskyard.ops.migration import export_tasks
+
+    settings = queue_settings(ctx)
+    if not settings.uses_database:
+        raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
+    if not settings.db_path.exists():
+        raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
+
+    async def run() -> Any:
+        store = SqliteStore(
+            settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout
+        )
+        await store.open()
+        try:
+            return await export_tasks(
+                store, file, include_finished=include_finished, source=f"sqlite:{store.path}"
+            )
+        finally:
+            await store.close()
+
+    try:
+        summary = asyncio.run(run())
+    except TaskyardError as exc:
+        raise fail(str(exc)) from exc
+    counts = ", ".join(f"{n} {status}" for status, n in summary.by_status.items()) or "none"
+    typer.echo(f"exported {summary.tasks} task(s) ({counts}) to {summary.path}")
+
+
+@app.command("import")
+def import_command(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(dir_okay=False, help="A file written by `taskyard export`.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Read the tasks of FILE into the configured queue with their ids, statuses,
+    priorities, run_after, attempts and payloads. The whole file is checked first: a
+    damaged or foreign file is refused with its line number, and nothing is imported.
+    Tasks already present are left alone, so importing twice adds nothing twice."""
+    from taskyard.backends.sqlite import SqliteStore
+    from taskyard.ops.migration import import_records, read_export
+
+    settings = queue_settings(ctx)
+    if not settings.uses_database:
+        raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
+    try:
+        export = read_export(file)
+    except TaskyardError as exc:
+        raise fail(str(exc)) from exc
+
+    async def run() -> Any:
+        store = SqliteStore(
+            settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout
+        )
+        await store.open()
+        try:
+            return await import_records(store, export.records)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except TaskyardError as exc:
+        raise fail(f"{exc}; nothing was imported") from exc
+    checked = validation_of(settings)
+    if as_json:
+        echo_json(
+            {"import": {"file": str(file), **report.to_dict()}, "validation": checked.to_dict()}
+        )
+        raise typer.Exit(checked.exit_code)
+    else:
+        typer.echo(
+            f"imported {report.imported} task(s) from {file} into {settings.db_path}; "
+            f"{report.already_present} already present (of {report.read} in the file)"
+        )
+        if report.conflicts:
+            typer.echo(
+                f"{len(report.conflicts)} task(s) not imported: another task holds their "
+                f"idempotency key ({', '.join(report.conflicts[:5])})"
+            )
+    echo_lines(checked.lines())
+    raise typer.Exit(checked.exit_code)
+
+
+@app.command("validate")
+def validate_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    scratch: Annotated[
+        bool,
+        typer.Option(
+            "--scratch/--no-scratch",
+            help="Enqueue, claim and complete a scratch task (deleted in the same commit).",
+        ),
+    ] = True,
+) -> None:
+    """Check the queue database: the file, its schema version, WAL mode, integrity, the
+    workers' heartbeats, and a scratch enqueue, claim and complete that leaves no trace.
+    Exit status 0 when every check passed (warnings allowed), 1 when one failed."""
+    report = validation_of(queue_settings(ctx), scratch=scratch)
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        echo_lines(report.lines())
+    raise typer.Exit(report.exit_code)
+
+
+def rollback_settings_file(state: CliState, chosen: Path | None) -> Path:
+    """The settings file a rollback writes: one the settings loader reads, last."""
+    from taskyard.settings import LOCAL_SETTINGS_FILE, settings_files_in_use
+
+    files, from_cwd = settings_files_in_use(state.settings_files)
+    if from_cwd:
+        local = Path(LOCAL_SETTINGS_FILE).resolve()
+        if chosen is not None and chosen.resolve() != local:
+            raise fail(
+                f"taskyard reads {LOCAL_SETTINGS_FILE} from the working directory last; "
+                f"{chosen} would not be read. Leave out --settings-file, or name the file "
+                "in TASKYARD_SETTINGS_FILES"
+            )
+        return local
+    if chosen is None or chosen.resolve() not in files:
+        named = ", ".join(str(path) for path in files) or "none"
+        raise fail(
+            "the settings files come from --settings or TASKYARD_SETTINGS_FILES "
+            f"({named}); pass --settings-file naming the one of them taskyard may "
+            "write its switch to (list it last)"
+        )
+    return chosen.resolve()
+
+
+@app.command("rollback")
+def rollback_command(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="The backend to switch to, such as in-memory.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: recorded with the time.")],
+    export_queue_state: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-queue-state",
+            dir_okay=False,
+            help="Write the unfinished tasks to this JSON Lines file.",
+        ),
+    ] = None,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--settings-file",
+            dir_okay=False,
+            help="The settings file to write the switch to (default: ./settings.local.toml).",
+        ),
+    ] = None,
+    drain_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Seconds to wait for the workers to stop (default: shutdown_timeout + 10).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Planned rollback: stop the workers of this host (SIGTERM: running handlers finish
+    within their shutdown timeout), export the unfinished tasks, switch the environment's
+    backend in a settings file taskyard reads, and record the reason with a timestamp.
+    The tasks stay in the database and run again once the backend is switched back."""
+    import os
+    from dataclasses import replace
+
+    from taskyard.backends.sqlite import SqliteStore
+    from taskyard.ops.migration import planned_rollback, write_rollback_settings
+    from taskyard.providers import effective_backend
+    from taskyard.settings import canonical_backend
+
+    state = cli_state(ctx)
+    settings = queue_settings(ctx)
+    try:
+        target = canonical_backend(to)
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    if not reason.strip():
+        raise fail("a rollback needs a reason (--reason): it is recorded with the time")
+    current = settings.backend
+    if target == current and settings.canary is None:
+        raise fail(f"the {settings.environment} environment already uses {current}")
+    pinned = os.environ.get("TASKYARD_TASK_EXECUTION__BACKEND")
+    if pinned is not None:
+        raise fail(
+            f"TASKYARD_TASK_EXECUTION__BACKEND={pinned} is set here and wins over any settings "
+            "file. For an emergency rollback that variable is the switch; unset it to record "
+            "a planned one"
+        )
+    written_to = rollback_settings_file(state, settings_file)
+    extra = {"canary_backend": ""} if settings.canary is not None else {}
+    if not settings.uses_database or not settings.db_path.exists():
+        if export_queue_state is not None and settings.uses_database:
+            raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
+        if export_queue_state is not None:
+            raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
+        from taskyard.framework.models import iso, utcnow
+
+        try:
+            write_rollback_settings(
+                written_to,
+                environment=settings.environment,
+                values={"backend": target, **extra},
+                comment=f"{iso(utcnow())} switch from {current} to {target} "
+                f"(environment {settings.environment}): {' '.join(reason.split())}",
+            )
+        except TaskyardError as exc:
+            raise fail(str(exc)) from exc
+        if not as_json:
+            typer.echo(f"{written_to}: {settings.environment} now uses {target}")
+        if current == "in-memory" and not as_json:
+            typer.echo(
+                "restart the application: as it stops, it hands its in-memory tasks "
+                "over (stop_and_hand_over, see docs/migration-guide.md)"
+            )
+        report_dict: dict[str, Any] = {"settings_file": str(written_to), "to_backend": target}
+    else:
+        store = SqliteStore(
+            settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout
+        )
+        try:
+            report = asyncio.run(
+                planned_rollback(
+                    store,
+                    to_backend=target,
+                    from_backend=current
+                    if settings.canary is None
+                    else f"{current} + canary {settings.canary}",
+                    environment=settings.environment,
+                    reason=reason,
+                    settings_file=written_to,
+                    export_path=export_queue_state,
+                    drain_timeout=settings.shutdown_timeout + 10
+                    if drain_timeout is None
+                    else drain_timeout,
+                    stale_after=settings.lease_seconds,
+                    extra_settings=extra,
+                )
+            )
+        except TaskyardError as exc:
+            raise fail(str(exc)) from exc
+        report_dict = report.to_dict()
+        if not as_json:
+            drain = report.drain
+            typer.echo(
+                f"workers: {len(drain.stopped)} stopped"
+                + (f", {len(drain.stale)} stale" if drain.stale else "")
+            )
+            for worker in drain.still_running:
+                typer.echo(f"warning: worker {worker} did not stop within the drain timeout")
+            for worker in drain.elsewhere:
+                typer.echo(f"warning: worker {worker} runs on another host: stop it there")
+            for worker in drain.applications:
+                typer.echo(
+                    f"note: {worker} runs tasks from the queue but is not a taskyard worker; "
+                    "restart it to apply the switch"
+                )
+            if report.export is not None:
+                counts = ", ".join(f"{n} {s}" for s, n in report.export.by_status.items())
+                typer.echo(
+                    f"exported {report.export.tasks} unfinished task(s) "
+                    f"({counts or 'none'}) to {report.export.path}"
+                )
+            typer.echo(f"{report.settings_file}: {settings.environment} now uses {target}")
+            typer.echo(f"reason recorded in {report.rollback_log}")
+    try:
+        reloaded = load_settings(environment=state.environment, settings_files=state.settings_files)
+        now_uses = effective_backend(settings_as_dict(reloaded)["task_execution"])
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    if now_uses != target:
+        raise fail(
+            f"{written_to} says {target}, but the settings still select {now_uses}: a file "
+            "read after it, or a TASKYARD_ variable, wins"
+        )
+    checked = validation_of(replace(settings, backend=target, canary=None))
+    if as_json:
+        echo_json({"rollback": report_dict, "validation": checked.to_dict()})
+    else:
+        echo_lines(checked.lines())
+    raise typer.Exit(checked.exit_code)

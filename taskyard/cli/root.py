@@ -1,0 +1,194 @@
+"""taskyard's command line: a thin shell over the container and the settings.
+
+``taskyard [--env NAME] [--settings FILE ...] COMMAND``. The root callback loads and
+validates the settings once (a bad setting exits with status 2 and a message naming
+the key) and turns logging on as the ``logging`` section says.
+
+Adding a command: in the module of its group (or a new module imported by
+``taskyard/cli/__init__.py``), write a function taking ``ctx: typer.Context`` and
+decorate it with ``@app.command()`` (or build a ``typer.Typer()`` and
+``app.add_typer(sub, name="db")``);
+``cli_state(ctx).container()`` gives the container of the chosen environment and files,
+``cli_state(ctx).settings()`` the validated settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from dynaconf import Dynaconf
+from rich.console import Console
+from rich.markup import escape
+
+from taskyard import __version__
+from taskyard.framework.errors import ConfigurationError, TaskyardError
+from taskyard.ops.config import OpsConfig
+from taskyard.providers import Container, effective_backend
+from taskyard.settings import (
+    SECTIONS,
+    configure_logging,
+    environment_of,
+    load_settings,
+    redact_dsn,
+    settings_as_dict,
+)
+
+__all__ = ["CliState", "app", "cli_state", "main"]
+
+CONFIGURATION_EXIT_CODE = 2
+
+app = typer.Typer(
+    name="taskyard",
+    help="taskyard: a durable async task manager. Settings come from TASKYARD_ENV, "
+    "settings.toml and TASKYARD_* variables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class CliState:
+    """What the root options chose; commands read the settings and container from it."""
+
+    environment: str | None = None
+    settings_files: list[Path] | None = None
+    _settings: Dynaconf | None = field(default=None, repr=False)
+
+    def settings(self, overrides: Mapping[str, Any] | None = None) -> Dynaconf:
+        """The validated settings; with ``overrides``, a fresh copy that has them."""
+        if overrides:
+            return load_settings(
+                environment=self.environment,
+                settings_files=self.settings_files,
+                overrides=overrides,
+            )
+        if self._settings is None:
+            self._settings = load_settings(
+                environment=self.environment, settings_files=self.settings_files
+            )
+        return self._settings
+
+    def container(self, overrides: Mapping[str, Any] | None = None) -> Container:
+        return Container(settings=self.settings(overrides))
+
+
+def cli_state(ctx: typer.Context) -> CliState:
+    """The :class:`CliState` of the running command."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` to stderr; returns the Exit to raise."""
+    Console(stderr=True).print(f"[bold red]taskyard:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def configuration_failure(exc: ConfigurationError) -> typer.Exit:
+    return fail(f"configuration error: {exc}", CONFIGURATION_EXIT_CODE)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            help="Settings environment (development, testing, production); "
+            "default: TASKYARD_ENV, else development.",
+        ),
+    ] = None,
+    settings: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--settings",
+            help="A settings file layered over the defaults (repeatable); replaces "
+            "./settings.toml and TASKYARD_SETTINGS_FILES.",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    state = CliState(environment=env, settings_files=list(settings) if settings else None)
+    ctx.obj = state
+    if ctx.invoked_subcommand == "version":
+        return
+    try:
+        loaded = state.settings()
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    setup_logging(loaded)
+
+
+def setup_logging(settings: Dynaconf | Mapping[str, Any]) -> None:
+    """The CLI owns its process: taskyard's sink replaces loguru's default one."""
+    configure_logging(settings, drop_default_sink=True)
+
+
+def main() -> None:
+    """The ``taskyard`` console script."""
+    app()
+
+
+# -- small commands --------------------------------------------------------------------------
+
+
+@app.command()
+def version() -> None:
+    """Print taskyard's version."""
+    typer.echo(f"taskyard {__version__}")
+
+
+@app.command("settings")
+def show_settings(ctx: typer.Context) -> None:
+    """Print the effective settings of the environment as JSON (passwords hidden)."""
+    loaded = cli_state(ctx).settings()
+    data = settings_as_dict(loaded)
+    shown: dict[str, Any] = {"environment": environment_of(loaded)}
+    for section in SECTIONS:
+        shown[section] = data.get(section, {})
+    dsn = shown["task_execution"].get("postgres_dsn")
+    if isinstance(dsn, str):
+        shown["task_execution"]["postgres_dsn"] = redact_dsn(dsn)
+    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+
+
+# -- shared by the operations commands ----------------------------------------------------
+# Thin commands over taskyard.ops; exit status 0 on success, 1 on failure, 2 on a bad
+# configuration (health: 0 ok, 1 degraded, 2 down).
+
+
+def ops_config(ctx: typer.Context) -> OpsConfig:
+    """The operations settings; exits with status 2 when they do not describe a queue file."""
+    try:
+        data = settings_as_dict(cli_state(ctx).settings())
+        return OpsConfig.from_sections(data, backend=effective_backend(data["task_execution"]))
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+
+
+@contextlib.contextmanager
+def ops_errors() -> Iterator[None]:
+    """taskyard errors become a message and exit status 1 (2 for configuration errors)."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    except TaskyardError as exc:
+        raise fail(str(exc)) from exc
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))

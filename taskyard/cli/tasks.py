@@ -1,0 +1,154 @@
+"""``taskyard tasks``: list, show, cancel, retry and purge tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from taskyard.cli.root import (
+    JsonOption,
+    app,
+    ops_config,
+    ops_errors,
+    print_json,
+)
+from taskyard.framework.models import TaskRecord, TaskStatus
+from taskyard.ops import database as ops_database
+from taskyard.ops import progress as ops_progress
+from taskyard.ops import render as ops_render
+from taskyard.ops import tasks as ops_tasks
+from taskyard.ops import units as ops_units
+
+tasks_app = typer.Typer(
+    help="Look at and act on tasks: list, show, cancel, retry, purge.", no_args_is_help=True
+)
+app.add_typer(tasks_app, name="tasks")
+
+StatusOption = Annotated[
+    list[TaskStatus] | None,
+    typer.Option("--status", "-s", help="Only tasks in this status (repeatable)."),
+]
+
+
+@tasks_app.command("list")
+def tasks_list(
+    ctx: typer.Context,
+    status: StatusOption = None,
+    task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Tasks per page.")] = 50,
+    page: Annotated[int, typer.Option(min=1, help="Which page, from 1.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Tasks in scheduling order, a page at a time."""
+    config = ops_config(ctx)
+
+    async def run() -> tuple[list[Any], int]:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.list_tasks(
+                q,
+                statuses=status or None,
+                task_type=task_type,
+                limit=limit,
+                offset=(page - 1) * limit,
+            )
+
+    with ops_errors():
+        records, total = asyncio.run(run())
+    pages = max(-(-total // limit), 1)
+    if as_json:
+        print_json(
+            {
+                "page": page,
+                "pages": pages,
+                "total": total,
+                "tasks": [ops_tasks.record_details(r) for r in records],
+            }
+        )
+        return
+    console = Console()
+    console.print(ops_render.task_table(records, title=f"tasks: page {page} of {pages}"))
+    console.print(f"{total} matching task(s)", highlight=False)
+
+
+@tasks_app.command("show")
+def tasks_show(ctx: typer.Context, task_id: str, as_json: JsonOption = False) -> None:
+    """Everything about one task."""
+    config = ops_config(ctx)
+
+    async def run() -> TaskRecord:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.show_task(q, task_id)
+
+    with ops_errors():
+        details = ops_tasks.record_details(asyncio.run(run()))
+    if as_json:
+        print_json(details)
+    else:
+        Console().print(ops_render.details_table(details))
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(ctx: typer.Context, task_id: str) -> None:
+    """Cancel a queued or running task (a running one stops at its worker's next
+    heartbeat; its result is discarded)."""
+    config = ops_config(ctx)
+
+    async def run() -> TaskStatus:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.cancel_task(q, task_id)
+
+    with ops_errors():
+        before = asyncio.run(run())
+    typer.echo(f"task {task_id} cancelled (it was {before})")
+
+
+@tasks_app.command("retry")
+def tasks_retry(ctx: typer.Context, task_id: str) -> None:
+    """Queue a failed or cancelled task again, due now, its attempts reset."""
+    config = ops_config(ctx)
+
+    async def run() -> TaskRecord:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            return await ops_tasks.retry_task(q, task_id)
+
+    with ops_errors():
+        record = asyncio.run(run())
+    typer.echo(f"task {task_id} ({record.type}) is queued again with its attempts reset")
+
+
+@tasks_app.command("purge")
+def tasks_purge(
+    ctx: typer.Context,
+    status: Annotated[
+        list[TaskStatus],
+        typer.Option("--status", "-s", help="completed, failed or cancelled (repeatable)."),
+    ],
+    older_than: Annotated[
+        str, typer.Option(help="Finished longer ago than this: 90m, 12h, 7d, 2w.")
+    ],
+    task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Count, delete nothing.")] = False,
+) -> None:
+    """Delete finished tasks of the given statuses older than --older-than."""
+    config = ops_config(ctx)
+
+    async def run() -> ops_tasks.PurgeResult:
+        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
+            with ops_progress.progress_reporter("purge", unit="tasks") as progress:
+                return await ops_tasks.purge_tasks(
+                    q,
+                    statuses=status,
+                    older_than=ops_units.parse_duration(older_than),
+                    task_type=task_type,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+
+    with ops_errors():
+        result = asyncio.run(run())
+    verb = "would delete" if dry_run else "deleted"
+    count = result.matched if dry_run else result.deleted
+    typer.echo(f"{verb} {count} task(s)")

@@ -1,0 +1,109 @@
+"""``taskyard worker``: run the configured handlers until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+
+from taskyard.cli.root import (
+    app,
+    cli_state,
+    configuration_failure,
+)
+from taskyard.framework.engine import TaskEngine
+from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.protocol import TaskManager
+from taskyard.ops import metrics as ops_metrics
+from taskyard.ops.config import FILE_BACKENDS, OpsConfig
+from taskyard.providers import Container
+
+# -- workers --------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    app_path: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            "-A",
+            help="Handlers to run: 'package.module:attribute', a mapping of task type to "
+            "handler or a function taking the manager. Default: task_execution.worker_app.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Handlers at once (task_execution.max_concurrency).")
+    ] = None,
+    shutdown_timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds running handlers get at SIGTERM/SIGINT."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while working "
+            "(0: a free port; needs taskyard[metrics]).",
+        ),
+    ] = None,
+) -> None:
+    """Run tasks from the configured queue until SIGTERM or SIGINT, then stop gracefully:
+    no new claims, running handlers finish within the shutdown timeout, the rest go back
+    to the queue."""
+    from taskyard.worker import load_registrar, serve
+
+    state = cli_state(ctx)
+    overrides: dict[str, Any] = {"task_execution.run_worker": True}
+    if concurrency is not None:
+        overrides["task_execution.max_concurrency"] = concurrency
+    try:
+        container = state.container(overrides)
+        target = app_path or container.config.task_execution.worker_app()
+        if not target:
+            raise ConfigurationError(
+                "no handlers to run: pass --app package.module:attribute or set "
+                "task_execution.worker_app"
+            )
+        registrar = load_registrar(target)
+        manager = container.task_manager()
+        exporter = None if metrics_port is None else serve_metrics(container, manager, metrics_port)
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    try:
+        asyncio.run(serve(manager, registrar, shutdown_timeout=shutdown_timeout))
+    finally:
+        if exporter is not None:
+            exporter.close()
+
+
+def serve_metrics(
+    container: Container, manager: TaskManager, port: int
+) -> ops_metrics.WorkerMetrics:
+    """Start serving a worker's metrics on 127.0.0.1 (the queue's too, on the SQLite
+    backends); prints the address. Raises ConfigurationError."""
+    if not isinstance(manager, TaskEngine):
+        raise ConfigurationError(f"{type(manager).__name__} has no worker metrics")
+    backend = container.backend()
+    config = (
+        OpsConfig.from_sections(container.config(), backend=backend)
+        if backend in FILE_BACKENDS
+        else None
+    )
+    exporter = ops_metrics.WorkerMetrics(
+        manager,
+        db_path=None if config is None else config.db_path,
+        window=3600.0 if config is None else config.window,
+        stale_after=60.0 if config is None else config.stale_after,
+        busy_timeout=5.0 if config is None else config.busy_timeout,
+    )
+    try:
+        bound = exporter.serve(port)
+    except OSError as exc:
+        exporter.close()
+        raise ConfigurationError(f"cannot serve metrics on 127.0.0.1:{port}: {exc}") from exc
+    print(f"taskyard worker metrics at http://127.0.0.1:{bound}/metrics", flush=True)
+    return exporter
