@@ -1,0 +1,302 @@
+"""The export file format (versioned JSON Lines), reading a store for it, and importing
+records into a store. The format is described in :mod:`taskyard.ops.migration`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskyard import __version__
+from taskyard.backends.sqlite.store import COLUMNS, SqliteStore, row_to_record
+from taskyard.framework.engine import TaskEngine
+from taskyard.framework.errors import TaskyardError
+from taskyard.framework.models import (
+    ACTIVE_STATUSES,
+    TaskRecord,
+    TaskStatus,
+    iso,
+    record_from_json,
+    record_to_json,
+    utcnow,
+)
+from taskyard.framework.store import TaskStore
+
+EXPORT_FORMAT = "taskyard-export"
+EXPORT_VERSION = 1
+UNFINISHED = "unfinished"
+ALL = "all"
+
+
+class ExportFileError(TaskyardError):
+    """The file is not a taskyard export this version can read, or it is damaged; nothing
+    was imported."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int, reason: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{self.path}, line {line}: {reason}; nothing was imported")
+
+
+# -- reading a store -----------------------------------------------------------------------
+
+
+async def read_tasks(
+    store: TaskStore, statuses: Collection[TaskStatus] | None = ACTIVE_STATUSES
+) -> list[TaskRecord]:
+    """The tasks of ``statuses`` (None: all) in scheduling order. On SQLite this is one
+    read, a consistent snapshot even while workers run."""
+    wanted = None if statuses is None else sorted(statuses)
+    if isinstance(store, SqliteStore):
+        sql = f"SELECT {COLUMNS} FROM taskyard_tasks"
+        params: tuple[Any, ...] = ()
+        if wanted is not None:
+            sql += " WHERE status IN (SELECT value FROM json_each(?))"
+            params = (json.dumps([str(status) for status in wanted]),)
+        sql += " ORDER BY seq"
+
+        def run(conn: sqlite3.Connection) -> list[TaskRecord]:
+            return [row_to_record(row) for row in conn.execute(sql, params)]
+
+        return await store.execute_read(run)
+    return await store.snapshot(wanted)
+
+
+# -- export files --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: str
+    tasks: int
+    scope: str
+    by_status: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    header: dict[str, Any]
+    records: list[TaskRecord]
+
+
+def _by_status(records: Iterable[TaskRecord]) -> dict[str, int]:
+    counts = dict.fromkeys((str(status) for status in TaskStatus), 0)
+    for record in records:
+        counts[str(record.status)] += 1
+    return {status: count for status, count in counts.items() if count}
+
+
+def export_lines(records: Sequence[TaskRecord], *, scope: str, source: str) -> Iterator[str]:
+    """The lines of an export file (without newlines): the header, then one per task."""
+    header = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "created_at": iso(utcnow()),
+        "taskyard": __version__,
+        "source": source,
+        "scope": scope,
+        "tasks": len(records),
+        "by_status": _by_status(records),
+    }
+    yield json.dumps(header, ensure_ascii=False)
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    for record in records:
+        yield encode(record_to_json(record))
+
+
+def write_export(
+    path: str | os.PathLike[str],
+    records: Sequence[TaskRecord],
+    *,
+    scope: str = UNFINISHED,
+    source: str = "",
+) -> ExportSummary:
+    """Write ``records`` as an export file, atomically (a temporary file renamed into
+    place once it is on disk), readable by its owner only."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            for line in export_lines(records, scope=scope, source=source):
+                handle.write(line)
+                handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ExportSummary(str(target), len(records), scope, _by_status(records))
+
+
+async def export_tasks(
+    store: TaskStore,
+    path: str | os.PathLike[str],
+    *,
+    include_finished: bool = False,
+    source: str = "",
+) -> ExportSummary:
+    """Export the store's unfinished tasks (``include_finished``: every task) to ``path``."""
+    statuses = None if include_finished else ACTIVE_STATUSES
+    records = await read_tasks(store, statuses)
+    return write_export(
+        path, records, scope=ALL if include_finished else UNFINISHED, source=source or repr(store)
+    )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decode(raw: bytes, number: int, path: str | os.PathLike[str]) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExportFileError(path, number, f"not UTF-8 text ({exc.reason})") from None
+    if not text.strip():
+        raise ExportFileError(path, number, "an empty line")
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise ExportFileError(path, number, f"not valid JSON ({exc})") from None
+
+
+def read_export(path: str | os.PathLike[str]) -> ExportFile:
+    """Read and check a whole export file.
+
+    Raises ExportFileError with the line number and the reason for a file that is not a
+    taskyard export, has a version this taskyard cannot read, holds a damaged task, the
+    same id twice, or fewer or more tasks than its header announces (cut short)."""
+    records: list[TaskRecord] = []
+    ids: set[str] = set()
+    keys: dict[str, str] = {}
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise ExportFileError(path, 0, f"cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        first = handle.readline()
+        if not first:
+            raise ExportFileError(path, 1, "the file is empty, not a taskyard export")
+        header = _decode(first, 1, path)
+        if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+            raise ExportFileError(
+                path, 1, f'not a taskyard export (line 1 has no "format": "{EXPORT_FORMAT}")'
+            )
+        version = header.get("version")
+        if version != EXPORT_VERSION:
+            raise ExportFileError(
+                path,
+                1,
+                f"export format version {version!r}; this taskyard ({__version__}) reads "
+                f"version {EXPORT_VERSION}",
+            )
+        announced = header.get("tasks")
+        if isinstance(announced, bool) or not isinstance(announced, int) or announced < 0:
+            raise ExportFileError(path, 1, f"the header's task count {announced!r} is not a count")
+        number = 1
+        for raw in handle:
+            number += 1
+            if not raw.endswith(b"\n"):
+                raise ExportFileError(path, number, "the line is cut short (no newline)")
+            data = _decode(raw, number, path)
+            try:
+                record = record_from_json(data)
+            except ValueError as exc:
+                raise ExportFileError(path, number, f"not a valid task: {exc}") from None
+            if record.id in ids:
+                raise ExportFileError(path, number, f"task {record.id} appears twice")
+            key = record.idempotency_key
+            if key is not None:
+                if key in keys:
+                    raise ExportFileError(
+                        path,
+                        number,
+                        f"idempotency key {key!r} of task {record.id} is also task {keys[key]}'s",
+                    )
+                keys[key] = record.id
+            ids.add(record.id)
+            records.append(record)
+    if len(records) != announced:
+        raise ExportFileError(
+            path,
+            number + 1,
+            f"the header announces {announced} task(s) but the file holds {len(records)}"
+            + (": it was cut short" if len(records) < announced else ""),
+        )
+    return ExportFile(header=header, records=records)
+
+
+# -- importing -----------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    read: int
+    imported: int
+    already_present: int
+    conflicts: list[str] = field(default_factory=list)
+    """Ids not stored because the target holds another task with their idempotency key."""
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _store_of(target: TaskStore | TaskEngine) -> TaskStore:
+    return target.store if isinstance(target, TaskEngine) else target
+
+
+async def import_records(
+    target: TaskStore | TaskEngine, records: Sequence[TaskRecord]
+) -> ImportReport:
+    """Store ``records`` exactly as they are in one store call (one transaction on
+    SQLite); ids already present are left alone. A TaskEngine target is started if need
+    be and woken, so it runs what arrived."""
+    if isinstance(target, TaskEngine):
+        stored = await target.import_tasks(records)
+    else:
+        stored = await target.import_records(records) if records else []
+    store = _store_of(target)
+    report = ImportReport(
+        read=len(records),
+        imported=sum(stored),
+        already_present=0,
+        by_status=_by_status(r for r, ok in zip(records, stored, strict=True) if ok),
+    )
+    skipped = [record.id for record, ok in zip(records, stored, strict=True) if not ok]
+    present = await _present(store, skipped)
+    report.already_present = sum(1 for task_id in skipped if task_id in present)
+    report.conflicts = [task_id for task_id in skipped if task_id not in present]
+    return report
+
+
+async def _present(store: TaskStore, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the store holds (one query on SQLite)."""
+    if not ids:
+        return set()
+    if isinstance(store, SqliteStore):
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT id FROM taskyard_tasks WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(ids)),),
+            )
+            return {row[0] for row in rows}
+
+        return await store.execute_read(run)
+    return {task_id for task_id in ids if await store.get(task_id) is not None}
+
+
+async def import_file(target: TaskStore | TaskEngine, path: str | os.PathLike[str]) -> ImportReport:
+    """Check the whole export file, then import it (see :func:`import_records`).
+    Raises ExportFileError, with nothing imported, for a damaged or foreign file."""
+    export = read_export(path)
+    return await import_records(target, export.records)

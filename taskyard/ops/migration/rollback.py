@@ -1,0 +1,316 @@
+"""The planned rollback: drain the workers of a SQLite queue, export its unfinished tasks,
+switch the backend in a settings file taskyard reads, and record why."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import tempfile
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskyard.backends.sqlite.store import SqliteStore
+from taskyard.framework.errors import TaskyardError
+from taskyard.framework.models import (
+    ACTIVE_STATUSES,
+    iso,
+    utcnow,
+)
+from taskyard.ops.migration.export_format import UNFINISHED, ExportSummary, read_tasks, write_export
+
+# -- rollback ------------------------------------------------------------------------------
+
+ROLLBACK_MARKER = "# Written by `taskyard rollback`."
+_EXPLANATION = (
+    "# taskyard reads this file after settings.toml and .secrets.toml. To switch back,",
+    "# run `taskyard rollback --to <backend>` again, or delete this file. History:",
+)
+_HISTORY = re.compile(r"^# \d{4}-\d\d-\d\dT")
+
+
+@dataclass
+class DrainReport:
+    stopped: list[str] = field(default_factory=list)
+    """Workers of this host that were asked to stop and did."""
+    still_running: list[str] = field(default_factory=list)
+    """Workers of this host that were asked to stop and had not within the timeout."""
+    elsewhere: list[str] = field(default_factory=list)
+    """Workers with a fresh heartbeat on other hosts: stop them there."""
+    stale: list[str] = field(default_factory=list)
+    """Heartbeats older than the staleness limit: workers that died."""
+    applications: list[str] = field(default_factory=list)
+    """Processes of this host that run tasks but are not ``taskyard worker`` (an
+    application with ``run_worker = true``): not stopped; restart them to switch."""
+
+    @property
+    def drained(self) -> bool:
+        return not self.still_running and not self.elsewhere
+
+
+def _is_taskyard_worker(pid: int) -> bool:
+    """Whether ``pid`` runs ``taskyard worker`` (its command line, where /proc tells;
+    elsewhere every process with a heartbeat counts as a worker)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return not Path("/proc/self/cmdline").exists()
+    words = [Path(os.fsdecode(word)).name for word in argv]
+    starts = [i for i, word in enumerate(words) if word in ("taskyard", "taskyard.exe")]
+    return bool(starts) and "worker" in words[starts[0] + 1 :]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _worker_rows(store: SqliteStore) -> list[tuple[str, str, int, float]]:
+    def run(conn: sqlite3.Connection) -> list[tuple[str, str, int, float]]:
+        return conn.execute(
+            "SELECT worker_id, hostname, pid, last_heartbeat FROM taskyard_workers"
+        ).fetchall()
+
+    return await store.execute_read(run)
+
+
+async def drain_workers(
+    store: SqliteStore,
+    *,
+    timeout: float,
+    stale_after: float,
+    poll: float = 0.05,
+    signum: int = signal.SIGTERM,
+) -> DrainReport:
+    """Ask the workers of this host that share ``store`` to stop (SIGTERM: running
+    handlers finish within their shutdown timeout, the rest return to the queue) and
+    wait until each has said goodbye (its heartbeat row is gone) or ``timeout`` passes.
+
+    Only ``taskyard worker`` processes are stopped: an application that runs tasks
+    itself is listed in ``applications``, for its own process manager to restart.
+    """
+    report = DrainReport()
+    host, me = socket.gethostname(), os.getpid()
+    now = time.time()
+    waiting: dict[str, int] = {}
+    for worker_id, hostname, pid, beat in await _worker_rows(store):
+        if now - beat > stale_after:
+            report.stale.append(worker_id)
+        elif hostname != host:
+            report.elsewhere.append(worker_id)
+        elif pid != me and _pid_alive(pid):
+            if _is_taskyard_worker(pid):
+                os.kill(pid, signum)
+                waiting[worker_id] = pid
+            else:
+                report.applications.append(worker_id)
+        else:
+            report.stale.append(worker_id)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        present = {row[0] for row in await _worker_rows(store)}
+        for worker_id in [w for w in waiting if w not in present or not _pid_alive(waiting[w])]:
+            report.stopped.append(worker_id)
+            del waiting[worker_id]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(poll)
+    report.still_running = sorted(waiting)
+    return report
+
+
+def rollback_log_path(db_path: str | os.PathLike[str]) -> Path:
+    """The rollback log of a queue database: JSON lines next to it."""
+    path = Path(db_path)
+    return path.with_name(path.name + ".rollbacks.jsonl")
+
+
+def record_rollback(log: str | os.PathLike[str], entry: Mapping[str, Any]) -> None:
+    """Append one entry to the rollback log (one JSON object per line, fsynced)."""
+    path = Path(log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps(dict(entry), ensure_ascii=False) + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    raise ValueError(f"cannot write {value!r} to a settings file")
+
+
+def write_rollback_settings(
+    path: str | os.PathLike[str],
+    *,
+    environment: str,
+    values: Mapping[str, Any],
+    comment: str,
+) -> Path:
+    """Set ``[<environment>.task_execution]`` keys in the taskyard-written settings file
+    ``path``, keeping its other tables and its history of comments, atomically.
+
+    Refuses (TaskyardError) a file taskyard did not write, so an operator's own
+    settings are never rewritten."""
+    target = Path(path)
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    history: list[str] = []
+    if target.exists():
+        text = target.read_text(encoding="utf-8")
+        if not text.startswith(ROLLBACK_MARKER):
+            raise TaskyardError(
+                f"{target} was not written by taskyard rollback; name another file with "
+                "--settings-file (taskyard keeps its switch in a file of its own)"
+            )
+        try:
+            parsed = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise TaskyardError(f"{target} is not valid TOML ({exc})") from exc
+        for env, sections in parsed.items():
+            if not isinstance(sections, dict) or not all(
+                isinstance(values_, dict) for values_ in sections.values()
+            ):
+                raise TaskyardError(f"{target}: [{env}] is not a table of sections")
+            tables[env] = {name: dict(values_) for name, values_ in sections.items()}
+        history = [line for line in text.splitlines() if _HISTORY.match(line)]
+    section = tables.setdefault(environment, {}).setdefault("task_execution", {})
+    section.update(values)
+    lines = [ROLLBACK_MARKER, *_EXPLANATION, *history, f"# {comment}"]
+    for env in sorted(tables):
+        for name in sorted(tables[env]):
+            lines.append("")
+            lines.append(f"[{env}.{name}]")
+            for key, value in tables[env][name].items():
+                lines.append(f"{key} = {_toml_value(value)}")
+    content = "\n".join(lines) + "\n"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+@dataclass
+class RollbackReport:
+    at: str
+    environment: str
+    from_backend: str
+    to_backend: str
+    reason: str
+    by: str
+    database: str
+    settings_file: str
+    rollback_log: str
+    export: ExportSummary | None
+    drain: DrainReport
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["drained"] = self.drain.drained
+        return data
+
+
+def _operator() -> str:
+    with contextlib.suppress(Exception):
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    return socket.gethostname()
+
+
+async def planned_rollback(
+    store: SqliteStore,
+    *,
+    to_backend: str,
+    from_backend: str,
+    environment: str,
+    reason: str,
+    settings_file: str | os.PathLike[str],
+    export_path: str | os.PathLike[str] | None,
+    drain_timeout: float,
+    stale_after: float,
+    extra_settings: Mapping[str, Any] | None = None,
+) -> RollbackReport:
+    """Drain the workers of ``store`` (see :func:`drain_workers`), export its unfinished
+    tasks to ``export_path``, switch ``environment``'s backend to ``to_backend`` in
+    ``settings_file`` and record the reason with a timestamp in the rollback log next
+    to the database.
+
+    The unfinished tasks stay in the database as they are: they run again once the
+    backend is switched back, none lost; the export file is the record of what waited
+    (and can rebuild a lost database with ``taskyard import``)."""
+    if not reason.strip():
+        raise TaskyardError("a rollback needs a reason (--reason)")
+    seconds: dict[str, float] = {}
+    at = utcnow()
+    clock = time.perf_counter()
+    await store.open()
+    try:
+        drain = await drain_workers(store, timeout=drain_timeout, stale_after=stale_after)
+        seconds["drain"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        summary = None
+        if export_path is not None:
+            records = await read_tasks(store, ACTIVE_STATUSES)
+            summary = write_export(
+                export_path, records, scope=UNFINISHED, source=f"sqlite:{store.path}"
+            )
+        seconds["export"] = time.perf_counter() - clock
+    finally:
+        await store.close()
+    clock = time.perf_counter()
+    stamp = iso(at) or ""
+    written = write_rollback_settings(
+        settings_file,
+        environment=environment,
+        values={"backend": to_backend, **(extra_settings or {})},
+        comment=f"{stamp} rollback from {from_backend} to {to_backend} "
+        f"(environment {environment}) by {_operator()}: {' '.join(reason.split())}",
+    )
+    log = rollback_log_path(store.path)
+    seconds["switch"] = time.perf_counter() - clock
+    report = RollbackReport(
+        at=stamp,
+        environment=environment,
+        from_backend=from_backend,
+        to_backend=to_backend,
+        reason=reason,
+        by=_operator(),
+        database=str(store.path),
+        settings_file=str(written),
+        rollback_log=str(log),
+        export=summary,
+        drain=drain,
+        seconds=seconds,
+    )
+    record_rollback(log, report.to_dict())
+    return report
