@@ -4,11 +4,15 @@ from taskyard.framework.engine import EngineConfig, TaskEngine
 from taskyard.framework.errors import (
     BackendNotAvailable,
     ConfigurationError,
+    ExportFileError,
     ForeignDatabase,
     IntegrityError,
     InvalidTaskOptions,
     ManagerStateError,
+    MigrationError,
     NotADatabase,
+    OperationNotSupported,
+    OperationRefused,
     PayloadError,
     PermanentFailure,
     Retry,
@@ -25,6 +29,7 @@ from taskyard.framework.errors import (
 )
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import Outcome, TaskEvent, TaskRecord, TaskStatus
+from taskyard.framework.operations import StoreOperations
 from taskyard.framework.orchestrator import TaskOrchestrator
 from taskyard.framework.protocol import Handler, TaskManager
 from taskyard.framework.retry import RetryPolicy
@@ -43,13 +48,17 @@ __all__ = [
     "ConfigurationError",
     "EngineConfig",
     "EventBus",
+    "ExportFileError",
     "ForeignDatabase",
     "Handler",
     "IntegrityError",
     "InvalidTaskOptions",
     "JsonFileRunPersistence",
     "ManagerStateError",
+    "MigrationError",
     "NotADatabase",
+    "OperationNotSupported",
+    "OperationRefused",
     "Outcome",
     "PayloadError",
     "PermanentFailure",
@@ -65,6 +74,7 @@ __all__ = [
     "SchemaTooNew",
     "StoreError",
     "StoreFull",
+    "StoreOperations",
     "StoreUnavailable",
     "TaskEngine",
     "TaskEvent",

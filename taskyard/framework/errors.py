@@ -13,6 +13,9 @@ each class's docstring is its default message::
     ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
     ├── OperationRefused              an operations command will not act (state, active workers)
+    │   └── OperationNotSupported     the store cannot do this operation (a capability it lacks)
+    ├── ExportFileError               a file given to import is not a taskyard export, or damaged
+    ├── MigrationError                a move between stores failed; the tasks stayed where they were
     └── StoreError                    the storage failed (driver errors are translated to these)
         ├── StoreUnavailable          cannot be reached or written now (locked, I/O, read-only)
         │   └── StoreFull             the database or the disk is full
@@ -29,6 +32,7 @@ raised by a handler, steer the engine and live outside this tree.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 
@@ -74,6 +78,32 @@ class TaskNotFound(TaskyardError):
 
 class OperationRefused(TaskyardError):
     """The operation was refused and nothing was changed; the message says why."""
+
+
+class OperationNotSupported(OperationRefused):
+    """This store cannot do this operation (it lacks the capability); the message says
+    what to use instead."""
+
+
+class ExportFileError(TaskyardError):
+    """The file is not a taskyard export this version can read, or it is damaged; nothing
+    was imported."""
+
+    path: str = ""
+    line: int = 0
+    """The line at fault, from 1 (0: the file could not be read at all)."""
+    reason: str = ""
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], line: int, reason: str) -> ExportFileError:
+        """The error for ``line`` of the file at ``path``."""
+        error = cls(f"{path}, line {line}: {reason}; nothing was imported")
+        error.path, error.line, error.reason = str(path), line, reason
+        return error
+
+
+class MigrationError(TaskyardError):
+    """A move between stores failed; the tasks stayed where they were."""
 
 
 class StoreError(TaskyardError):

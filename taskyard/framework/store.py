@@ -24,6 +24,11 @@ class Capability:
     """Tasks survive a restart of the process."""
     MULTI_PROCESS = "multi-process"
     """Several processes may schedule and run tasks on the same store."""
+    FILE_MAINTENANCE = "file-maintenance"
+    """The store is a file with a write-ahead log: checkpoint and vacuum apply
+    (:class:`~taskyard.framework.operations.StoreOperations`)."""
+    FILE_BACKUP = "file-backup"
+    """The store can be copied online into a file, checked there, and restored from it."""
 
 
 class TaskStore(abc.ABC):

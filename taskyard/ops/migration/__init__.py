@@ -28,12 +28,12 @@ Modules: :mod:`.export_format` (the file format, reading a store for it, imports
 :mod:`.db_init` (``taskyard db init``).
 """
 
+from taskyard.framework.errors import ExportFileError, MigrationError
 from taskyard.ops.migration.db_init import InitReport, init_database
 from taskyard.ops.migration.export_format import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
     ExportFile,
-    ExportFileError,
     ExportSummary,
     ImportReport,
     export_tasks,
@@ -44,7 +44,6 @@ from taskyard.ops.migration.export_format import (
     write_export,
 )
 from taskyard.ops.migration.in_flight import (
-    MigrationError,
     MigrationReport,
     import_runs,
     migrate_in_flight,

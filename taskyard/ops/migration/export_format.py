@@ -15,7 +15,7 @@ from typing import Any
 from taskyard import __version__
 from taskyard.backends.sqlite.store import COLUMNS, SqliteStore, row_to_record
 from taskyard.framework.engine import TaskEngine
-from taskyard.framework.errors import TaskyardError
+from taskyard.framework.errors import ExportFileError
 from taskyard.framework.models import (
     ACTIVE_STATUSES,
     TaskRecord,
@@ -31,17 +31,6 @@ EXPORT_FORMAT = "taskyard-export"
 EXPORT_VERSION = 1
 UNFINISHED = "unfinished"
 ALL = "all"
-
-
-class ExportFileError(TaskyardError):
-    """The file is not a taskyard export this version can read, or it is damaged; nothing
-    was imported."""
-
-    def __init__(self, path: str | os.PathLike[str], line: int, reason: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{self.path}, line {line}: {reason}; nothing was imported")
 
 
 # -- reading a store -----------------------------------------------------------------------
@@ -159,13 +148,13 @@ def _decode(raw: bytes, number: int, path: str | os.PathLike[str]) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ExportFileError(path, number, f"not UTF-8 text ({exc.reason})") from None
+        raise ExportFileError.at(path, number, f"not UTF-8 text ({exc.reason})") from None
     if not text.strip():
-        raise ExportFileError(path, number, "an empty line")
+        raise ExportFileError.at(path, number, "an empty line")
     try:
         return json.loads(text, parse_constant=_no_constants)
     except ValueError as exc:
-        raise ExportFileError(path, number, f"not valid JSON ({exc})") from None
+        raise ExportFileError.at(path, number, f"not valid JSON ({exc})") from None
 
 
 def read_export(path: str | os.PathLike[str]) -> ExportFile:
@@ -180,19 +169,19 @@ def read_export(path: str | os.PathLike[str]) -> ExportFile:
     try:
         handle = open(path, "rb")
     except OSError as exc:
-        raise ExportFileError(path, 0, f"cannot be read ({exc.strerror or exc})") from None
+        raise ExportFileError.at(path, 0, f"cannot be read ({exc.strerror or exc})") from None
     with handle:
         first = handle.readline()
         if not first:
-            raise ExportFileError(path, 1, "the file is empty, not a taskyard export")
+            raise ExportFileError.at(path, 1, "the file is empty, not a taskyard export")
         header = _decode(first, 1, path)
         if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
-            raise ExportFileError(
+            raise ExportFileError.at(
                 path, 1, f'not a taskyard export (line 1 has no "format": "{EXPORT_FORMAT}")'
             )
         version = header.get("version")
         if version != EXPORT_VERSION:
-            raise ExportFileError(
+            raise ExportFileError.at(
                 path,
                 1,
                 f"export format version {version!r}; this taskyard ({__version__}) reads "
@@ -200,23 +189,25 @@ def read_export(path: str | os.PathLike[str]) -> ExportFile:
             )
         announced = header.get("tasks")
         if isinstance(announced, bool) or not isinstance(announced, int) or announced < 0:
-            raise ExportFileError(path, 1, f"the header's task count {announced!r} is not a count")
+            raise ExportFileError.at(
+                path, 1, f"the header's task count {announced!r} is not a count"
+            )
         number = 1
         for raw in handle:
             number += 1
             if not raw.endswith(b"\n"):
-                raise ExportFileError(path, number, "the line is cut short (no newline)")
+                raise ExportFileError.at(path, number, "the line is cut short (no newline)")
             data = _decode(raw, number, path)
             try:
                 record = record_from_json(data)
             except ValueError as exc:
-                raise ExportFileError(path, number, f"not a valid task: {exc}") from None
+                raise ExportFileError.at(path, number, f"not a valid task: {exc}") from None
             if record.id in ids:
-                raise ExportFileError(path, number, f"task {record.id} appears twice")
+                raise ExportFileError.at(path, number, f"task {record.id} appears twice")
             key = record.idempotency_key
             if key is not None:
                 if key in keys:
-                    raise ExportFileError(
+                    raise ExportFileError.at(
                         path,
                         number,
                         f"idempotency key {key!r} of task {record.id} is also task {keys[key]}'s",
@@ -225,7 +216,7 @@ def read_export(path: str | os.PathLike[str]) -> ExportFile:
             ids.add(record.id)
             records.append(record)
     if len(records) != announced:
-        raise ExportFileError(
+        raise ExportFileError.at(
             path,
             number + 1,
             f"the header announces {announced} task(s) but the file holds {len(records)}"

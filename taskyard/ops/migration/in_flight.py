@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from taskyard.framework.engine import TaskEngine
-from taskyard.framework.errors import TaskyardError
+from taskyard.framework.errors import MigrationError
 from taskyard.framework.models import (
     ACTIVE_STATUSES,
     TaskRecord,
@@ -26,10 +26,6 @@ from taskyard.ops.migration.export_format import (
     import_records,
     write_export,
 )
-
-
-class MigrationError(TaskyardError):
-    """A move between stores failed; the tasks stayed where they were."""
 
 
 def _payload_of(run: Run) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from taskyard.backends.sqlite.store import SqliteStore
-from taskyard.framework.errors import TaskyardError
+from taskyard.framework.errors import ConfigurationError, OperationRefused
 from taskyard.framework.models import (
     ACTIVE_STATUSES,
     iso,
@@ -172,7 +172,7 @@ def write_rollback_settings(
     """Set ``[<environment>.task_execution]`` keys in the taskyard-written settings file
     ``path``, keeping its other tables and its history of comments, atomically.
 
-    Refuses (TaskyardError) a file taskyard did not write, so an operator's own
+    Refuses (OperationRefused) a file taskyard did not write, so an operator's own
     settings are never rewritten."""
     target = Path(path)
     tables: dict[str, dict[str, dict[str, Any]]] = {}
@@ -180,19 +180,19 @@ def write_rollback_settings(
     if target.exists():
         text = target.read_text(encoding="utf-8")
         if not text.startswith(ROLLBACK_MARKER):
-            raise TaskyardError(
+            raise OperationRefused(
                 f"{target} was not written by taskyard rollback; name another file with "
                 "--settings-file (taskyard keeps its switch in a file of its own)"
             )
         try:
             parsed = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise TaskyardError(f"{target} is not valid TOML ({exc})") from exc
+            raise ConfigurationError(f"{target} is not valid TOML ({exc})") from exc
         for env, sections in parsed.items():
             if not isinstance(sections, dict) or not all(
                 isinstance(values_, dict) for values_ in sections.values()
             ):
-                raise TaskyardError(f"{target}: [{env}] is not a table of sections")
+                raise ConfigurationError(f"{target}: [{env}] is not a table of sections")
             tables[env] = {name: dict(values_) for name, values_ in sections.items()}
         history = [line for line in text.splitlines() if _HISTORY.match(line)]
     section = tables.setdefault(environment, {}).setdefault("task_execution", {})
@@ -269,7 +269,7 @@ async def planned_rollback(
     backend is switched back, none lost; the export file is the record of what waited
     (and can rebuild a lost database with ``taskyard import``)."""
     if not reason.strip():
-        raise TaskyardError("a rollback needs a reason (--reason)")
+        raise OperationRefused("a rollback needs a reason (--reason)")
     seconds: dict[str, float] = {}
     at = utcnow()
     clock = time.perf_counter()

@@ -1,0 +1,368 @@
+"""The store-operations interface: what the operations tools (``taskyard status``,
+``tasks``, ``maintenance``, ``backup``, ``export``/``import``, ``validate``, rollback)
+ask of a store, beside the engine's :class:`~taskyard.framework.store.TaskStore`.
+
+:class:`StoreOperations` extends :class:`~taskyard.framework.store.TaskStore`: a store
+that offers operations derives from it (``class MyStore(StoreOperations)``). Every
+method is answered by the store from its own schema, so :mod:`taskyard.ops` holds no
+query and knows no database dialect; a second database means a second package under
+``backends/``, nothing else.
+
+Times are Unix epoch seconds (``float``) throughout, as the operations tools count in
+seconds. Every method may raise :class:`~taskyard.framework.errors.StoreError` (or a
+subclass) when the storage fails.
+
+Some operations only make sense for some stores; they are named by a
+:class:`~taskyard.framework.store.Capability` in the store's ``capabilities``, and a
+store without it refuses them with :class:`~taskyard.framework.errors.OperationNotSupported`
+(the default implementations here do exactly that):
+
+- :attr:`Capability.FILE_MAINTENANCE`: :meth:`~StoreOperations.checkpoint` and
+  :meth:`~StoreOperations.vacuum` (a store kept in a file with a write-ahead log);
+- :attr:`Capability.FILE_BACKUP`: :meth:`~StoreOperations.backup_to`,
+  :meth:`~StoreOperations.verify_backup` and :meth:`~StoreOperations.restore_from`
+  (online copies of the store to a file and back).
+
+:func:`figures_from_records` computes :class:`QueueFigures` from plain records, for
+stores that hold their tasks in memory (and for composed stores).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskyard.framework.errors import OperationNotSupported
+from taskyard.framework.models import TaskRecord, TaskStatus, to_epoch
+from taskyard.framework.store import TaskStore
+
+__all__ = [
+    "FINISHED",
+    "STATUSES",
+    "BackupCheck",
+    "CheckpointFigures",
+    "InitFigures",
+    "IntegrityFindings",
+    "ProgressCallback",
+    "QueueFigures",
+    "StorageInfo",
+    "StoreOperations",
+    "WorkerRecord",
+    "figures_from_records",
+    "no_progress",
+]
+
+STATUSES = tuple(str(status) for status in TaskStatus)
+FINISHED = ("completed", "failed", "cancelled")
+
+ProgressCallback = Callable[[int, int], None]
+"""``progress(done, total)``: called as a long operation advances (total 0: unknown)."""
+
+
+def no_progress(done: int, total: int) -> None:
+    """A progress callback that ignores its calls."""
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker's heartbeat record, as :meth:`StoreOperations.list_workers` returns it."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    started_at: float
+    last_heartbeat: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    """Where and how big the store is. Figures a store does not have are 0 (an
+    in-memory store has no file, no WAL and no pages)."""
+
+    path: str
+    """The file, or another description of where the tasks are (never a password)."""
+    size_bytes: int = 0
+    wal_bytes: int = 0
+    schema_version: int = 0
+    page_size: int = 0
+    page_count: int = 0
+    freelist_count: int = 0
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """The raw figures behind ``taskyard status``, ``metrics`` and ``health``, read at
+    ``now`` in one consistent read. :mod:`taskyard.ops.inspect` derives the rates and
+    percentiles."""
+
+    now: float
+    window: float
+    depth_by_type: dict[str, dict[str, int]]
+    """type -> status -> tasks stored (every status present, 0 when none)."""
+    queued_due: int
+    queued_delayed: int
+    waiting_retry: int
+    """Queued tasks that already had an attempt."""
+    oldest_due: tuple[str, float] | None
+    """``(task id, run_after)`` of the queued, due task with the earliest run_after."""
+    expired_leases: int
+    """Running tasks whose lease expired before ``now``."""
+    oldest_expired_lease: float | None
+    """The earliest expiry among them."""
+    finished_by_type: dict[str, dict[str, int]]
+    """type -> completed/failed/cancelled -> tasks that finished within the window."""
+    retried_tasks: int
+    retries: int
+    processing_seconds: list[float]
+    """``finished_at - started_at`` of the window's completed and failed tasks."""
+    workers: list[WorkerRecord]
+    storage: StorageInfo
+
+
+@dataclass(frozen=True)
+class IntegrityFindings:
+    storage: list[str]
+    """What the store's own check said: ``["ok"]`` when fine."""
+    invariants: list[str]
+    """Broken taskyard invariants, each with how many tasks break it."""
+
+
+@dataclass(frozen=True)
+class CheckpointFigures:
+    busy: bool
+    wal_frames: int
+    checkpointed_frames: int
+    wal_bytes_before: int
+    wal_bytes_after: int
+
+
+@dataclass(frozen=True)
+class InitFigures:
+    created: bool
+    from_version: int
+    to_version: int
+    applied: list[int]
+
+
+@dataclass(frozen=True)
+class BackupCheck:
+    """What a check of a backup file found."""
+
+    integrity: list[str]
+    schema_version: int
+    counts: dict[str, int]
+
+
+class StoreOperations(TaskStore):
+    """A :class:`TaskStore` with the operations the operations tools need. Documented
+    once, here; an implementation keeps its docstrings short."""
+
+    # -- opening ----------------------------------------------------------------------------
+
+    async def open_existing(self) -> None:
+        """Open the store for an operations tool, which must not create storage that is
+        not there. Raises StoreUnavailable (nothing there) or SchemaError (not a
+        taskyard queue, or one of a newer taskyard). The default opens the store."""
+        await self.open()
+
+    @abc.abstractmethod
+    async def initialize(self) -> InitFigures:
+        """Create the storage, or upgrade its schema to this taskyard's; idempotent.
+        Returns what was there and what was done. Raises SchemaError for storage that
+        is not a taskyard queue (left unchanged)."""
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def count_tasks(
+        self, *, statuses: Sequence[TaskStatus] | None = None, task_type: str | None = None
+    ) -> int:
+        """How many tasks match (``statuses``: any of them; ``task_type``: that type);
+        the total behind a page of ``list_tasks`` with the same filters."""
+
+    @abc.abstractmethod
+    async def present(self, ids: Collection[str]) -> set[str]:
+        """Which of ``ids`` the store holds (one read where the store can)."""
+
+    @abc.abstractmethod
+    async def queue_figures(self, *, now: float, window: float) -> QueueFigures:
+        """Everything ``taskyard status`` shows, read at ``now`` over the last ``window``
+        seconds, as one consistent picture while workers write."""
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerRecord]:
+        """The workers' heartbeat records, oldest start first (a store that is not
+        shared by processes keeps none: an empty list)."""
+
+    # -- changing tasks ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def retry(self, task_id: str, *, now: float) -> TaskRecord:
+        """Queue a failed or cancelled task again, due at ``now``, with attempts, error,
+        result, lease and times reset. Returns the task as it is now. Raises
+        TaskNotFound for an unknown id, OperationRefused for a task in another status."""
+
+    @abc.abstractmethod
+    async def count_finished(
+        self, *, statuses: Sequence[TaskStatus], before: float, task_type: str | None = None
+    ) -> int:
+        """How many tasks of ``statuses`` (finished ones) finished before ``before``
+        (their ``updated_at`` when ``finished_at`` is missing), of ``task_type`` when
+        given."""
+
+    @abc.abstractmethod
+    async def delete_finished(
+        self,
+        *,
+        statuses: Sequence[TaskStatus],
+        before: float,
+        task_type: str | None = None,
+        limit: int,
+    ) -> int:
+        """Delete up to ``limit`` of the tasks :meth:`count_finished` counts, in one
+        short transaction. Returns how many were deleted (fewer than ``limit``: none
+        are left)."""
+
+    @abc.abstractmethod
+    async def forget_workers(self, *, silent_since: float, dry_run: bool = False) -> list[str]:
+        """Delete the records of workers whose last heartbeat is older than
+        ``silent_since`` (``dry_run``: only list them). Returns their ids, sorted."""
+
+    @abc.abstractmethod
+    async def self_test(self) -> dict[str, Any]:
+        """Enqueue, claim and complete a scratch task through the store's own write
+        paths, then delete it, leaving no trace among the user's tasks. Returns what it
+        did; raises StoreError (IntegrityError when a step misbehaves)."""
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def check_integrity(self, *, quick: bool = False) -> IntegrityFindings:
+        """The store's own consistency check (``quick``: a faster, shallower one), then
+        taskyard's invariants (no running task without a lease, no queued one holding
+        one, no finished one without ``finished_at``, attempts within the limit,
+        payloads that are JSON)."""
+
+    @abc.abstractmethod
+    async def optimize(self) -> list[str]:
+        """Refresh the statistics the store plans its queries with. Returns what was
+        run, for the operator (an empty list: nothing to do)."""
+
+    @abc.abstractmethod
+    async def storage_info(self) -> StorageInfo:
+        """Where the store is and how big (see :class:`StorageInfo`)."""
+
+    async def health_details(self) -> dict[str, Any]:
+        """Figures that explain :meth:`TaskStore.health` (a fallback store: how many
+        tasks it holds in memory). The default has none."""
+        return {}
+
+    # -- Capability.FILE_MAINTENANCE --------------------------------------------------------
+
+    async def checkpoint(self, mode: str) -> CheckpointFigures:
+        """Copy the write-ahead log into the file (``mode``: passive, full, restart or
+        truncate, already checked by the caller). Needs FILE_MAINTENANCE."""
+        raise self.unsupported("checkpoint", "a checkpoint")
+
+    async def vacuum(self) -> None:
+        """Rebuild the file without its free pages. Needs FILE_MAINTENANCE."""
+        raise self.unsupported("vacuum", "a vacuum")
+
+    # -- Capability.FILE_BACKUP -------------------------------------------------------------
+
+    async def backup_to(
+        self, path: str | os.PathLike[str], *, progress: ProgressCallback = no_progress
+    ) -> tuple[dict[str, int], int]:
+        """Copy the whole store, as of one instant, into the existing empty file
+        ``path``, while workers keep writing. Returns the tasks per status of that
+        instant and the pages copied. Needs FILE_BACKUP."""
+        raise self.unsupported("backup", "a backup")
+
+    async def verify_backup(self, path: str | os.PathLike[str]) -> BackupCheck:
+        """Check a backup file of this kind of store, read-only. Raises SchemaError for
+        a file that is no taskyard queue. Needs FILE_BACKUP."""
+        raise self.unsupported("backup", "checking a backup")
+
+    async def restore_from(
+        self, path: str | os.PathLike[str], *, progress: ProgressCallback = no_progress
+    ) -> dict[str, int]:
+        """Replace the store's content with the backup at ``path``, dropping the
+        backup's worker records; connections other processes hold stay valid. Returns
+        the tasks per status now. Needs FILE_BACKUP."""
+        raise self.unsupported("restore", "a restore")
+
+    def unsupported(self, what: str, operation: str) -> OperationNotSupported:
+        """The error for an operation this store cannot do."""
+        return OperationNotSupported(
+            f"{operation} needs a store kept in a file; {self!r} cannot do it ({what}). "
+            "Use the store's own tools, or export and import the tasks "
+            "(taskyard export / taskyard import)"
+        )
+
+
+def _zeros(statuses: Iterable[str]) -> dict[str, int]:
+    return dict.fromkeys(statuses, 0)
+
+
+def figures_from_records(
+    records: Iterable[TaskRecord],
+    *,
+    now: float,
+    window: float,
+    workers: Sequence[WorkerRecord] = (),
+    storage: StorageInfo,
+) -> QueueFigures:
+    """The :class:`QueueFigures` of ``records``, computed in Python: what a store that
+    holds its tasks in memory answers :meth:`StoreOperations.queue_figures` with."""
+    by_type: dict[str, dict[str, int]] = {}
+    finished_by_type: dict[str, dict[str, int]] = {}
+    due = delayed = waiting_retry = expired = retried = retries = 0
+    oldest: tuple[str, float] | None = None
+    oldest_expiry: float | None = None
+    durations: list[float] = []
+    since = now - window
+    for record in records:
+        status = str(record.status)
+        by_type.setdefault(record.type, _zeros(STATUSES))[status] += 1
+        if record.status is TaskStatus.QUEUED:
+            run_after = to_epoch(record.run_after)
+            if run_after <= now:
+                due += 1
+                if oldest is None or run_after < oldest[1]:
+                    oldest = (record.id, run_after)
+            else:
+                delayed += 1
+            waiting_retry += record.attempts > 0
+        elif record.status is TaskStatus.RUNNING:
+            expiry = record.lease_expires_at
+            if expiry is not None and to_epoch(expiry) < now:
+                expired += 1
+                seconds = to_epoch(expiry)
+                oldest_expiry = seconds if oldest_expiry is None else min(oldest_expiry, seconds)
+        elif record.finished_at is not None and to_epoch(record.finished_at) >= since:
+            finished_by_type.setdefault(record.type, _zeros(FINISHED))[status] += 1
+            retried += record.attempts > 1
+            retries += max(record.attempts - 1, 0)
+            if record.status is not TaskStatus.CANCELLED and record.started_at is not None:
+                durations.append(to_epoch(record.finished_at) - to_epoch(record.started_at))
+    return QueueFigures(
+        now=now,
+        window=window,
+        depth_by_type=by_type,
+        queued_due=due,
+        queued_delayed=delayed,
+        waiting_retry=waiting_retry,
+        oldest_due=oldest,
+        expired_leases=expired,
+        oldest_expired_lease=oldest_expiry,
+        finished_by_type=finished_by_type,
+        retried_tasks=retried,
+        retries=retries,
+        processing_seconds=durations,
+        workers=list(workers),
+        storage=storage,
+    )
