@@ -1,15 +1,19 @@
 """The in-memory backend: the old behaviour (nothing survives the process) and the public
-test double. State is inspectable: ``store.tasks``, ``store.reset()``."""
+test double. State is inspectable: ``store.tasks``, ``store.reset()``. It offers the
+store operations too (:class:`~taskyard.framework.operations.StoreOperations`), answered
+from the records it holds."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from copy import deepcopy
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from taskyard.framework.engine import EngineConfig, TaskEngine
+from taskyard.framework.errors import IntegrityError, OperationRefused, TaskNotFound
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import (
     Outcome,
@@ -19,12 +23,21 @@ from taskyard.framework.models import (
     loads,
     new_task_id,
     to_epoch,
+    utcnow,
+)
+from taskyard.framework.operations import (
+    InitFigures,
+    IntegrityFindings,
+    QueueFigures,
+    StorageInfo,
+    StoreOperations,
+    WorkerRecord,
+    figures_from_records,
 )
 from taskyard.framework.runs import RunRegistry
-from taskyard.framework.store import TaskStore
 
 
-class InMemoryStore(TaskStore):
+class InMemoryStore(StoreOperations):
     """Tasks in a dict, due tasks in a heap by (priority, seq), delayed ones by run_after.
 
     Records handed out are copies, and payloads are decoded from their JSON text, so a
@@ -266,6 +279,142 @@ class InMemoryStore(TaskStore):
         ]
         records.sort(key=lambda record: (record.created_at, record.seq))
         return [self._copy_out(record) for record in records[offset : offset + limit]]
+
+    # -- StoreOperations: answered from the records held ------------------------------------
+
+    def _matching(
+        self, statuses: Sequence[TaskStatus] | None, task_type: str | None
+    ) -> list[TaskRecord]:
+        return [
+            record
+            for record in self.tasks.values()
+            if (statuses is None or record.status in statuses)
+            and (task_type is None or record.type == task_type)
+        ]
+
+    async def initialize(self) -> InitFigures:
+        return InitFigures(created=False, from_version=0, to_version=0, applied=[])
+
+    async def count_tasks(
+        self, *, statuses: Sequence[TaskStatus] | None = None, task_type: str | None = None
+    ) -> int:
+        return len(self._matching(statuses, task_type))
+
+    async def present(self, ids: Collection[str]) -> set[str]:
+        return {task_id for task_id in ids if task_id in self.tasks}
+
+    async def queue_figures(self, *, now: float, window: float) -> QueueFigures:
+        return figures_from_records(
+            list(self.tasks.values()), now=now, window=window, storage=await self.storage_info()
+        )
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return []  # one process: no worker records
+
+    async def retry(self, task_id: str, *, now: float) -> TaskRecord:
+        record = self.tasks.get(task_id)
+        if record is None:
+            raise TaskNotFound(f"no task has the id {task_id!r}")
+        if record.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise OperationRefused(
+                f"task {task_id} is {record.status}; only failed or cancelled tasks can be retried"
+            )
+        at = datetime.fromtimestamp(now, UTC)
+        record.status = TaskStatus.QUEUED
+        record.attempts = 0
+        record.run_after = record.updated_at = at
+        record.started_at = record.finished_at = None
+        record.result = record.error = None
+        record.lease_token = record.lease_expires_at = record.worker_id = None
+        self._enqueue(record)
+        return self._copy_out(record)
+
+    def _finished_before(
+        self, statuses: Sequence[TaskStatus], before: float, task_type: str | None
+    ) -> list[TaskRecord]:
+        return [
+            record
+            for record in self._matching(statuses, task_type)
+            if to_epoch(record.finished_at or record.updated_at) < before
+        ]
+
+    async def count_finished(
+        self, *, statuses: Sequence[TaskStatus], before: float, task_type: str | None = None
+    ) -> int:
+        return len(self._finished_before(statuses, before, task_type))
+
+    async def delete_finished(
+        self,
+        *,
+        statuses: Sequence[TaskStatus],
+        before: float,
+        task_type: str | None = None,
+        limit: int,
+    ) -> int:
+        doomed = self._finished_before(statuses, before, task_type)[:limit]
+        return len(self.detach([record.id for record in doomed]))
+
+    async def forget_workers(self, *, silent_since: float, dry_run: bool = False) -> list[str]:
+        return []
+
+    async def self_test(self) -> dict[str, Any]:
+        token = new_task_id()
+        now = utcnow()
+        task_type = f"taskyard.validate.{token}"
+        record = TaskRecord(
+            id=f"taskyard-validate-{token}",
+            type=task_type,
+            payload={"validate": token},
+            payload_json=dumps({"validate": token}),
+            created_at=now,
+            updated_at=now,
+            run_after=now,
+        )
+        await self.add([record])
+        claimed = await self.claim(
+            limit=1, now=now, worker_id="taskyard-validate", lease_seconds=60, types={task_type}
+        )
+        if [claimed_record.id for claimed_record in claimed] != [record.id]:
+            raise IntegrityError(f"claiming the scratch task returned {len(claimed)} task(s)")
+        outcome = Outcome(
+            task_id=record.id,
+            lease_token=claimed[0].lease_token or "",
+            status=TaskStatus.COMPLETED,
+            finished_at=now,
+            result=token,
+            result_json=dumps(token),
+        )
+        if await self.finish([outcome]) != [True]:
+            raise IntegrityError("completing the scratch task was refused")
+        self.detach([record.id])
+        return {"task_id": record.id}
+
+    async def check_integrity(self, *, quick: bool = False) -> IntegrityFindings:
+        invariants: dict[str, Callable[[TaskRecord], bool]] = {
+            "running tasks without a lease": lambda r: (
+                r.status is TaskStatus.RUNNING
+                and (r.lease_token is None or r.lease_expires_at is None)
+            ),
+            "queued tasks holding a lease": lambda r: (
+                r.status is TaskStatus.QUEUED and r.lease_token is not None
+            ),
+            "finished tasks without finished_at": lambda r: (
+                r.status.is_terminal and r.finished_at is None
+            ),
+            "tasks with more attempts than allowed": lambda r: r.attempts > r.max_attempts,
+        }
+        broken = []
+        for name, breaks in invariants.items():
+            number = sum(1 for record in self.tasks.values() if breaks(record))
+            if number:
+                broken.append(f"{number} {name}")
+        return IntegrityFindings(["ok"], broken)
+
+    async def optimize(self) -> list[str]:
+        return []
+
+    async def storage_info(self) -> StorageInfo:
+        return StorageInfo(path="in-memory")
 
 
 class InMemoryTaskManager(TaskEngine):

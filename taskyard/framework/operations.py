@@ -268,8 +268,9 @@ class StoreOperations(TaskStore):
         truncate, already checked by the caller). Needs FILE_MAINTENANCE."""
         raise self.unsupported("checkpoint", "a checkpoint")
 
-    async def vacuum(self) -> None:
-        """Rebuild the file without its free pages. Needs FILE_MAINTENANCE."""
+    async def vacuum(self) -> tuple[int, int]:
+        """Rebuild the file without its free pages. Returns the bytes of its pages before
+        and after. Needs FILE_MAINTENANCE."""
         raise self.unsupported("vacuum", "a vacuum")
 
     # -- Capability.FILE_BACKUP -------------------------------------------------------------

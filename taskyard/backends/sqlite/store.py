@@ -28,6 +28,7 @@ import aiosqlite
 
 from taskyard.backends.sqlite import schema
 from taskyard.backends.sqlite.errors import translate
+from taskyard.backends.sqlite.operations import SqliteOperations
 from taskyard.framework.errors import (
     ConfigurationError,
     ManagerStateError,
@@ -43,7 +44,6 @@ from taskyard.framework.models import (
     loads,
     to_epoch,
 )
-from taskyard.framework.store import Capability, TaskStore
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
@@ -441,10 +441,9 @@ class _Failed:
         self.error = error
 
 
-class SqliteStore(TaskStore):
-    """Tasks in one SQLite file (WAL), shared safely by several processes."""
-
-    capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
+class SqliteStore(SqliteOperations):
+    """Tasks in one SQLite file (WAL), shared safely by several processes. The queries of
+    the operations tools are in :mod:`taskyard.backends.sqlite.operations`."""
 
     def __init__(
         self,
