@@ -293,7 +293,7 @@ class InMemoryStore(StoreOperations):
         ]
 
     async def initialize(self) -> InitFigures:
-        return InitFigures(created=False, from_version=0, to_version=0, applied=[])
+        return InitFigures("in-memory", created=False, from_version=0, to_version=0, applied=[])
 
     async def count_tasks(
         self, *, statuses: Sequence[TaskStatus] | None = None, task_type: str | None = None

@@ -12,12 +12,14 @@ from rich.console import Console
 from taskyard.cli.root import (
     JsonOption,
     app,
+    on_queue,
     ops_config,
     ops_errors,
+    ops_store,
     print_json,
 )
+from taskyard.framework.operations import StoreOperations
 from taskyard.ops import backup as ops_backup
-from taskyard.ops import database as ops_database
 from taskyard.ops import progress as ops_progress
 from taskyard.ops import render as ops_render
 from taskyard.ops import units as ops_units
@@ -45,13 +47,11 @@ def backup_create(
     config = ops_config(ctx)
     destination = output or config.backups / ops_backup.backup_name(config.db_path)
 
-    async def run() -> ops_backup.BackupResult:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            with ops_progress.progress_reporter("backup", unit="pages") as progress:
-                return await ops_backup.create_backup(q, destination, progress=progress)
+    async def run(q: StoreOperations) -> ops_backup.BackupResult:
+        with ops_progress.progress_reporter("backup", unit="pages") as progress:
+            return await ops_backup.create_backup(q, destination, progress=progress)
 
-    with ops_errors():
-        result = asyncio.run(run())
+    result = on_queue(ctx, run)
     if as_json:
         print_json(result.to_dict())
         return
@@ -83,16 +83,17 @@ def backup_restore(
     """Replace the queue with a backup (verified first). Refuses while workers are
     active unless --force; the replaced queue is kept in the backup folder."""
     config = ops_config(ctx)
+    store = ops_store(ctx)
 
     async def run() -> ops_backup.RestoreResult:
         with ops_progress.progress_reporter("restore", unit="pages") as progress:
             return await ops_backup.restore_backup(
+                store,
                 file,
                 config.db_path,
                 backup_dir=config.backups,
                 stale_after=config.stale_after,
                 force=force,
-                busy_timeout=config.busy_timeout,
                 progress=progress,
             )
 

@@ -12,10 +12,13 @@ from taskyard.cli.root import (
     JsonOption,
     app,
     fail,
+    on_queue,
     ops_config,
     ops_errors,
+    ops_store,
     print_json,
 )
+from taskyard.framework.operations import StoreOperations
 from taskyard.ops import health as ops_health
 from taskyard.ops import inspect as ops_inspect
 from taskyard.ops import metrics as ops_metrics
@@ -39,14 +42,11 @@ def status_command(
     config = ops_config(ctx)
     with ops_errors():
         seconds = ops_units.parse_duration(window) if window else config.window
-        snapshot = asyncio.run(
-            ops_inspect.status_of_file(
-                config.db_path,
-                window=seconds,
-                stale_after=config.stale_after,
-                busy_timeout=config.busy_timeout,
-            )
-        )
+
+    async def run(q: StoreOperations) -> ops_inspect.QueueStatus:
+        return await ops_inspect.queue_status(q, window=seconds, stale_after=config.stale_after)
+
+    snapshot = on_queue(ctx, run)
     if as_json:
         print_json(snapshot.to_dict())
     else:
@@ -58,13 +58,11 @@ def metrics_command(ctx: typer.Context) -> None:
     """Print the queue's metrics once, in the Prometheus text format (for a textfile
     collector or a look); `taskyard worker --metrics-port N` serves them live."""
     config = ops_config(ctx)
+    store = ops_store(ctx)
     with ops_errors():
         collector = ops_metrics.QueueCollector(
-            ops_metrics.file_reader(
-                config.db_path,
-                window=config.window,
-                stale_after=config.stale_after,
-                busy_timeout=config.busy_timeout,
+            ops_metrics.store_reader(
+                lambda: store, window=config.window, stale_after=config.stale_after
             )
         )
         text = ops_metrics.render(collector)
@@ -79,7 +77,7 @@ def health_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
     the operations settings."""
     config = ops_config(ctx)
     report = asyncio.run(
-        ops_health.check_health(config.db_path, config.thresholds, busy_timeout=config.busy_timeout)
+        ops_health.check_health(ops_store(ctx), config.thresholds, spills_of=config.db_path)
     )
     if as_json:
         print_json(report.to_dict())

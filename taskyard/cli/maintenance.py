@@ -3,7 +3,6 @@ recover-leases."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -11,11 +10,11 @@ import typer
 from taskyard.cli.root import (
     app,
     fail,
+    on_queue,
     ops_config,
-    ops_errors,
 )
 from taskyard.framework.models import TaskRecord
-from taskyard.ops import database as ops_database
+from taskyard.framework.operations import StoreOperations
 from taskyard.ops import maintenance as ops_maintenance
 from taskyard.ops import progress as ops_progress
 from taskyard.ops import units as ops_units
@@ -36,14 +35,11 @@ def maintenance_checkpoint(
     ] = "passive",
 ) -> None:
     """Copy the WAL into the database file (PRAGMA wal_checkpoint)."""
-    config = ops_config(ctx)
 
-    async def run() -> ops_maintenance.CheckpointResult:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            return await ops_maintenance.checkpoint(q, mode)
+    async def run(q: StoreOperations) -> ops_maintenance.CheckpointResult:
+        return await ops_maintenance.checkpoint(q, mode)
 
-    with ops_errors():
-        result = asyncio.run(run())
+    result = on_queue(ctx, run)
     typer.echo(
         f"checkpoint {result.mode}: {result.checkpointed_frames} of {result.wal_frames} WAL "
         f"frame(s) copied; WAL {result.wal_bytes_before} -> {result.wal_bytes_after} bytes"
@@ -59,16 +55,13 @@ def maintenance_checkpoint(
 def maintenance_vacuum(ctx: typer.Context) -> None:
     """Rebuild the file without its free pages (holds the write lock meanwhile; needs free
     disk space about the database's size)."""
-    config = ops_config(ctx)
 
-    async def run() -> ops_maintenance.VacuumResult:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            with ops_progress.progress_reporter("vacuum") as progress:
-                progress(0, 0)
-                return await ops_maintenance.vacuum(q)
+    async def run(q: StoreOperations) -> ops_maintenance.VacuumResult:
+        with ops_progress.progress_reporter("vacuum") as progress:
+            progress(0, 0)
+            return await ops_maintenance.vacuum(q)
 
-    with ops_errors():
-        result = asyncio.run(run())
+    result = on_queue(ctx, run)
     typer.echo(
         f"vacuum: {ops_units.bytes_text(result.size_before)} -> "
         f"{ops_units.bytes_text(result.size_after)} in {result.seconds:.1f} s"
@@ -78,14 +71,11 @@ def maintenance_vacuum(ctx: typer.Context) -> None:
 @maintenance_app.command("optimize")
 def maintenance_optimize(ctx: typer.Context) -> None:
     """ANALYZE and PRAGMA optimize: fresh statistics for the query planner."""
-    config = ops_config(ctx)
 
-    async def run() -> list[str]:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            return await ops_maintenance.optimize(q)
+    async def run(q: StoreOperations) -> list[str]:
+        return await ops_maintenance.optimize(q)
 
-    with ops_errors():
-        done = asyncio.run(run())
+    done = on_queue(ctx, run)
     typer.echo("optimize: ran " + " and ".join(done))
 
 
@@ -95,16 +85,13 @@ def maintenance_integrity_check(
     quick: Annotated[bool, typer.Option(help="PRAGMA quick_check: faster, less thorough.")] = False,
 ) -> None:
     """SQLite's integrity check, then taskyard's own invariants. Exit 1 on a problem."""
-    config = ops_config(ctx)
 
-    async def run() -> ops_maintenance.IntegrityResult:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            with ops_progress.progress_reporter("integrity check") as progress:
-                progress(0, 0)
-                return await ops_maintenance.integrity_check(q, quick=quick)
+    async def run(q: StoreOperations) -> ops_maintenance.IntegrityResult:
+        with ops_progress.progress_reporter("integrity check") as progress:
+            progress(0, 0)
+            return await ops_maintenance.integrity_check(q, quick=quick)
 
-    with ops_errors():
-        result = asyncio.run(run())
+    result = on_queue(ctx, run)
     for line in result.sqlite:
         typer.echo(f"sqlite: {line}")
     for line in result.taskyard or ["ok"]:
@@ -122,20 +109,18 @@ def maintenance_prune(
     ones after maintenance.failed_retention_days) and long-silent workers' records."""
     config = ops_config(ctx)
 
-    async def run() -> ops_maintenance.PruneResult:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            with ops_progress.progress_reporter("prune", unit="tasks") as progress:
-                return await ops_maintenance.prune(
-                    q,
-                    retention_days=config.retention_days,
-                    failed_retention_days=config.failed_retention_days,
-                    worker_retention_days=config.worker_retention_days,
-                    dry_run=dry_run,
-                    progress=progress,
-                )
+    async def run(q: StoreOperations) -> ops_maintenance.PruneResult:
+        with ops_progress.progress_reporter("prune", unit="tasks") as progress:
+            return await ops_maintenance.prune(
+                q,
+                retention_days=config.retention_days,
+                failed_retention_days=config.failed_retention_days,
+                worker_retention_days=config.worker_retention_days,
+                dry_run=dry_run,
+                progress=progress,
+            )
 
-    with ops_errors():
-        result = asyncio.run(run())
+    result = on_queue(ctx, run)
     verb = "would delete" if dry_run else "deleted"
     finished = result.finished.matched if dry_run else result.finished.deleted
     failed = result.failed.matched if dry_run else result.failed.deleted
@@ -151,14 +136,11 @@ def maintenance_prune(
 def maintenance_recover_leases(ctx: typer.Context) -> None:
     """Put running tasks whose lease expired back in the queue (or fail them when their
     attempts are spent); workers do this on their own every few seconds."""
-    config = ops_config(ctx)
 
-    async def run() -> list[TaskRecord]:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            return await ops_maintenance.recover_leases(q)
+    async def run(q: StoreOperations) -> list[TaskRecord]:
+        return await ops_maintenance.recover_leases(q)
 
-    with ops_errors():
-        recovered = asyncio.run(run())
+    recovered = on_queue(ctx, run)
     for record in recovered:
         typer.echo(f"{record.id} ({record.type}): {record.status}")
     typer.echo(f"recovered {len(recovered)} task(s)")

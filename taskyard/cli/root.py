@@ -14,12 +14,13 @@ decorate it with ``@app.command()`` (or build a ``typer.Typer()`` and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from dynaconf import Dynaconf
@@ -28,7 +29,9 @@ from rich.markup import escape
 
 from taskyard import __version__
 from taskyard.framework.errors import ConfigurationError, TaskyardError
+from taskyard.framework.operations import StoreOperations
 from taskyard.ops.config import OpsConfig
+from taskyard.ops.database import opened
 from taskyard.providers import Container, effective_backend
 from taskyard.settings import (
     SECTIONS,
@@ -42,6 +45,7 @@ from taskyard.settings import (
 __all__ = ["CliState", "app", "cli_state", "main"]
 
 CONFIGURATION_EXIT_CODE = 2
+T = TypeVar("T")
 
 app = typer.Typer(
     name="taskyard",
@@ -177,18 +181,51 @@ def ops_config(ctx: typer.Context) -> OpsConfig:
 
 
 @contextlib.contextmanager
-def ops_errors() -> Iterator[None]:
-    """taskyard errors become a message and exit status 1 (2 for configuration errors)."""
+def ops_errors(suffix: str = "") -> Iterator[None]:
+    """The one error handler of the commands: taskyard errors become a message (with
+    ``suffix`` after it) and exit status 1, 2 for configuration errors."""
     try:
         yield
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
     except TaskyardError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(f"{exc}{suffix}") from exc
+
+
+def ops_store(ctx: typer.Context) -> StoreOperations:
+    """A new, unopened store on the configured queue: the container's ``ops_store``."""
+    try:
+        store: StoreOperations = cli_state(ctx).container().ops_store()
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    return store
+
+
+def on_queue(
+    ctx: typer.Context,
+    work: Callable[[StoreOperations], Awaitable[T]],
+    *,
+    create: bool = False,
+    suffix: str = "",
+) -> T:
+    """The one way a command opens the queue: the container's ``ops_store`` (exit 2
+    when the backend keeps no queue to open from here), opened (created when missing
+    only with ``create``), ``await work(store)``, closed; taskyard errors handled by
+    :func:`ops_errors`."""
+    ops_config(ctx)
+    store = ops_store(ctx)
+
+    async def run() -> T:
+        async with opened(store, create=create) as queue:
+            return await work(queue)
+
+    with ops_errors(suffix):
+        return asyncio.run(run())
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def print_json(data: Any) -> None:
+    """The one JSON printer of the commands."""
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))

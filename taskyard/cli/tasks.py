@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import typer
@@ -11,12 +10,11 @@ from rich.console import Console
 from taskyard.cli.root import (
     JsonOption,
     app,
-    ops_config,
-    ops_errors,
+    on_queue,
     print_json,
 )
 from taskyard.framework.models import TaskRecord, TaskStatus
-from taskyard.ops import database as ops_database
+from taskyard.framework.operations import StoreOperations
 from taskyard.ops import progress as ops_progress
 from taskyard.ops import render as ops_render
 from taskyard.ops import tasks as ops_tasks
@@ -43,20 +41,17 @@ def tasks_list(
     as_json: JsonOption = False,
 ) -> None:
     """Tasks in scheduling order, a page at a time."""
-    config = ops_config(ctx)
 
-    async def run() -> tuple[list[Any], int]:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            return await ops_tasks.list_tasks(
-                q,
-                statuses=status or None,
-                task_type=task_type,
-                limit=limit,
-                offset=(page - 1) * limit,
-            )
+    async def run(q: StoreOperations) -> tuple[list[Any], int]:
+        return await ops_tasks.list_tasks(
+            q,
+            statuses=status or None,
+            task_type=task_type,
+            limit=limit,
+            offset=(page - 1) * limit,
+        )
 
-    with ops_errors():
-        records, total = asyncio.run(run())
+    records, total = on_queue(ctx, run)
     pages = max(-(-total // limit), 1)
     if as_json:
         print_json(
@@ -76,14 +71,11 @@ def tasks_list(
 @tasks_app.command("show")
 def tasks_show(ctx: typer.Context, task_id: str, as_json: JsonOption = False) -> None:
     """Everything about one task."""
-    config = ops_config(ctx)
 
-    async def run() -> TaskRecord:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            return await ops_tasks.show_task(q, task_id)
+    async def run(q: StoreOperations) -> TaskRecord:
+        return await ops_tasks.show_task(q, task_id)
 
-    with ops_errors():
-        details = ops_tasks.record_details(asyncio.run(run()))
+    details = ops_tasks.record_details(on_queue(ctx, run))
     if as_json:
         print_json(details)
     else:
@@ -94,28 +86,22 @@ def tasks_show(ctx: typer.Context, task_id: str, as_json: JsonOption = False) ->
 def tasks_cancel(ctx: typer.Context, task_id: str) -> None:
     """Cancel a queued or running task (a running one stops at its worker's next
     heartbeat; its result is discarded)."""
-    config = ops_config(ctx)
 
-    async def run() -> TaskStatus:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            return await ops_tasks.cancel_task(q, task_id)
+    async def run(q: StoreOperations) -> TaskStatus:
+        return await ops_tasks.cancel_task(q, task_id)
 
-    with ops_errors():
-        before = asyncio.run(run())
+    before = on_queue(ctx, run)
     typer.echo(f"task {task_id} cancelled (it was {before})")
 
 
 @tasks_app.command("retry")
 def tasks_retry(ctx: typer.Context, task_id: str) -> None:
     """Queue a failed or cancelled task again, due now, its attempts reset."""
-    config = ops_config(ctx)
 
-    async def run() -> TaskRecord:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            return await ops_tasks.retry_task(q, task_id)
+    async def run(q: StoreOperations) -> TaskRecord:
+        return await ops_tasks.retry_task(q, task_id)
 
-    with ops_errors():
-        record = asyncio.run(run())
+    record = on_queue(ctx, run)
     typer.echo(f"task {task_id} ({record.type}) is queued again with its attempts reset")
 
 
@@ -133,22 +119,19 @@ def tasks_purge(
     dry_run: Annotated[bool, typer.Option(help="Count, delete nothing.")] = False,
 ) -> None:
     """Delete finished tasks of the given statuses older than --older-than."""
-    config = ops_config(ctx)
 
-    async def run() -> ops_tasks.PurgeResult:
-        async with ops_database.open_queue(config.db_path, busy_timeout=config.busy_timeout) as q:
-            with ops_progress.progress_reporter("purge", unit="tasks") as progress:
-                return await ops_tasks.purge_tasks(
-                    q,
-                    statuses=status,
-                    older_than=ops_units.parse_duration(older_than),
-                    task_type=task_type,
-                    dry_run=dry_run,
-                    progress=progress,
-                )
+    async def run(q: StoreOperations) -> ops_tasks.PurgeResult:
+        with ops_progress.progress_reporter("purge", unit="tasks") as progress:
+            return await ops_tasks.purge_tasks(
+                q,
+                statuses=status,
+                older_than=ops_units.parse_duration(older_than),
+                task_type=task_type,
+                dry_run=dry_run,
+                progress=progress,
+            )
 
-    with ops_errors():
-        result = asyncio.run(run())
+    result = on_queue(ctx, run)
     verb = "would delete" if dry_run else "deleted"
     count = result.matched if dry_run else result.deleted
     typer.echo(f"{verb} {count} task(s)")

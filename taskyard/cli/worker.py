@@ -95,10 +95,9 @@ def serve_metrics(
     )
     exporter = ops_metrics.WorkerMetrics(
         manager,
-        db_path=None if config is None else config.db_path,
+        queue=None if config is None else container.ops_store,
         window=3600.0 if config is None else config.window,
         stale_after=60.0 if config is None else config.stale_after,
-        busy_timeout=5.0 if config is None else config.busy_timeout,
     )
     try:
         bound = exporter.serve(port)

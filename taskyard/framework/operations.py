@@ -142,6 +142,8 @@ class CheckpointFigures:
 
 @dataclass(frozen=True)
 class InitFigures:
+    location: str
+    """The file (or another description of where the tasks are; never a password)."""
     created: bool
     from_version: int
     to_version: int
@@ -284,8 +286,9 @@ class StoreOperations(TaskStore):
         raise self.unsupported("backup", "a backup")
 
     async def verify_backup(self, path: str | os.PathLike[str]) -> BackupCheck:
-        """Check a backup file of this kind of store, read-only. Raises SchemaError for
-        a file that is no taskyard queue. Needs FILE_BACKUP."""
+        """Check a backup file of this kind of store, read-only (the store need not be
+        open). Raises SchemaError for a file that is no taskyard queue. Needs
+        FILE_BACKUP."""
         raise self.unsupported("backup", "checking a backup")
 
     async def restore_from(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,21 +35,17 @@ from typing import Any
 
 from loguru import logger
 
-from taskyard.backends.sqlite import schema
-from taskyard.backends.sqlite.errors import translate
-from taskyard.backends.sqlite.store import SqliteStore
 from taskyard.framework.errors import (
     IntegrityError,
     OperationRefused,
     SchemaError,
     StoreError,
 )
-from taskyard.ops.database import companion_files, open_queue, read_connection
-from taskyard.ops.inspect import STATUSES
+from taskyard.framework.operations import StoreOperations
+from taskyard.framework.store import Capability
+from taskyard.ops.database import companion_files, opened
 from taskyard.ops.progress import ProgressCallback, no_progress
 
-STEP_PAGES = 1024
-"""Pages copied per backup step: 4 MiB with the default page size."""
 TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 BEFORE_RESTORE = "before-restore"
 
@@ -109,61 +104,24 @@ class BackupResult:
         }
 
 
-def _counts(conn: sqlite3.Connection) -> dict[str, int]:
-    counts = dict.fromkeys(STATUSES, 0)
-    for status, count in conn.execute(
-        "SELECT status, COUNT(*) FROM taskyard_tasks GROUP BY status"
-    ):
-        counts[str(status)] = int(count)
-    return counts
+def _require_backups(store: StoreOperations, operation: str) -> None:
+    if Capability.FILE_BACKUP not in store.capabilities:
+        raise store.unsupported("backup", operation)
 
 
-def verify_backup(path: str | os.PathLike[str]) -> Verification:
-    """Open a backup read-only and check it: SQLite's integrity check, a taskyard schema
-    this version can open, the tasks it holds. Raises SchemaError for a file that is no
-    taskyard queue; a damaged one gives ``ok`` False."""
+async def verify_backup(store: StoreOperations, path: str | os.PathLike[str]) -> Verification:
+    """Open a backup of ``store``'s kind read-only and check it: the integrity check, a
+    taskyard schema this version can open, the tasks it holds (``store`` need not be
+    open). Raises SchemaError for a file that is no taskyard queue; a damaged one gives
+    ``ok`` False."""
+    _require_backups(store, "checking a backup")
     path = Path(path)
-    with read_connection(path, read_only=True) as conn:
-        version = schema.stored_version(conn, path)
-        try:
-            integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(100)")]
-        except sqlite3.DatabaseError as exc:  # damaged beyond what the check can walk
-            integrity = [f"integrity_check stopped: {exc}"]
-        counts = _counts(conn) if integrity == ["ok"] else {}
-    return Verification(path, integrity, version, counts)
-
-
-def _copy(
-    source: sqlite3.Connection,
-    target_path: Path,
-    progress: ProgressCallback,
-) -> tuple[dict[str, int], int]:
-    """Copy ``source`` into a new file at ``target_path`` from one pinned snapshot.
-    Returns the task counts of that snapshot and the pages copied. Runs in the store's
-    thread."""
-    source.execute("BEGIN")
-    try:
-        counts = _counts(source)  # the read that starts the snapshot the copy is taken from
-        target = sqlite3.connect(target_path, isolation_level=None)
-        try:
-            pages = [0]
-
-            def step(status: int, remaining: int, total: int) -> None:
-                pages[0] = total
-                progress(total - remaining, total)
-
-            source.backup(target, pages=STEP_PAGES, progress=step)
-            target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
-        finally:
-            target.close()
-    finally:
-        if source.in_transaction:
-            source.execute("COMMIT")
-    return counts, pages[0]
+    check = await store.verify_backup(path)
+    return Verification(path, check.integrity, check.schema_version, check.counts)
 
 
 async def create_backup(
-    store: SqliteStore,
+    store: StoreOperations,
     destination: str | os.PathLike[str],
     *,
     progress: ProgressCallback = no_progress,
@@ -172,7 +130,9 @@ async def create_backup(
 
     Raises OperationRefused when ``destination`` exists, IntegrityError when the copy
     does not verify (nothing is left at ``destination`` then)."""
+    _require_backups(store, "a backup")
     destination = Path(destination)
+    source = Path((await store.storage_info()).path)
     if destination.exists():
         raise OperationRefused(f"{destination} already exists; choose another name")
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -181,11 +141,11 @@ async def create_backup(
     fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # owner-only
     os.close(fd)
     try:
-        counts, pages = await store.execute_read(_copy, partial, progress)
-        verification = verify_backup(partial)
+        counts, pages = await store.backup_to(partial, progress=progress)
+        verification = await verify_backup(store, partial)
         if not verification.ok or verification.counts != counts:
             raise IntegrityError(
-                f"the backup of {store.path} did not verify (integrity: "
+                f"the backup of {source} did not verify (integrity: "
                 f"{'; '.join(verification.integrity)}; tasks {verification.counts}, "
                 f"expected {counts}); nothing was kept"
             )
@@ -199,7 +159,7 @@ async def create_backup(
     )
     result = BackupResult(
         path=destination,
-        source=store.path,
+        source=source,
         bytes=destination.stat().st_size,
         pages=pages,
         seconds=time.perf_counter() - started,
@@ -207,7 +167,7 @@ async def create_backup(
     )
     logger.info(
         "taskyard: backed up {} to {} ({} tasks, {} bytes)",
-        store.path,
+        source,
         destination,
         verification.tasks,
         result.bytes,
@@ -289,59 +249,25 @@ class RestoreResult:
         }
 
 
-def _active_workers(conn: sqlite3.Connection, since: float) -> list[str]:
-    rows = conn.execute(
-        "SELECT worker_id FROM taskyard_workers WHERE last_heartbeat >= ? ORDER BY worker_id",
-        (since,),
-    )
-    return [str(row[0]) for row in rows]
-
-
-def _restore_into(
-    conn: sqlite3.Connection, backup: Path, progress: ProgressCallback
-) -> dict[str, int]:
-    """Copy the backup over the live database on ``conn`` (in the store's thread)."""
-    try:
-        source = sqlite3.connect(f"{backup.absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise translate(exc, backup) from exc
-    try:
-
-        def step(status: int, remaining: int, total: int) -> None:
-            progress(total - remaining, total)
-
-        source.backup(conn, pages=STEP_PAGES, progress=step)
-    finally:
-        source.close()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("DELETE FROM taskyard_workers")  # heartbeats of the backup's time
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return _counts(conn)
-
-
 async def restore_backup(
+    store: StoreOperations,
     backup: str | os.PathLike[str],
     db_path: str | os.PathLike[str],
     *,
     backup_dir: str | os.PathLike[str],
     stale_after: float = 60.0,
     force: bool = False,
-    busy_timeout: float = 5.0,
     progress: ProgressCallback = no_progress,
 ) -> RestoreResult:
-    """Replace the queue at ``db_path`` with the backup, keeping the replaced one in
-    ``backup_dir``. Raises OperationRefused (workers active, not forced; a backup that
-    does not verify) and StoreError."""
+    """Replace the queue of ``store`` (unopened; its file is ``db_path``) with the
+    backup, keeping the replaced one in ``backup_dir``. Raises OperationRefused (workers
+    active, not forced; a backup that does not verify) and StoreError."""
+    _require_backups(store, "a restore")
     backup, db_path, backup_dir = Path(backup), Path(db_path), Path(backup_dir)
     started = time.perf_counter()
     if db_path.exists() and backup.resolve() == db_path.resolve():
         raise OperationRefused(f"{backup} is the queue itself; name a backup of it")
-    verification = verify_backup(backup)
+    verification = await verify_backup(store, backup)
     if not verification.ok:
         raise OperationRefused(
             f"{backup} does not pass the integrity check ({'; '.join(verification.integrity)});"
@@ -353,8 +279,13 @@ async def restore_backup(
     existed = db_path.exists() and db_path.stat().st_size > 0
     if existed:
         try:
-            async with open_queue(db_path, busy_timeout=busy_timeout) as store:
-                active = await store.execute_read(_active_workers, time.time() - stale_after)
+            async with opened(store) as queue:
+                since = time.time() - stale_after
+                active = sorted(
+                    worker.worker_id
+                    for worker in await queue.list_workers()
+                    if worker.last_heartbeat >= since
+                )
         except SchemaError as exc:
             kept, existed = _move_aside(db_path, aside_path, exc), False
     if active and not force:
@@ -363,10 +294,10 @@ async def restore_backup(
             "them first, or restore with --force (their running tasks' results are then "
             "discarded and those tasks run again)"
         )
-    async with open_queue(db_path, busy_timeout=busy_timeout, create=True) as store:
+    async with opened(store, create=True) as queue:
         if existed:
-            kept = (await create_backup(store, aside_path)).path
-        counts: dict[str, int] = await store.execute_read(_restore_into, backup, progress)
+            kept = (await create_backup(queue, aside_path)).path
+        counts = await queue.restore_from(backup, progress=progress)
     if counts != verification.counts:
         raise IntegrityError(
             f"{db_path} holds {counts} after the restore, the backup held "

@@ -24,15 +24,15 @@ A threshold of 0 turns its check off (for ``max_stale_workers``, use a large num
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from taskyard.framework.errors import TaskyardError
+from taskyard.framework.operations import StoreOperations
 from taskyard.ops.database import spill_files
-from taskyard.ops.inspect import QueueStatus, status_of_file
+from taskyard.ops.inspect import QueueStatus, status_of
 from taskyard.ops.units import bytes_text, percent_text, seconds_text
 
 
@@ -181,33 +181,31 @@ def evaluate(
 
 
 async def check_health(
-    path: str | os.PathLike[str],
+    store: StoreOperations,
     thresholds: HealthThresholds | None = None,
     *,
-    busy_timeout: float = 5.0,
+    spills_of: Path | None = None,
 ) -> HealthReport:
-    """Open the queue at ``path`` and judge it. Never raises for a broken queue: that is
-    the ``down`` state, with the error as the reason."""
+    """Open ``store`` (an unopened operations store) and judge it; with ``spills_of``, a
+    queue file, also look for the spill files sqlite-with-fallback left for it. Never
+    raises for a broken queue: that is the ``down`` state, with the error as the
+    reason."""
     thresholds = thresholds or HealthThresholds()
-    path = Path(path)
     try:
-        status = await status_of_file(
-            path,
-            window=thresholds.window,
-            stale_after=thresholds.stale_worker_after,
-            busy_timeout=busy_timeout,
+        status = await status_of(
+            store, window=thresholds.window, stale_after=thresholds.stale_worker_after
         )
     except TaskyardError as exc:
         return HealthReport(
             state=HealthState.DOWN, checks=[Check("database", HealthState.DOWN, str(exc))]
         )
-    report = evaluate(status, thresholds, spill_files(path))
+    report = evaluate(status, thresholds, None if spills_of is None else spill_files(spills_of))
     report.checks.insert(
         0,
         Check(
             "database",
             HealthState.OK,
-            f"{path} answers (schema version "
+            f"{status.database.path} answers (schema version "
             f"{status.database.schema_version}, {status.total} tasks)",
         ),
     )

@@ -1,12 +1,12 @@
 """What the queue holds and how it is doing: the snapshot behind ``taskyard status``,
 ``taskyard metrics`` and ``taskyard health``.
 
-:func:`read_status` reads everything in one read transaction (one consistent picture,
-while workers keep writing) on a plain ``sqlite3`` connection; :func:`queue_status`
-runs it in a :class:`~taskyard.backends.sqlite.SqliteStore`'s thread, and
-:func:`status_of_file` opens the file for it::
+The store reads its figures in one consistent read while workers keep writing
+(:meth:`~taskyard.framework.operations.StoreOperations.queue_figures`);
+:func:`status_from_figures` derives the rates and percentiles, :func:`queue_status`
+does both on an open store, and :func:`status_of` opens the store for it::
 
-    status = await status_of_file("taskyard.db", window=3600)
+    status = await status_of(container.ops_store(), window=3600)
     status.depth["queued"], status.oldest_queued_age, status.window.failure_rate
 
 Definitions:
@@ -28,20 +28,20 @@ Definitions:
 
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from taskyard.backends.sqlite.store import SqliteStore
-from taskyard.framework.models import TaskStatus, from_epoch, iso
-from taskyard.ops.database import file_size, open_queue, wal_path
+from taskyard.framework.models import from_epoch, iso
+from taskyard.framework.operations import (
+    FINISHED,
+    STATUSES,
+    QueueFigures,
+    StorageInfo,
+    StoreOperations,
+)
+from taskyard.ops.database import opened
 
-STATUSES = tuple(str(status) for status in TaskStatus)
-FINISHED = ("completed", "failed", "cancelled")
 PERCENTILES = (50, 95, 99)
 
 
@@ -147,15 +147,8 @@ class WindowStats:
         }
 
 
-@dataclass(frozen=True)
-class DatabaseInfo:
-    path: str
-    size_bytes: int
-    wal_bytes: int
-    schema_version: int
-    page_size: int
-    page_count: int
-    freelist_count: int
+DatabaseInfo = StorageInfo
+"""Where the queue is and how big (the store's :class:`StorageInfo`)."""
 
 
 @dataclass(frozen=True)
@@ -215,159 +208,77 @@ class QueueStatus:
         }
 
 
-def read_status(
-    conn: sqlite3.Connection,
-    path: str | os.PathLike[str],
+def status_from_figures(figures: QueueFigures, *, stale_after: float = 60.0) -> QueueStatus:
+    """The :class:`QueueStatus` the store's figures describe. Pure: no I/O."""
+    now = figures.now
+    depth = dict.fromkeys(STATUSES, 0)
+    for counts in figures.depth_by_type.values():
+        for status, count in counts.items():
+            depth[status] += count
+    finished = dict.fromkeys(FINISHED, 0)
+    for counts in figures.finished_by_type.values():
+        for status, count in counts.items():
+            finished[status] += count
+    workers = []
+    for worker in figures.workers:
+        silent = max(now - worker.last_heartbeat, 0.0)
+        workers.append(
+            WorkerStatus(
+                worker_id=worker.worker_id,
+                hostname=worker.hostname,
+                pid=worker.pid,
+                started_at=worker.started_at,
+                last_heartbeat=worker.last_heartbeat,
+                seconds_since_heartbeat=silent,
+                active=silent <= stale_after,
+                info=worker.info,
+            )
+        )
+    oldest = figures.oldest_due
+    oldest_expiry = figures.oldest_expired_lease
+    return QueueStatus(
+        now=now,
+        database=figures.storage,
+        depth=depth,
+        depth_by_type=dict(sorted(figures.depth_by_type.items())),
+        queued_due=figures.queued_due,
+        queued_delayed=figures.queued_delayed,
+        oldest_queued_age=None if oldest is None else max(now - oldest[1], 0.0),
+        oldest_queued_id=None if oldest is None else oldest[0],
+        waiting_retry=figures.waiting_retry,
+        expired_leases=figures.expired_leases,
+        oldest_expired_lease_age=None if oldest_expiry is None else now - oldest_expiry,
+        window=WindowStats(
+            seconds=figures.window,
+            finished=finished,
+            finished_by_type=dict(sorted(figures.finished_by_type.items())),
+            retried_tasks=figures.retried_tasks,
+            retries=figures.retries,
+            processing=ProcessingTimes.of(figures.processing_seconds),
+        ),
+        workers=workers,
+        stale_after=stale_after,
+    )
+
+
+async def queue_status(
+    store: StoreOperations,
     *,
     window: float = 3600.0,
     stale_after: float = 60.0,
     now: float | None = None,
 ) -> QueueStatus:
-    """The status of the queue on ``conn`` (the file at ``path``), read in one read
-    transaction. Plain function on a sqlite3 connection: run it in the store's thread."""
-    conn.execute("BEGIN")
-    try:
-        return _read(conn, Path(path), window, stale_after, time.time() if now is None else now)
-    finally:
-        if conn.in_transaction:
-            conn.execute("COMMIT")
+    """The status of an open store's queue."""
+    figures = await store.queue_figures(now=time.time() if now is None else now, window=window)
+    return status_from_figures(figures, stale_after=stale_after)
 
 
-def _read(
-    conn: sqlite3.Connection, path: Path, window: float, stale: float, now: float
-) -> QueueStatus:
-    depth = dict.fromkeys(STATUSES, 0)
-    by_type: dict[str, dict[str, int]] = {}
-    for task_type, status, count in conn.execute(
-        "SELECT type, status, COUNT(*) FROM taskyard_tasks GROUP BY type, status"
-    ):
-        depth[status] += count
-        by_type.setdefault(task_type, dict.fromkeys(STATUSES, 0))[status] = count
-
-    due, delayed, waiting_retry = conn.execute(
-        "SELECT COALESCE(SUM(run_after <= ?1), 0), COALESCE(SUM(run_after > ?1), 0),"
-        " COALESCE(SUM(attempts > 0), 0) FROM taskyard_tasks WHERE status = 'queued'",
-        (now,),
-    ).fetchone()
-    oldest = conn.execute(
-        "SELECT id, run_after FROM taskyard_tasks"
-        " WHERE status = 'queued' AND run_after <= ? ORDER BY run_after LIMIT 1",
-        (now,),
-    ).fetchone()
-    expired, oldest_expiry = conn.execute(
-        "SELECT COUNT(*), MIN(lease_expires_at) FROM taskyard_tasks"
-        " WHERE status = 'running' AND lease_expires_at < ?",
-        (now,),
-    ).fetchone()
-
-    since = now - window
-    finished = dict.fromkeys(FINISHED, 0)
-    finished_by_type: dict[str, dict[str, int]] = {}
-    retried = retries = 0
-    for task_type, status, count, retried_here, retries_here in conn.execute(
-        "SELECT type, status, COUNT(*), SUM(attempts > 1), SUM(MAX(attempts - 1, 0))"
-        " FROM taskyard_tasks WHERE finished_at >= ? AND status IN"
-        " ('completed', 'failed', 'cancelled') GROUP BY type, status",
-        (since,),
-    ):
-        finished[status] += count
-        finished_by_type.setdefault(task_type, dict.fromkeys(FINISHED, 0))[status] = count
-        retried += retried_here
-        retries += retries_here
-    durations = [
-        row[0]
-        for row in conn.execute(
-            "SELECT finished_at - started_at FROM taskyard_tasks WHERE finished_at >= ?"
-            " AND status IN ('completed', 'failed') AND started_at IS NOT NULL",
-            (since,),
-        )
-    ]
-
-    workers = []
-    for worker_id, hostname, pid, started_at, heartbeat, info in conn.execute(
-        "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info"
-        " FROM taskyard_workers ORDER BY started_at, worker_id"
-    ):
-        silent = max(now - heartbeat, 0.0)
-        workers.append(
-            WorkerStatus(
-                worker_id=worker_id,
-                hostname=hostname,
-                pid=pid,
-                started_at=started_at,
-                last_heartbeat=heartbeat,
-                seconds_since_heartbeat=silent,
-                active=silent <= stale,
-                info=_json_object(info),
-            )
-        )
-
-    version = conn.execute("SELECT MAX(version) FROM taskyard_schema_version").fetchone()[0]
-    database = DatabaseInfo(
-        path=str(path),
-        size_bytes=file_size(path),
-        wal_bytes=file_size(wal_path(path)),
-        schema_version=int(version or 0),
-        page_size=int(conn.execute("PRAGMA page_size").fetchone()[0]),
-        page_count=int(conn.execute("PRAGMA page_count").fetchone()[0]),
-        freelist_count=int(conn.execute("PRAGMA freelist_count").fetchone()[0]),
-    )
-    return QueueStatus(
-        now=now,
-        database=database,
-        depth=depth,
-        depth_by_type=dict(sorted(by_type.items())),
-        queued_due=due,
-        queued_delayed=delayed,
-        oldest_queued_age=None if oldest is None else max(now - oldest[1], 0.0),
-        oldest_queued_id=None if oldest is None else oldest[0],
-        waiting_retry=waiting_retry,
-        expired_leases=expired,
-        oldest_expired_lease_age=None if oldest_expiry is None else now - oldest_expiry,
-        window=WindowStats(
-            seconds=window,
-            finished=finished,
-            finished_by_type=dict(sorted(finished_by_type.items())),
-            retried_tasks=retried,
-            retries=retries,
-            processing=ProcessingTimes.of(durations),
-        ),
-        workers=workers,
-        stale_after=stale,
-    )
-
-
-def _json_object(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-async def queue_status(
-    store: SqliteStore, *, window: float = 3600.0, stale_after: float = 60.0
-) -> QueueStatus:
-    """The status of an open store's queue, read in the store's thread."""
-    status: QueueStatus = await store.execute_read(
-        _read_status_in_thread, store.path, window, stale_after
-    )
-    return status
-
-
-def _read_status_in_thread(
-    conn: sqlite3.Connection, path: Path, window: float, stale_after: float
-) -> QueueStatus:
-    return read_status(conn, path, window=window, stale_after=stale_after)
-
-
-async def status_of_file(
-    path: str | os.PathLike[str],
+async def status_of(
+    store: StoreOperations,
     *,
     window: float = 3600.0,
     stale_after: float = 60.0,
-    busy_timeout: float = 5.0,
 ) -> QueueStatus:
-    """Open the queue file at ``path``, read its status, close it."""
-    async with open_queue(path, busy_timeout=busy_timeout) as store:
-        return await queue_status(store, window=window, stale_after=stale_after)
+    """Open ``store`` (an unopened one: an operations store), read its status, close it."""
+    async with opened(store) as queue:
+        return await queue_status(queue, window=window, stale_after=stale_after)

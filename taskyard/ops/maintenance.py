@@ -1,26 +1,28 @@
-"""Keeping a queue file in shape: checkpoints, VACUUM, ANALYZE, integrity checks, pruning
-of old tasks and of forgotten workers, and recovery of expired leases.
+"""Keeping a queue in shape: checkpoints, VACUUM, ANALYZE, integrity checks, pruning of
+old tasks and of forgotten workers, and recovery of expired leases.
 
-Every function takes an open :class:`~taskyard.backends.sqlite.SqliteStore` and is safe
-while workers run: they only wait for locks (up to the busy timeout). VACUUM is the
-exception worth knowing: it rewrites the whole file, holds the write lock meanwhile
-(workers' writes wait, and fail after their busy timeout) and needs free disk space
-about the size of the database; run it in a quiet hour.
+Every function takes an open store offering
+:class:`~taskyard.framework.operations.StoreOperations` and is safe while workers run:
+they only wait for locks (up to the busy timeout). Checkpoints and VACUUM need a store
+kept in a file (:attr:`~taskyard.framework.store.Capability.FILE_MAINTENANCE`); other
+stores refuse them with OperationNotSupported. VACUUM is the exception worth knowing:
+it rewrites the whole file, holds the write lock meanwhile (workers' writes wait, and
+fail after their busy timeout) and needs free disk space about the size of the
+database; run it in a quiet hour.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 
-from taskyard.backends.sqlite.store import SqliteStore
 from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.models import TaskRecord, TaskStatus, utcnow
-from taskyard.ops.database import file_size, wal_path
+from taskyard.framework.operations import StoreOperations
+from taskyard.framework.store import Capability
 from taskyard.ops.progress import ProgressCallback, no_progress
 from taskyard.ops.tasks import PurgeResult, purge_tasks
 
@@ -39,7 +41,7 @@ class CheckpointResult:
     wal_bytes_after: int
 
 
-async def checkpoint(store: SqliteStore, mode: str = "passive") -> CheckpointResult:
+async def checkpoint(store: StoreOperations, mode: str = "passive") -> CheckpointResult:
     """Copy the WAL into the database file (``PRAGMA wal_checkpoint``).
 
     ``passive`` copies what it can without waiting; ``full`` waits for writers and
@@ -50,16 +52,17 @@ async def checkpoint(store: SqliteStore, mode: str = "passive") -> CheckpointRes
         raise ConfigurationError(
             f"checkpoint mode {mode!r} is not one of {', '.join(CHECKPOINT_MODES)}"
         )
-    wal = wal_path(store.path)
-    before = file_size(wal)
-
-    def run(conn: sqlite3.Connection) -> tuple[int, int, int]:
-        # the mode is one of four constants, checked above: not user text in the SQL
-        busy, frames, done = conn.execute(f"PRAGMA wal_checkpoint({mode.upper()})").fetchone()
-        return int(busy), int(frames), int(done)
-
-    busy, frames, done = await store.execute_read(run)
-    return CheckpointResult(mode, bool(busy), frames, done, before, file_size(wal))
+    if Capability.FILE_MAINTENANCE not in store.capabilities:
+        raise store.unsupported("checkpoint", "a checkpoint")
+    figures = await store.checkpoint(mode)
+    return CheckpointResult(
+        mode,
+        figures.busy,
+        figures.wal_frames,
+        figures.checkpointed_frames,
+        figures.wal_bytes_before,
+        figures.wal_bytes_after,
+    )
 
 
 @dataclass(frozen=True)
@@ -70,38 +73,22 @@ class VacuumResult:
     checkpoint: CheckpointResult
 
 
-async def vacuum(store: SqliteStore) -> VacuumResult:
+async def vacuum(store: StoreOperations) -> VacuumResult:
     """Rebuild the database file without its free pages, then checkpoint the WAL that
     VACUUM filled (truncating it when no reader is in the way)."""
+    if Capability.FILE_MAINTENANCE not in store.capabilities:
+        raise store.unsupported("vacuum", "a vacuum")
     started = time.perf_counter()
-
-    def pages(conn: sqlite3.Connection) -> int:
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-        count = conn.execute("PRAGMA page_count").fetchone()[0]
-        return int(size) * int(count)
-
-    before = await store.execute_read(pages)
-
-    def run(conn: sqlite3.Connection) -> None:
-        conn.execute("VACUUM")
-
-    await store.execute_read(run)  # outside any transaction, as VACUUM must be
+    before, after = await store.vacuum()
     after_checkpoint = await checkpoint(store, "truncate")
-    after = await store.execute_read(pages)
     logger.info("taskyard: VACUUM took the database from {} to {} bytes", before, after)
     return VacuumResult(before, after, time.perf_counter() - started, after_checkpoint)
 
 
-async def optimize(store: SqliteStore) -> list[str]:
-    """``ANALYZE`` then ``PRAGMA optimize``: fresh statistics for the query planner.
-    Returns what was run."""
-
-    def run(conn: sqlite3.Connection) -> None:
-        conn.execute("ANALYZE")
-        conn.execute("PRAGMA optimize")
-
-    await store.execute_read(run)
-    return ["ANALYZE", "PRAGMA optimize"]
+async def optimize(store: StoreOperations) -> list[str]:
+    """Fresh statistics for the query planner (SQLite: ``ANALYZE`` then ``PRAGMA
+    optimize``). Returns what was run."""
+    return await store.optimize()
 
 
 @dataclass(frozen=True)
@@ -117,44 +104,11 @@ class IntegrityResult:
         return self.sqlite == ["ok"] and not self.taskyard
 
 
-INVARIANTS = {
-    "running tasks without a lease": (
-        "status = 'running' AND (lease_token IS NULL OR lease_expires_at IS NULL)"
-    ),
-    "queued tasks holding a lease": "status = 'queued' AND lease_token IS NOT NULL",
-    "finished tasks without finished_at": (
-        "status IN ('completed', 'failed', 'cancelled') AND finished_at IS NULL"
-    ),
-    "tasks with more attempts than allowed": "attempts > max_attempts",
-    "tasks whose payload is not JSON": "json_valid(payload) = 0",
-}
-
-
-async def integrity_check(store: SqliteStore, *, quick: bool = False) -> IntegrityResult:
-    """SQLite's own check of every page and index (``quick``: without matching indexes
-    to tables, much faster), then taskyard's invariants."""
-
-    def run(conn: sqlite3.Connection) -> IntegrityResult:
-        pragma = "quick_check" if quick else "integrity_check"
-        try:
-            found = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}(100)")]
-        except sqlite3.DatabaseError as exc:  # damaged beyond what the check can walk
-            return IntegrityResult([f"{pragma} stopped: {exc}"], ["not checked"], quick)
-        broken: list[str] = []
-        for name, condition in INVARIANTS.items():
-            # the conditions are the constants above
-            try:
-                count = conn.execute(f"SELECT COUNT(*) FROM taskyard_tasks WHERE {condition}")
-                number = int(count.fetchone()[0])
-            except sqlite3.DatabaseError as exc:
-                broken.append(f"cannot check {name}: {exc}")
-                continue
-            if number:
-                broken.append(f"{number} {name}")
-        return IntegrityResult(found, broken, quick)
-
-    result: IntegrityResult = await store.execute_read(run)
-    return result
+async def integrity_check(store: StoreOperations, *, quick: bool = False) -> IntegrityResult:
+    """The store's own check of every page and index (``quick``: without matching
+    indexes to tables, much faster), then taskyard's invariants."""
+    findings = await store.check_integrity(quick=quick)
+    return IntegrityResult(findings.storage, findings.invariants, quick)
 
 
 @dataclass(frozen=True)
@@ -169,7 +123,7 @@ class PruneResult:
 
 
 async def prune(
-    store: SqliteStore,
+    store: StoreOperations,
     *,
     retention_days: float,
     failed_retention_days: float,
@@ -199,29 +153,13 @@ async def prune(
         now=now,
         progress=progress,
     )
-    cutoff = now - worker_retention_days * DAY
-
-    def silent_workers(conn: sqlite3.Connection) -> list[str]:
-        rows = conn.execute(
-            "SELECT worker_id FROM taskyard_workers WHERE last_heartbeat < ? ORDER BY worker_id",
-            (cutoff,),
-        )
-        return [str(row[0]) for row in rows]
-
-    def forget(conn: sqlite3.Connection) -> list[str]:
-        rows = conn.execute(
-            "DELETE FROM taskyard_workers WHERE last_heartbeat < ? RETURNING worker_id",
-            (cutoff,),
-        )
-        return sorted(str(row[0]) for row in rows)
-
-    workers = (
-        await store.execute_read(silent_workers) if dry_run else (await store.execute_write(forget))
+    workers = await store.forget_workers(
+        silent_since=now - worker_retention_days * DAY, dry_run=dry_run
     )
     return PruneResult(finished, failed, workers, dry_run)
 
 
-async def recover_leases(store: SqliteStore) -> list[TaskRecord]:
+async def recover_leases(store: StoreOperations) -> list[TaskRecord]:
     """Return running tasks whose lease expired to the queue (or to failed, when their
     attempts are spent): what every worker does every few seconds, for when none runs."""
     recovered = await store.recover_expired(now=utcnow())

@@ -42,10 +42,9 @@ From a worker process (:class:`WorkerMetrics`, served by ``taskyard worker
 
 from __future__ import annotations
 
-import os
+import asyncio
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +52,8 @@ from loguru import logger
 
 from taskyard.framework.errors import ConfigurationError, TaskyardError
 from taskyard.framework.models import TaskEvent, TaskStatus
-from taskyard.ops.database import read_connection
-from taskyard.ops.inspect import FINISHED, PERCENTILES, QueueStatus, read_status
+from taskyard.framework.operations import FINISHED, StoreOperations
+from taskyard.ops.inspect import PERCENTILES, QueueStatus, status_of
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -239,20 +238,19 @@ class QueueCollector:
         yield from status_families(status)
 
 
-def file_reader(
-    path: str | os.PathLike[str],
+def store_reader(
+    make_store: Callable[[], StoreOperations],
     *,
     window: float = 3600.0,
     stale_after: float = 60.0,
-    busy_timeout: float = 5.0,
 ) -> Callable[[], QueueStatus]:
-    """Reads the status of the queue at ``path`` on a connection of its own, in the
-    calling thread (a scrape runs in the HTTP server's thread, not the event loop)."""
-    path = Path(path)
+    """Reads the status of the queue on a store of its own (``make_store()`` builds an
+    unopened one, as the container's ``ops_store`` does), opened and closed for each
+    read, in the calling thread (a scrape runs in the HTTP server's thread, not the
+    event loop)."""
 
     def read() -> QueueStatus:
-        with read_connection(path, busy_timeout=busy_timeout) as conn:
-            return read_status(conn, path, window=window, stale_after=stale_after)
+        return asyncio.run(status_of(make_store(), window=window, stale_after=stale_after))
 
     return read
 
@@ -269,7 +267,7 @@ def render(collector: QueueCollector) -> str:
 class WorkerMetrics:
     """Metrics of a worker process, served over HTTP on localhost while it works::
 
-    metrics = WorkerMetrics(manager, db_path="taskyard.db")
+    metrics = WorkerMetrics(manager, queue=container.ops_store)
     port = metrics.serve(9464)
     ...
     metrics.close()
@@ -279,10 +277,9 @@ class WorkerMetrics:
         self,
         manager: TaskEngine,
         *,
-        db_path: str | os.PathLike[str] | None = None,
+        queue: Callable[[], StoreOperations] | None = None,
         window: float = 3600.0,
         stale_after: float = 60.0,
-        busy_timeout: float = 5.0,
     ) -> None:
         client = prometheus()
         self.manager = manager
@@ -313,11 +310,9 @@ class WorkerMetrics:
         )
         concurrency.set_function(lambda: float(self._info("concurrency")))
         self.collector: QueueCollector | None = None
-        if db_path is not None:
+        if queue is not None:
             self.collector = QueueCollector(
-                file_reader(
-                    db_path, window=window, stale_after=stale_after, busy_timeout=busy_timeout
-                )
+                store_reader(queue, window=window, stale_after=stale_after)
             )
             self.registry.register(self.collector)
         self._started: dict[str, float] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -23,15 +23,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-ProgressCallback = Callable[[int, int], None]
-"""``progress(done, total)``: ``total`` 0 when unknown."""
+from taskyard.framework.operations import ProgressCallback, no_progress
+
+__all__ = ["ProgressCallback", "no_progress", "progress_reporter"]
 
 PLAIN_INTERVAL = 1.0
 """Seconds between plain progress lines."""
-
-
-def no_progress(done: int, total: int) -> None:
-    """A progress callback that shows nothing."""
 
 
 @contextlib.contextmanager

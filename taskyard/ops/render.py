@@ -12,9 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from taskyard.framework.models import TaskRecord, from_epoch, iso
+from taskyard.framework.operations import FINISHED, STATUSES
 from taskyard.ops.backup import BackupFile
 from taskyard.ops.health import HealthReport, HealthState
-from taskyard.ops.inspect import FINISHED, STATUSES, QueueStatus
+from taskyard.ops.inspect import QueueStatus
 from taskyard.ops.units import bytes_text, percent_text, seconds_text
 
 

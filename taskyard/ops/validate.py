@@ -19,29 +19,25 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskyard.backends.sqlite import schema
-from taskyard.backends.sqlite.errors import translate
-from taskyard.backends.sqlite.store import SqliteStore, op_add, op_claim, op_finish
-from taskyard.framework.errors import (
-    ConfigurationError,
-    IntegrityError,
-    SchemaError,
-    StoreError,
-    TaskyardError,
+from taskyard.backends.sqlite import SqliteStore
+from taskyard.backends.sqlite.validation import (
+    FAIL,
+    OK,
+    SKIP,
+    WARN,
+    FileReading,
+    check_database_file,
 )
-from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, utcnow
+from taskyard.framework.errors import TaskyardError
+from taskyard.framework.models import TaskStatus
+from taskyard.framework.operations import StoreOperations
 
-__all__ = ["Check", "ValidationReport", "scratch_cycle", "validate_backend", "validate_database"]
-
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-SCRATCH_PREFIX = "taskyard-validate-"
+__all__ = ["Check", "ValidationReport", "validate_backend", "validate_database"]
 
 
 @dataclass
@@ -104,130 +100,27 @@ class ValidationReport:
 # -- the database checks -------------------------------------------------------------------
 
 
-def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """A connection that never creates the file."""
-    try:
-        return sqlite3.connect(
-            f"{path.absolute().as_uri()}?mode=rw",
-            uri=True,
-            timeout=busy_timeout,
-            isolation_level=None,
-        )
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from exc
-
-
-def _check_file(report: ValidationReport, path: Path) -> bool:
-    if not path.exists():
-        report.add("file", FAIL, f"there is no database at {path}; create it: taskyard db init")
-        return False
-    try:
-        schema.check_header(path)
-    except (SchemaError, ConfigurationError, StoreError) as exc:
-        report.add("file", FAIL, str(exc))
-        return False
-    problems = []
-    if not os.access(path, os.R_OK | os.W_OK):
-        problems.append(f"{path} is not readable and writable by this user")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        problems.append(f"its folder {path.parent} is not writable (SQLite keeps its WAL there)")
-    size = path.stat().st_size
-    wal = path.with_name(path.name + "-wal")
-    wal_size = wal.stat().st_size if wal.exists() else 0
-    if problems:
-        report.add("file", FAIL, "; ".join(problems), size=size, wal_size=wal_size)
-        return False
-    report.add("file", OK, f"{size:,} bytes (WAL {wal_size:,} bytes)", size=size, wal_size=wal_size)
-    return True
-
-
-def _check_schema(report: ValidationReport, conn: sqlite3.Connection, path: Path) -> bool:
-    try:
-        version = schema.stored_version(conn, path)
-        if version == 0:
-            report.add(
-                "schema", FAIL, "an empty database, not a taskyard queue yet: taskyard db init"
-            )
-            return False
-        if version < schema.SCHEMA_VERSION:
-            report.add(
-                "schema",
-                FAIL,
-                f"schema version {version}; this taskyard uses {schema.SCHEMA_VERSION}: "
-                "upgrade it with taskyard db init",
-                version=version,
-            )
-            return False
-        schema.check_columns(conn, path)
-    except (SchemaError, sqlite3.Error) as exc:
-        error = translate(exc, path) if isinstance(exc, sqlite3.Error) else exc
-        report.add("schema", FAIL, str(error))
-        return False
-    report.add("schema", OK, f"taskyard queue schema version {version}", version=version)
-    return True
-
-
-def _check_wal(report: ValidationReport, conn: sqlite3.Connection) -> None:
-    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-    if mode == "wal":
-        report.add("wal", OK, "journal_mode = wal", journal_mode=mode)
-    else:
-        report.add(
-            "wal",
-            FAIL,
-            f"journal_mode = {mode}, not wal: readers would block writers and a crash could "
-            "tear a commit; taskyard db init switches it",
-            journal_mode=mode,
-        )
-
-
-def _check_integrity(report: ValidationReport, conn: sqlite3.Connection) -> None:
-    started = time.perf_counter()
-    rows = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
-    seconds = time.perf_counter() - started
-    if rows == ["ok"]:
-        report.add("integrity", OK, f"integrity_check: ok ({seconds * 1000:.0f} ms)")
-    else:
-        report.add(
-            "integrity",
-            FAIL,
-            "integrity_check: "
-            + " ".join("; ".join(rows[:5]).split())
-            + ": restore the latest backup",
-            problems=rows,
-        )
-
-
-def _check_tasks(report: ValidationReport, conn: sqlite3.Connection) -> dict[str, int]:
+def _check_tasks(report: ValidationReport, reading: FileReading) -> dict[str, int]:
     counts = dict.fromkeys((str(status) for status in TaskStatus), 0)
-    for status, count in conn.execute(
-        "SELECT status, COUNT(*) FROM taskyard_tasks GROUP BY status"
-    ):
-        counts[status] = count
-    due = conn.execute(
-        "SELECT COUNT(*) FROM taskyard_tasks WHERE status = 'queued' AND run_after <= ?",
-        (time.time(),),
-    ).fetchone()[0]
+    counts.update(reading.counts)
     counts_text = ", ".join(f"{count} {status}" for status, count in counts.items())
-    report.add("tasks", OK, f"{counts_text}; {due} due now", due=due, **counts)
-    counts["due"] = due
+    report.add("tasks", OK, f"{counts_text}; {reading.due} due now", due=reading.due, **counts)
+    counts["due"] = reading.due
     return counts
 
 
 def _check_workers(
     report: ValidationReport,
-    conn: sqlite3.Connection,
+    reading: FileReading,
     counts: dict[str, int],
     *,
     stale_after: float,
     expect_workers: bool,
 ) -> None:
     now = time.time()
-    rows = conn.execute(
-        "SELECT worker_id, last_heartbeat FROM taskyard_workers ORDER BY worker_id"
-    ).fetchall()
-    alive = [worker for worker, beat in rows if now - beat <= stale_after]
-    stale = [worker for worker, beat in rows if now - beat > stale_after]
+    beats = sorted((worker.worker_id, worker.last_heartbeat) for worker in reading.workers)
+    alive = [worker for worker, beat in beats if now - beat <= stale_after]
+    stale = [worker for worker, beat in beats if now - beat > stale_after]
     data = {"alive": alive, "stale": stale}
     parts = [f"{len(alive)} alive" + (f" ({', '.join(alive)})" if alive else "")]
     if stale:
@@ -249,65 +142,10 @@ def _check_workers(
     report.add("workers", status, "; ".join(parts), **data)
 
 
-def _scratch(conn: sqlite3.Connection) -> dict[str, Any]:
-    """Enqueue, claim and complete a scratch task with the store's own statements, then
-    delete it; raises (the transaction rolls back) if any step misbehaves."""
-    token = uuid.uuid4().hex
-    task_id, task_type = SCRATCH_PREFIX + token, f"taskyard.validate.{token}"
-    now = utcnow()
-    record = TaskRecord(
-        id=task_id,
-        type=task_type,
-        payload={"validate": token},
-        created_at=now,
-        updated_at=now,
-        run_after=now,
-    )
-    if op_add([record])(conn) != [task_id]:
-        raise IntegrityError("the scratch task was not stored")
-    at = now.timestamp()
-    claimed = op_claim(1, at, "taskyard-validate", at + 60, frozenset({task_type}))(conn)
-    if [claimed_record.id for claimed_record in claimed] != [task_id]:
-        raise IntegrityError(f"claiming the scratch task returned {len(claimed)} task(s)")
-    outcome = Outcome(
-        task_id=task_id,
-        lease_token=claimed[0].lease_token or "",
-        status=TaskStatus.COMPLETED,
-        finished_at=utcnow(),
-        result=token,
-        result_json=json.dumps(token),
-    )
-    if op_finish([outcome])(conn) != [True]:
-        raise IntegrityError("completing the scratch task was refused")
-    row = conn.execute(
-        "SELECT status, attempts, result FROM taskyard_tasks WHERE id = ?", (task_id,)
-    ).fetchone()
-    if row is None or row[0] != "completed" or row[1] != 1 or json.loads(row[2]) != token:
-        raise IntegrityError(f"the scratch task reads back as {row!r}")
-    conn.execute("DELETE FROM taskyard_tasks WHERE id = ?", (task_id,))
-    left = conn.execute(
-        "SELECT COUNT(*) FROM taskyard_tasks WHERE id LIKE ?", (SCRATCH_PREFIX + "%",)
-    ).fetchone()[0]
-    if left:
-        raise IntegrityError(f"{left} scratch task(s) left behind")
-    return {"task_id": task_id}
-
-
-async def scratch_cycle(store: SqliteStore) -> dict[str, Any]:
-    """The ``scratch`` check on an open store; returns what it did, raises StoreError."""
-    started = time.perf_counter()
-    done: dict[str, Any] = await store.execute_write(_scratch)
-    done["seconds"] = time.perf_counter() - started
-    return done
-
-
-async def _check_scratch(
-    report: ValidationReport, path: Path, *, busy_timeout: float, synchronous: str
-) -> None:
-    store = SqliteStore(path, synchronous=synchronous, busy_timeout=busy_timeout)
+async def _check_scratch(report: ValidationReport, store: StoreOperations) -> None:
     try:
-        await store.open()
-        done = await scratch_cycle(store)
+        await store.open_existing()
+        done = await store.self_test()
     except TaskyardError as exc:
         report.add("scratch", FAIL, f"enqueue, claim and complete failed: {exc}")
         return
@@ -335,27 +173,14 @@ async def validate_database(
     """Run every check on the queue database at ``path``; never creates it."""
     target = Path(path)
     report = report or ValidationReport(backend=backend, database=str(target))
-    if not _check_file(report, target):
+    reading = check_database_file(report.add, target, busy_timeout=busy_timeout)
+    if reading is None:
         return report
-    try:
-        conn = _connect(target, busy_timeout)
-    except StoreError as exc:
-        report.add("schema", FAIL, str(exc))
-        return report
-    try:
-        if not _check_schema(report, conn, target):
-            return report
-        _check_wal(report, conn)
-        _check_integrity(report, conn)
-        counts = _check_tasks(report, conn)
-        _check_workers(report, conn, counts, stale_after=stale_after, expect_workers=expect_workers)
-    except sqlite3.Error as exc:
-        report.add("database", FAIL, str(translate(exc, target)))
-        return report
-    finally:
-        conn.close()
+    counts = _check_tasks(report, reading)
+    _check_workers(report, reading, counts, stale_after=stale_after, expect_workers=expect_workers)
     if scratch:
-        await _check_scratch(report, target, busy_timeout=busy_timeout, synchronous=synchronous)
+        store = SqliteStore(target, synchronous=synchronous, busy_timeout=busy_timeout)
+        await _check_scratch(report, store)
     else:
         report.add("scratch", SKIP, "not run (--no-scratch)")
     return report

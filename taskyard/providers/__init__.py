@@ -32,6 +32,7 @@ from taskyard.backends.sqlite import QueuedTaskManager, SqliteRunPersistence, Sq
 from taskyard.framework.engine import EngineConfig
 from taskyard.framework.errors import BackendNotAvailable, ConfigurationError, StoreUnavailable
 from taskyard.framework.events import EventBus
+from taskyard.framework.operations import StoreOperations
 from taskyard.framework.orchestrator import TaskOrchestrator
 from taskyard.framework.protocol import TaskManager
 from taskyard.framework.runs import RunRegistry
@@ -106,16 +107,21 @@ def manager_key(task_execution: Mapping[str, Any]) -> str:
     return selector_key(effective_backend(task_execution))
 
 
+def sqlite_store(task_execution: Mapping[str, Any]) -> SqliteStore:
+    """A new, unopened SQLite store on the settings' queue file."""
+    return SqliteStore(
+        task_execution["queue_db_path"],
+        synchronous=str(task_execution["sqlite_synchronous"]),
+        busy_timeout=float(task_execution["sqlite_busy_timeout"]),
+    )
+
+
 def make_store(backend: str, task_execution: Mapping[str, Any]) -> TaskStore:
     """A new, unopened store of ``backend`` as the settings describe it."""
     if backend == "in-memory":
         return InMemoryStore()
     if backend in ("sqlite", "sqlite-with-fallback"):
-        store = SqliteStore(
-            task_execution["queue_db_path"],
-            synchronous=str(task_execution["sqlite_synchronous"]),
-            busy_timeout=float(task_execution["sqlite_busy_timeout"]),
-        )
+        store = sqlite_store(task_execution)
         return FallbackStore(store) if backend == "sqlite-with-fallback" else store
     backend_not_available(backend)
 
@@ -141,14 +147,14 @@ def make_canary_manager(
     )
 
 
-def make_ops_store(task_execution: Mapping[str, Any]) -> TaskStore:
+def make_ops_store(task_execution: Mapping[str, Any]) -> StoreOperations:
     """A new store for the operations tools (export, import, validate, rollback): the
     durable storage the settings select. The SQLite file when the backend or a canary
     uses it (the fallback's memory belongs to its process), else an InMemoryStore:
     nothing durable to work on."""
     names = [effective_backend(task_execution), canary_backend(task_execution) or ""]
     if any(name.startswith("sqlite") for name in names):
-        return make_store("sqlite", task_execution)
+        return sqlite_store(task_execution)
     return InMemoryStore()
 
 

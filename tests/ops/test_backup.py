@@ -9,7 +9,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from taskyard.backends.sqlite import QueuedTaskManager
+from taskyard.backends.sqlite import QueuedTaskManager, SqliteStore
 from taskyard.framework import EngineConfig
 from taskyard.ops.backup import list_backups, verify_backup
 
@@ -62,7 +62,7 @@ def test_create_writes_a_verified_private_self_contained_copy(cli: Cli, queue: Q
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_only(path, "PRAGMA journal_mode") == [("delete",)]  # one file, no WAL
     assert counts(path) == counts(queue.path)
-    assert verify_backup(path).ok
+    assert asyncio.run(verify_backup(SqliteStore(queue.path), path)).ok
     assert "backup ..." in result.stderr and "pages (100%)" in result.stderr  # plain lines
     listed = json.loads(cli.ok("backup", "list", "--json").stdout)
     assert [entry["path"] for entry in listed] == [str(path)]

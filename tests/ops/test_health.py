@@ -143,7 +143,7 @@ def test_the_python_api_gives_the_same_verdict(queue: Queue) -> None:
     queue.add([task("queued", due_ago=HOUR)])
 
     async def judge(thresholds: HealthThresholds) -> tuple[HealthState, int, tuple[str, str]]:
-        report = await check_health(queue.path, thresholds)
+        report = await check_health(SqliteStore(queue.path), thresholds, spills_of=queue.path)
         assert report.status is not None
         store = SqliteStore(queue.path)
         await store.open()

@@ -143,6 +143,7 @@ def init_file(
     finally:
         conn.close()
     return InitFigures(
+        location=str(target),
         created=not existed or before == 0,
         from_version=before,
         to_version=schema.SCHEMA_VERSION,

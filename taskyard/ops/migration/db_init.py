@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
-from taskyard.backends.sqlite import schema
-from taskyard.backends.sqlite.errors import translate
+from taskyard.backends.sqlite.operations import init_file
+from taskyard.framework.operations import InitFigures, StoreOperations
 
 # -- the database --------------------------------------------------------------------------
 
@@ -32,31 +30,24 @@ class InitReport:
         return f"{self.path} is already at schema version {self.to_version}; nothing to do"
 
 
+def report_of(figures: InitFigures) -> InitReport:
+    return InitReport(
+        path=figures.location,
+        created=figures.created,
+        from_version=figures.from_version,
+        to_version=figures.to_version,
+        applied=figures.applied,
+    )
+
+
+async def initialize(store: StoreOperations) -> InitReport:
+    """Create ``store``'s storage, or upgrade it to this taskyard's schema; idempotent.
+    Refuses (SchemaError) storage that is not a taskyard queue, unchanged."""
+    return report_of(await store.initialize())
+
+
 def init_database(
     path: str | os.PathLike[str], *, synchronous: str = "NORMAL", busy_timeout: float = 5.0
 ) -> InitReport:
-    """Create the queue database at ``path``, or upgrade it to this taskyard's schema;
-    idempotent. Refuses (SchemaError) a file that is not a taskyard queue, unchanged."""
-    target = Path(path)
-    existed = target.exists() and target.stat().st_size > 0
-    schema.prepare_file(target)
-    try:
-        conn = sqlite3.connect(target, isolation_level=None, timeout=busy_timeout)
-    except sqlite3.Error as exc:
-        raise translate(exc, target) from exc
-    try:
-        before = schema.stored_version(conn, target)
-        applied = schema.open_queue(
-            conn, target, synchronous=synchronous, busy_timeout=busy_timeout
-        )
-    except sqlite3.Error as exc:
-        raise translate(exc, target) from exc
-    finally:
-        conn.close()
-    return InitReport(
-        path=str(target),
-        created=not existed or before == 0,
-        from_version=before,
-        to_version=schema.SCHEMA_VERSION,
-        applied=applied,
-    )
+    """:func:`initialize` for the SQLite queue file at ``path``, without an event loop."""
+    return report_of(init_file(path, synchronous=synchronous, busy_timeout=busy_timeout))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tempfile
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from taskyard import __version__
-from taskyard.backends.sqlite.store import COLUMNS, SqliteStore, row_to_record
 from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import ExportFileError
 from taskyard.framework.models import (
@@ -25,6 +23,7 @@ from taskyard.framework.models import (
     record_to_json,
     utcnow,
 )
+from taskyard.framework.operations import StoreOperations
 from taskyard.framework.store import TaskStore
 
 EXPORT_FORMAT = "taskyard-export"
@@ -39,22 +38,10 @@ ALL = "all"
 async def read_tasks(
     store: TaskStore, statuses: Collection[TaskStatus] | None = ACTIVE_STATUSES
 ) -> list[TaskRecord]:
-    """The tasks of ``statuses`` (None: all) in scheduling order. On SQLite this is one
-    read, a consistent snapshot even while workers run."""
-    wanted = None if statuses is None else sorted(statuses)
-    if isinstance(store, SqliteStore):
-        sql = f"SELECT {COLUMNS} FROM taskyard_tasks"
-        params: tuple[Any, ...] = ()
-        if wanted is not None:
-            sql += " WHERE status IN (SELECT value FROM json_each(?))"
-            params = (json.dumps([str(status) for status in wanted]),)
-        sql += " ORDER BY seq"
-
-        def run(conn: sqlite3.Connection) -> list[TaskRecord]:
-            return [row_to_record(row) for row in conn.execute(sql, params)]
-
-        return await store.execute_read(run)
-    return await store.snapshot(wanted)
+    """The tasks of ``statuses`` (None: all) in scheduling order: the store's
+    :meth:`~taskyard.framework.store.TaskStore.snapshot` (one read on SQLite, a
+    consistent snapshot even while workers run)."""
+    return await store.snapshot(None if statuses is None else sorted(statuses))
 
 
 # -- export files --------------------------------------------------------------------------
@@ -270,19 +257,11 @@ async def import_records(
 
 
 async def _present(store: TaskStore, ids: Sequence[str]) -> set[str]:
-    """Which of ``ids`` the store holds (one query on SQLite)."""
+    """Which of ``ids`` the store holds (one query where the store offers operations)."""
     if not ids:
         return set()
-    if isinstance(store, SqliteStore):
-
-        def run(conn: sqlite3.Connection) -> set[str]:
-            rows = conn.execute(
-                "SELECT id FROM taskyard_tasks WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(ids)),),
-            )
-            return {row[0] for row in rows}
-
-        return await store.execute_read(run)
+    if isinstance(store, StoreOperations):
+        return await store.present(ids)
     return {task_id for task_id in ids if await store.get(task_id) is not None}
 
 

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import tempfile
 import time
 import tomllib
@@ -20,13 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskyard.backends.sqlite.store import SqliteStore
 from taskyard.framework.errors import ConfigurationError, OperationRefused
 from taskyard.framework.models import (
     ACTIVE_STATUSES,
     iso,
     utcnow,
 )
+from taskyard.framework.operations import StoreOperations
 from taskyard.ops.migration.export_format import UNFINISHED, ExportSummary, read_tasks, write_export
 
 # -- rollback ------------------------------------------------------------------------------
@@ -80,17 +79,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-async def _worker_rows(store: SqliteStore) -> list[tuple[str, str, int, float]]:
-    def run(conn: sqlite3.Connection) -> list[tuple[str, str, int, float]]:
-        return conn.execute(
-            "SELECT worker_id, hostname, pid, last_heartbeat FROM taskyard_workers"
-        ).fetchall()
-
-    return await store.execute_read(run)
-
-
 async def drain_workers(
-    store: SqliteStore,
+    store: StoreOperations,
     *,
     timeout: float,
     stale_after: float,
@@ -108,7 +98,13 @@ async def drain_workers(
     host, me = socket.gethostname(), os.getpid()
     now = time.time()
     waiting: dict[str, int] = {}
-    for worker_id, hostname, pid, beat in await _worker_rows(store):
+    for worker in await store.list_workers():
+        worker_id, hostname, pid, beat = (
+            worker.worker_id,
+            worker.hostname,
+            worker.pid,
+            worker.last_heartbeat,
+        )
         if now - beat > stale_after:
             report.stale.append(worker_id)
         elif hostname != host:
@@ -123,7 +119,7 @@ async def drain_workers(
             report.stale.append(worker_id)
     deadline = time.monotonic() + timeout
     while waiting:
-        present = {row[0] for row in await _worker_rows(store)}
+        present = {worker.worker_id for worker in await store.list_workers()}
         for worker_id in [w for w in waiting if w not in present or not _pid_alive(waiting[w])]:
             report.stopped.append(worker_id)
             del waiting[worker_id]
@@ -248,7 +244,7 @@ def _operator() -> str:
 
 
 async def planned_rollback(
-    store: SqliteStore,
+    store: StoreOperations,
     *,
     to_backend: str,
     from_backend: str,
@@ -259,6 +255,7 @@ async def planned_rollback(
     drain_timeout: float,
     stale_after: float,
     extra_settings: Mapping[str, Any] | None = None,
+    source: str = "",
 ) -> RollbackReport:
     """Drain the workers of ``store`` (see :func:`drain_workers`), export its unfinished
     tasks to ``export_path``, switch ``environment``'s backend to ``to_backend`` in
@@ -267,7 +264,8 @@ async def planned_rollback(
 
     The unfinished tasks stay in the database as they are: they run again once the
     backend is switched back, none lost; the export file is the record of what waited
-    (and can rebuild a lost database with ``taskyard import``)."""
+    (and can rebuild a lost database with ``taskyard import``). ``source`` names the
+    store in the export's header (default: where the store is)."""
     if not reason.strip():
         raise OperationRefused("a rollback needs a reason (--reason)")
     seconds: dict[str, float] = {}
@@ -275,6 +273,7 @@ async def planned_rollback(
     clock = time.perf_counter()
     await store.open()
     try:
+        database = (await store.storage_info()).path
         drain = await drain_workers(store, timeout=drain_timeout, stale_after=stale_after)
         seconds["drain"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -282,7 +281,7 @@ async def planned_rollback(
         if export_path is not None:
             records = await read_tasks(store, ACTIVE_STATUSES)
             summary = write_export(
-                export_path, records, scope=UNFINISHED, source=f"sqlite:{store.path}"
+                export_path, records, scope=UNFINISHED, source=source or database
             )
         seconds["export"] = time.perf_counter() - clock
     finally:
@@ -296,7 +295,7 @@ async def planned_rollback(
         comment=f"{stamp} rollback from {from_backend} to {to_backend} "
         f"(environment {environment}) by {_operator()}: {' '.join(reason.split())}",
     )
-    log = rollback_log_path(store.path)
+    log = rollback_log_path(database)
     seconds["switch"] = time.perf_counter() - clock
     report = RollbackReport(
         at=stamp,
@@ -305,7 +304,7 @@ async def planned_rollback(
         to_backend=to_backend,
         reason=reason,
         by=_operator(),
-        database=str(store.path),
+        database=database,
         settings_file=str(written),
         rollback_log=str(log),
         export=summary,
