@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +15,17 @@ from taskyard.cli.root import (
     cli_state,
     configuration_failure,
     fail,
+    on_queue,
+    ops_config,
+    ops_errors,
+    ops_store,
+    print_json,
 )
-from taskyard.framework.errors import ConfigurationError, TaskyardError
+from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.operations import StoreOperations
+from taskyard.ops.config import OpsConfig
 from taskyard.providers import effective_backend
 from taskyard.settings import (
-    environment_of,
     load_settings,
     settings_as_dict,
 )
@@ -33,43 +37,9 @@ from taskyard.settings import (
 # `rollback`, and its exit status becomes theirs.
 
 
-@dataclass(frozen=True)
-class QueueSettings:
-    """What the migration commands read from the settings."""
-
-    environment: str
-    backend: str
-    canary: str | None
-    db_path: Path
-    synchronous: str
-    busy_timeout: float
-    lease_seconds: float
-    shutdown_timeout: float
-
-    @property
-    def uses_database(self) -> bool:
-        return any(name.startswith("sqlite") for name in (self.backend, self.canary or ""))
-
-
-def queue_settings(ctx: typer.Context) -> QueueSettings:
-    """The migration commands' settings; exits with status 2 when they are bad."""
-    from taskyard.providers import canary_backend
-
-    try:
-        loaded = cli_state(ctx).settings()
-        section = settings_as_dict(loaded)["task_execution"]
-        return QueueSettings(
-            environment=environment_of(loaded),
-            backend=effective_backend(section),
-            canary=canary_backend(section),
-            db_path=Path(section["queue_db_path"]),
-            synchronous=str(section["sqlite_synchronous"]),
-            busy_timeout=float(section["sqlite_busy_timeout"]),
-            lease_seconds=float(section["lease_seconds"]),
-            shutdown_timeout=float(section["shutdown_timeout"]),
-        )
-    except ConfigurationError as exc:
-        raise configuration_failure(exc) from exc
+def queue_settings(ctx: typer.Context) -> OpsConfig:
+    """The migration commands' settings (any backend); exits with status 2 when bad."""
+    return ops_config(ctx, require_file=False)
 
 
 IN_MEMORY_HINT = (
@@ -79,7 +49,7 @@ IN_MEMORY_HINT = (
 )
 
 
-def validation_of(settings: QueueSettings, *, scratch: bool = True) -> Any:
+def validation_of(settings: OpsConfig, *, scratch: bool = True) -> Any:
     """The ValidationReport of what the settings select."""
     from taskyard.ops.validate import validate_backend
 
@@ -101,10 +71,6 @@ def echo_lines(lines: list[str]) -> None:
         typer.echo(line)
 
 
-def echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
 db_app = typer.Typer(help="The queue database: create or upgrade it.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -121,14 +87,12 @@ def db_init(
     from taskyard.ops.migration import init_database
 
     settings = queue_settings(ctx)
-    try:
+    with ops_errors():
         report = init_database(
             settings.db_path,
             synchronous=settings.synchronous,
             busy_timeout=settings.busy_timeout,
         )
-    except TaskyardError as exc:
-        raise fail(str(exc)) from exc
     typer.echo(report.describe())
     if validate:
         checked = validation_of(settings)
@@ -146,8 +110,7 @@ def export_command(
 ) -> None:
     """Write the queue's unfinished tasks (--all: every task) to FILE as versioned JSON
     Lines, readable by `taskyard import`. One consistent read: safe while workers run."""
-    from taskyard.backends.sqlite import SqliteStore
-    from taskyard.ops.migration import export_tasks
+    from taskyard.ops.migration import ExportSummary, export_tasks
 
     settings = queue_settings(ctx)
     if not settings.uses_database:
@@ -155,22 +118,12 @@ def export_command(
     if not settings.db_path.exists():
         raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
 
-    async def run() -> Any:
-        store = SqliteStore(
-            settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout
+    async def run(store: StoreOperations) -> ExportSummary:
+        return await export_tasks(
+            store, file, include_finished=include_finished, source=f"sqlite:{settings.db_path}"
         )
-        await store.open()
-        try:
-            return await export_tasks(
-                store, file, include_finished=include_finished, source=f"sqlite:{store.path}"
-            )
-        finally:
-            await store.close()
 
-    try:
-        summary = asyncio.run(run())
-    except TaskyardError as exc:
-        raise fail(str(exc)) from exc
+    summary = on_queue(ctx, run, require_file=False)
     counts = ", ".join(f"{n} {status}" for status, n in summary.by_status.items()) or "none"
     typer.echo(f"exported {summary.tasks} task(s) ({counts}) to {summary.path}")
 
@@ -187,34 +140,21 @@ def import_command(
     priorities, run_after, attempts and payloads. The whole file is checked first: a
     damaged or foreign file is refused with its line number, and nothing is imported.
     Tasks already present are left alone, so importing twice adds nothing twice."""
-    from taskyard.backends.sqlite import SqliteStore
-    from taskyard.ops.migration import import_records, read_export
+    from taskyard.ops.migration import ImportReport, import_records, read_export
 
     settings = queue_settings(ctx)
     if not settings.uses_database:
         raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
-    try:
+    with ops_errors():
         export = read_export(file)
-    except TaskyardError as exc:
-        raise fail(str(exc)) from exc
 
-    async def run() -> Any:
-        store = SqliteStore(
-            settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout
-        )
-        await store.open()
-        try:
-            return await import_records(store, export.records)
-        finally:
-            await store.close()
+    async def run(store: StoreOperations) -> ImportReport:
+        return await import_records(store, export.records)
 
-    try:
-        report = asyncio.run(run())
-    except TaskyardError as exc:
-        raise fail(f"{exc}; nothing was imported") from exc
+    report = on_queue(ctx, run, create=True, suffix="; nothing was imported", require_file=False)
     checked = validation_of(settings)
     if as_json:
-        echo_json(
+        print_json(
             {"import": {"file": str(file), **report.to_dict()}, "validation": checked.to_dict()}
         )
         raise typer.Exit(checked.exit_code)
@@ -316,9 +256,7 @@ def rollback_command(
     import os
     from dataclasses import replace
 
-    from taskyard.backends.sqlite import SqliteStore
-    from taskyard.ops.migration import planned_rollback, write_rollback_settings
-    from taskyard.providers import effective_backend
+    from taskyard.ops.migration import roll_back
     from taskyard.settings import canonical_backend
 
     state = cli_state(ctx)
@@ -340,81 +278,32 @@ def rollback_command(
             "a planned one"
         )
     written_to = rollback_settings_file(state, settings_file)
-    extra = {"canary_backend": ""} if settings.canary is not None else {}
-    if not settings.uses_database or not settings.db_path.exists():
-        if export_queue_state is not None and settings.uses_database:
+    has_queue = settings.uses_database and settings.db_path.exists()
+    if not has_queue and export_queue_state is not None:
+        if settings.uses_database:
             raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
-        if export_queue_state is not None:
-            raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
-        from taskyard.framework.models import iso, utcnow
-
-        try:
-            write_rollback_settings(
-                written_to,
+        raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
+    store = ops_store(ctx) if has_queue else None
+    with ops_errors():
+        outcome = asyncio.run(
+            roll_back(
+                store,
                 environment=settings.environment,
-                values={"backend": target, **extra},
-                comment=f"{iso(utcnow())} switch from {current} to {target} "
-                f"(environment {settings.environment}): {' '.join(reason.split())}",
+                current=current,
+                canary=settings.canary,
+                target=target,
+                reason=reason,
+                settings_file=written_to,
+                export_path=export_queue_state,
+                drain_timeout=settings.shutdown_timeout + 10
+                if drain_timeout is None
+                else drain_timeout,
+                stale_after=settings.lease_seconds,
+                source=f"sqlite:{settings.db_path}",
             )
-        except TaskyardError as exc:
-            raise fail(str(exc)) from exc
-        if not as_json:
-            typer.echo(f"{written_to}: {settings.environment} now uses {target}")
-        if current == "in-memory" and not as_json:
-            typer.echo(
-                "restart the application: as it stops, it hands its in-memory tasks "
-                "over (stop_and_hand_over, see docs/migration-guide.md)"
-            )
-        report_dict: dict[str, Any] = {"settings_file": str(written_to), "to_backend": target}
-    else:
-        store = SqliteStore(
-            settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout
         )
-        try:
-            report = asyncio.run(
-                planned_rollback(
-                    store,
-                    to_backend=target,
-                    from_backend=current
-                    if settings.canary is None
-                    else f"{current} + canary {settings.canary}",
-                    environment=settings.environment,
-                    reason=reason,
-                    settings_file=written_to,
-                    export_path=export_queue_state,
-                    drain_timeout=settings.shutdown_timeout + 10
-                    if drain_timeout is None
-                    else drain_timeout,
-                    stale_after=settings.lease_seconds,
-                    extra_settings=extra,
-                )
-            )
-        except TaskyardError as exc:
-            raise fail(str(exc)) from exc
-        report_dict = report.to_dict()
-        if not as_json:
-            drain = report.drain
-            typer.echo(
-                f"workers: {len(drain.stopped)} stopped"
-                + (f", {len(drain.stale)} stale" if drain.stale else "")
-            )
-            for worker in drain.still_running:
-                typer.echo(f"warning: worker {worker} did not stop within the drain timeout")
-            for worker in drain.elsewhere:
-                typer.echo(f"warning: worker {worker} runs on another host: stop it there")
-            for worker in drain.applications:
-                typer.echo(
-                    f"note: {worker} runs tasks from the queue but is not a taskyard worker; "
-                    "restart it to apply the switch"
-                )
-            if report.export is not None:
-                counts = ", ".join(f"{n} {s}" for s, n in report.export.by_status.items())
-                typer.echo(
-                    f"exported {report.export.tasks} unfinished task(s) "
-                    f"({counts or 'none'}) to {report.export.path}"
-                )
-            typer.echo(f"{report.settings_file}: {settings.environment} now uses {target}")
-            typer.echo(f"reason recorded in {report.rollback_log}")
+    if not as_json:
+        echo_lines(outcome.lines)
     try:
         reloaded = load_settings(environment=state.environment, settings_files=state.settings_files)
         now_uses = effective_backend(settings_as_dict(reloaded)["task_execution"])
@@ -427,7 +316,7 @@ def rollback_command(
         )
     checked = validation_of(replace(settings, backend=target, canary=None))
     if as_json:
-        echo_json({"rollback": report_dict, "validation": checked.to_dict()})
+        print_json({"rollback": outcome.report, "validation": checked.to_dict()})
     else:
         echo_lines(checked.lines())
     raise typer.Exit(checked.exit_code)

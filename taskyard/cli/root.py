@@ -32,7 +32,7 @@ from taskyard.framework.errors import ConfigurationError, TaskyardError
 from taskyard.framework.operations import StoreOperations
 from taskyard.ops.config import OpsConfig
 from taskyard.ops.database import opened
-from taskyard.providers import Container, effective_backend
+from taskyard.providers import Container, canary_backend, effective_backend
 from taskyard.settings import (
     SECTIONS,
     configure_logging,
@@ -171,11 +171,20 @@ def show_settings(ctx: typer.Context) -> None:
 # configuration (health: 0 ok, 1 degraded, 2 down).
 
 
-def ops_config(ctx: typer.Context) -> OpsConfig:
-    """The operations settings; exits with status 2 when they do not describe a queue file."""
+def ops_config(ctx: typer.Context, *, require_file: bool = True) -> OpsConfig:
+    """The one reading of the settings for the operations commands; exits with status 2
+    when they are bad or (``require_file``) do not describe a queue file."""
     try:
-        data = settings_as_dict(cli_state(ctx).settings())
-        return OpsConfig.from_sections(data, backend=effective_backend(data["task_execution"]))
+        loaded = cli_state(ctx).settings()
+        data = settings_as_dict(loaded)
+        section = data["task_execution"]
+        return OpsConfig.from_sections(
+            data,
+            backend=effective_backend(section),
+            canary=canary_backend(section),
+            environment=environment_of(loaded),
+            require_file=require_file,
+        )
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
 
@@ -207,12 +216,14 @@ def on_queue(
     *,
     create: bool = False,
     suffix: str = "",
+    require_file: bool = True,
 ) -> T:
     """The one way a command opens the queue: the container's ``ops_store`` (exit 2
     when the backend keeps no queue to open from here), opened (created when missing
     only with ``create``), ``await work(store)``, closed; taskyard errors handled by
-    :func:`ops_errors`."""
-    ops_config(ctx)
+    :func:`ops_errors`. Without ``require_file`` the caller has checked the backend."""
+    if require_file:
+        ops_config(ctx)
     store = ops_store(ctx)
 
     async def run() -> T:

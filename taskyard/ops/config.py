@@ -17,9 +17,16 @@ FILE_BACKENDS = ("sqlite", "sqlite-with-fallback")
 
 @dataclass(frozen=True)
 class OpsConfig:
+    """The one reading of the settings behind every operations command."""
+
     db_path: Path
     busy_timeout: float = 5.0
     synchronous: str = "NORMAL"
+    environment: str = ""
+    backend: str = "sqlite"
+    canary: str | None = None
+    lease_seconds: float = 30.0
+    shutdown_timeout: float = 30.0
     thresholds: HealthThresholds = field(default_factory=HealthThresholds)
     retention_days: float = 7.0
     failed_retention_days: float = 30.0
@@ -36,17 +43,33 @@ class OpsConfig:
         return self.thresholds.stale_worker_after
 
     @property
+    def uses_database(self) -> bool:
+        """Whether the backend (or the canary being rolled out) keeps its tasks in the
+        queue file."""
+        return any(name.startswith("sqlite") for name in (self.backend, self.canary or ""))
+
+    @property
     def backups(self) -> Path:
         """The backup folder: ``maintenance.backup_dir``, else ``backups`` next to the
         database."""
         return self.backup_dir or self.db_path.parent / "backups"
 
     @classmethod
-    def from_sections(cls, settings: Mapping[str, Any], *, backend: str) -> OpsConfig:
-        """From the plain settings dict (``settings_as_dict``) and the effective backend.
+    def from_sections(
+        cls,
+        settings: Mapping[str, Any],
+        *,
+        backend: str,
+        canary: str | None = None,
+        environment: str = "",
+        require_file: bool = True,
+    ) -> OpsConfig:
+        """From the plain settings dict (``settings_as_dict``), the effective backend and
+        the canary being rolled out.
 
-        Raises ConfigurationError for a backend whose tasks are not in a SQLite file."""
-        if backend not in FILE_BACKENDS:
+        Raises ConfigurationError, with ``require_file``, for a backend whose tasks are
+        not in a SQLite file."""
+        if require_file and backend not in FILE_BACKENDS:
             if backend == "in-memory":
                 raise ConfigurationError(
                     "task_execution.backend is in-memory: its tasks live inside the process "
@@ -67,6 +90,11 @@ class OpsConfig:
                 db_path=Path(task_execution["queue_db_path"]),
                 busy_timeout=float(task_execution["sqlite_busy_timeout"]),
                 synchronous=str(task_execution["sqlite_synchronous"]),
+                environment=environment,
+                backend=backend,
+                canary=canary,
+                lease_seconds=float(task_execution["lease_seconds"]),
+                shutdown_timeout=float(task_execution["shutdown_timeout"]),
                 thresholds=HealthThresholds(
                     max_oldest_queued_age=float(operations["max_oldest_queued_age"]),
                     max_failure_rate=float(operations["max_failure_rate"]),

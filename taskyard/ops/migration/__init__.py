@@ -52,10 +52,12 @@ from taskyard.ops.migration.in_flight import (
 from taskyard.ops.migration.rollback import (
     ROLLBACK_MARKER,
     DrainReport,
+    RollbackOutcome,
     RollbackReport,
     drain_workers,
     planned_rollback,
     record_rollback,
+    roll_back,
     rollback_log_path,
     write_rollback_settings,
 )
@@ -72,6 +74,7 @@ __all__ = [
     "InitReport",
     "MigrationError",
     "MigrationReport",
+    "RollbackOutcome",
     "RollbackReport",
     "drain_workers",
     "export_tasks",
@@ -84,6 +87,7 @@ __all__ = [
     "read_export",
     "read_tasks",
     "record_rollback",
+    "roll_back",
     "rollback_log_path",
     "stop_and_hand_over",
     "write_export",

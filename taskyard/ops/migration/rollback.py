@@ -313,3 +313,90 @@ async def planned_rollback(
     )
     record_rollback(log, report.to_dict())
     return report
+
+
+@dataclass
+class RollbackOutcome:
+    """What :func:`roll_back` did: ``report`` for machines, ``lines`` for people."""
+
+    report: dict[str, Any]
+    lines: list[str]
+
+
+async def roll_back(
+    store: StoreOperations | None,
+    *,
+    environment: str,
+    current: str,
+    canary: str | None,
+    target: str,
+    reason: str,
+    settings_file: Path,
+    export_path: Path | None = None,
+    drain_timeout: float,
+    stale_after: float,
+    source: str = "",
+) -> RollbackOutcome:
+    """The planned rollback of ``environment`` from ``current`` (with ``canary``, when
+    one is rolled out) to ``target``, switched in ``settings_file``.
+
+    With ``store`` (an unopened store on the queue the settings use), the workers are
+    drained and the unfinished tasks exported first (:func:`planned_rollback`). Without
+    one (no queue to drain: in-memory, or no database yet) only the switch is written,
+    with the reason. Raises OperationRefused (no reason; a settings file taskyard did not
+    write) and StoreError."""
+    if not reason.strip():
+        raise OperationRefused("a rollback needs a reason (--reason): it is recorded with the time")
+    extra: dict[str, Any] = {"canary_backend": ""} if canary is not None else {}
+    lines: list[str] = []
+    if store is None:
+        write_rollback_settings(
+            settings_file,
+            environment=environment,
+            values={"backend": target, **extra},
+            comment=f"{iso(utcnow())} switch from {current} to {target} "
+            f"(environment {environment}): {' '.join(reason.split())}",
+        )
+        lines.append(f"{settings_file}: {environment} now uses {target}")
+        if current == "in-memory":
+            lines.append(
+                "restart the application: as it stops, it hands its in-memory tasks "
+                "over (stop_and_hand_over, see docs/migration-guide.md)"
+            )
+        return RollbackOutcome({"settings_file": str(settings_file), "to_backend": target}, lines)
+    report = await planned_rollback(
+        store,
+        to_backend=target,
+        from_backend=current if canary is None else f"{current} + canary {canary}",
+        environment=environment,
+        reason=reason,
+        settings_file=settings_file,
+        export_path=export_path,
+        drain_timeout=drain_timeout,
+        stale_after=stale_after,
+        extra_settings=extra,
+        source=source,
+    )
+    drain = report.drain
+    lines.append(
+        f"workers: {len(drain.stopped)} stopped"
+        + (f", {len(drain.stale)} stale" if drain.stale else "")
+    )
+    lines += [
+        f"warning: worker {w} did not stop within the drain timeout" for w in drain.still_running
+    ]
+    lines += [f"warning: worker {w} runs on another host: stop it there" for w in drain.elsewhere]
+    lines += [
+        f"note: {w} runs tasks from the queue but is not a taskyard worker; "
+        "restart it to apply the switch"
+        for w in drain.applications
+    ]
+    if report.export is not None:
+        counts = ", ".join(f"{n} {s}" for s, n in report.export.by_status.items())
+        lines.append(
+            f"exported {report.export.tasks} unfinished task(s) "
+            f"({counts or 'none'}) to {report.export.path}"
+        )
+    lines.append(f"{report.settings_file}: {environment} now uses {target}")
+    lines.append(f"reason recorded in {report.rollback_log}")
+    return RollbackOutcome(report.to_dict(), lines)
