@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -27,6 +26,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from taskyard.backends.fallback import FallbackStore
+from taskyard.backends.sqlite.operations import hold_exclusive_lock
+from taskyard.framework.engine import TaskEngine
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import TaskEvent, TaskStatus
 from taskyard.framework.protocol import TaskManager
@@ -279,7 +281,7 @@ async def run_demo(
                 await outage.end()
                 await wait_for_recovery(manager, timeout)
             statuses = [await manager.get_task_status(task_id) for task_id in ids]
-            fallback = getattr(manager, "fallback", None)
+            fallback = _fallback_of(manager)
             stats = dict(vars(fallback.stats)) if fallback is not None else {}
     finally:
         unsubscribe()
@@ -307,15 +309,9 @@ class Outage:
         self._release = threading.Event()
 
     def _hold(self) -> None:
-        conn = sqlite3.connect(self.db, isolation_level=None, timeout=30)
-        try:
-            conn.execute("BEGIN EXCLUSIVE")
-            self._locked.set()
-            self._release.wait(self.seconds)
-            conn.execute("COMMIT")
-        finally:
-            self._locked.set()
-            conn.close()
+        hold_exclusive_lock(
+            self.db, seconds=self.seconds, locked=self._locked, release=self._release
+        )
 
     async def begin(self, console: Console) -> None:
         loop = asyncio.get_running_loop()
@@ -332,9 +328,15 @@ class Outage:
             self._thread = None
 
 
+def _fallback_of(manager: TaskManager) -> FallbackStore | None:
+    """The fallback store a manager runs on, if it does."""
+    store = manager.store if isinstance(manager, TaskEngine) else None
+    return store if isinstance(store, FallbackStore) else None
+
+
 async def wait_for_recovery(manager: TaskManager, timeout: float) -> None:
     """Wait until a fallback manager has moved everything back into SQLite."""
-    fallback = getattr(manager, "fallback", None)
+    fallback = _fallback_of(manager)
     deadline = time.monotonic() + timeout
     while fallback is not None and fallback.degraded and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

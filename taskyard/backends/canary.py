@@ -24,6 +24,7 @@ from datetime import datetime
 from taskyard.framework.engine import EngineConfig, TaskEngine
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus
+from taskyard.framework.operations import ComposedOperations, StoreOperations
 from taskyard.framework.runs import RunRegistry
 from taskyard.framework.store import TaskStore
 
@@ -40,7 +41,7 @@ def routes_to_canary(key: str, share: float) -> bool:
     return int.from_bytes(digest, "big") / _SCALE < share
 
 
-class CanaryStore(TaskStore):
+class CanaryStore(ComposedOperations):
     """A stable store and a canary store behind one :class:`TaskStore`."""
 
     def __init__(self, stable: TaskStore, canary: TaskStore, *, share: float) -> None:
@@ -64,6 +65,9 @@ class CanaryStore(TaskStore):
     @property
     def stores(self) -> tuple[TaskStore, TaskStore]:
         return self.stable, self.canary
+
+    def operation_parts(self) -> Sequence[StoreOperations]:
+        return [store for store in self.stores if isinstance(store, StoreOperations)]
 
     # -- lifecycle -------------------------------------------------------------------------
 

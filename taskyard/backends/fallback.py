@@ -47,8 +47,9 @@ from taskyard.framework.models import (
     record_to_json,
     to_epoch,
 )
+from taskyard.framework.operations import ComposedOperations, StoreOperations
 from taskyard.framework.runs import RunRegistry
-from taskyard.framework.store import Capability, TaskStore
+from taskyard.framework.store import Capability
 
 SPILL_FORMAT = "taskyard-spill"
 SPILL_VERSION = 1
@@ -66,7 +67,7 @@ class FallbackStats:
     imported_from_spill: int = 0
 
 
-class FallbackStore(TaskStore):
+class FallbackStore(ComposedOperations):
     """A :class:`SqliteStore` with an :class:`InMemoryStore` behind it."""
 
     capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
@@ -133,6 +134,12 @@ class FallbackStore(TaskStore):
     def held_in_memory(self) -> int:
         """Unfinished tasks that only memory holds."""
         return sum(1 for record in self.memory.tasks.values() if not record.status.is_terminal)
+
+    async def health_details(self) -> dict[str, object]:
+        return {"held_in_memory": self.held_in_memory}
+
+    def operation_parts(self) -> Sequence[StoreOperations]:
+        return (self.primary, self.memory) if self.primary_open else (self.memory,)
 
     async def health(self) -> tuple[str, str]:
         if not self._open:
@@ -408,7 +415,7 @@ class FallbackStore(TaskStore):
 
     @property
     def primary_open(self) -> bool:
-        return self.primary._db is not None
+        return self.primary.is_open
 
     async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
         recovered = await self.memory.recover_expired(now=now)

@@ -18,8 +18,8 @@ from taskyard.cli.root import (
     setup_logging,
 )
 from taskyard.demo import DEMO_OVERRIDES, Outage, plan_demo, print_report, run_demo
+from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import ConfigurationError
-from taskyard.framework.events import EventBus
 from taskyard.providers import Container
 from taskyard.settings import (
     environment_of,
@@ -109,8 +109,7 @@ def run_demo_command(
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
     console = Console()
-    bus = getattr(manager, "events", None)
-    events = bus if isinstance(bus, EventBus) else container.events()
+    events = manager.events if isinstance(manager, TaskEngine) else container.events()
     result = asyncio.run(
         run_demo(
             manager,

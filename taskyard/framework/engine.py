@@ -514,9 +514,7 @@ class TaskEngine:
             "store": repr(self.store),
             "running_here": len(self._running),
         }
-        held = getattr(self.store, "held_in_memory", None)
-        if held is not None:
-            report["held_in_memory"] = held
+        report.update(await self.store.health_details())
         return report
 
     # -- moving to another store ---------------------------------------------------------------

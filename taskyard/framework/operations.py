@@ -44,6 +44,7 @@ __all__ = [
     "STATUSES",
     "BackupCheck",
     "CheckpointFigures",
+    "ComposedOperations",
     "InitFigures",
     "IntegrityFindings",
     "ProgressCallback",
@@ -52,6 +53,7 @@ __all__ = [
     "StoreOperations",
     "WorkerRecord",
     "figures_from_records",
+    "merge_figures",
     "no_progress",
 ]
 
@@ -258,11 +260,6 @@ class StoreOperations(TaskStore):
     async def storage_info(self) -> StorageInfo:
         """Where the store is and how big (see :class:`StorageInfo`)."""
 
-    async def health_details(self) -> dict[str, Any]:
-        """Figures that explain :meth:`TaskStore.health` (a fallback store: how many
-        tasks it holds in memory). The default has none."""
-        return {}
-
     # -- Capability.FILE_MAINTENANCE --------------------------------------------------------
 
     async def checkpoint(self, mode: str) -> CheckpointFigures:
@@ -370,3 +367,137 @@ def figures_from_records(
         workers=list(workers),
         storage=storage,
     )
+
+
+def merge_figures(parts: Sequence[QueueFigures]) -> QueueFigures:
+    """The figures of several stores taken together (the storage is the first one's)."""
+    first = parts[0]
+    by_type: dict[str, dict[str, int]] = {}
+    finished: dict[str, dict[str, int]] = {}
+    for figures in parts:
+        for task_type, counts in figures.depth_by_type.items():
+            into = by_type.setdefault(task_type, _zeros(STATUSES))
+            for status, count in counts.items():
+                into[status] += count
+        for task_type, counts in figures.finished_by_type.items():
+            into = finished.setdefault(task_type, _zeros(FINISHED))
+            for status, count in counts.items():
+                into[status] += count
+    due = [figures.oldest_due for figures in parts if figures.oldest_due is not None]
+    expiries = [f.oldest_expired_lease for f in parts if f.oldest_expired_lease is not None]
+    return QueueFigures(
+        now=first.now,
+        window=first.window,
+        depth_by_type=by_type,
+        queued_due=sum(f.queued_due for f in parts),
+        queued_delayed=sum(f.queued_delayed for f in parts),
+        waiting_retry=sum(f.waiting_retry for f in parts),
+        oldest_due=min(due, key=lambda pair: pair[1]) if due else None,
+        expired_leases=sum(f.expired_leases for f in parts),
+        oldest_expired_lease=min(expiries) if expiries else None,
+        finished_by_type=finished,
+        retried_tasks=sum(f.retried_tasks for f in parts),
+        retries=sum(f.retries for f in parts),
+        processing_seconds=[s for f in parts for s in f.processing_seconds],
+        workers=[w for f in parts for w in f.workers],
+        storage=first.storage,
+    )
+
+
+class ComposedOperations(StoreOperations):
+    """The store operations of a store made of other stores (the fallback's SQLite and
+    memory, the canary's stable and canary stores): reads add up the parts, a change to
+    one task goes to the part that holds it. Capabilities that only one part has are
+    not offered by the whole."""
+
+    @abc.abstractmethod
+    def operation_parts(self) -> Sequence[StoreOperations]:
+        """The parts to ask now, the durable one first."""
+
+    async def initialize(self) -> InitFigures:
+        results = [await part.initialize() for part in self.operation_parts()]
+        return results[0]
+
+    async def count_tasks(
+        self, *, statuses: Sequence[TaskStatus] | None = None, task_type: str | None = None
+    ) -> int:
+        return sum(
+            [
+                await part.count_tasks(statuses=statuses, task_type=task_type)
+                for part in self.operation_parts()
+            ]
+        )
+
+    async def present(self, ids: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        for part in self.operation_parts():
+            found |= await part.present(ids)
+        return found
+
+    async def queue_figures(self, *, now: float, window: float) -> QueueFigures:
+        return merge_figures(
+            [await part.queue_figures(now=now, window=window) for part in self.operation_parts()]
+        )
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return [worker for part in self.operation_parts() for worker in await part.list_workers()]
+
+    async def retry(self, task_id: str, *, now: float) -> TaskRecord:
+        parts = self.operation_parts()
+        for part in parts:
+            if await part.present([task_id]):
+                return await part.retry(task_id, now=now)
+        return await parts[0].retry(task_id, now=now)  # raises TaskNotFound
+
+    async def count_finished(
+        self, *, statuses: Sequence[TaskStatus], before: float, task_type: str | None = None
+    ) -> int:
+        return sum(
+            [
+                await part.count_finished(statuses=statuses, before=before, task_type=task_type)
+                for part in self.operation_parts()
+            ]
+        )
+
+    async def delete_finished(
+        self,
+        *,
+        statuses: Sequence[TaskStatus],
+        before: float,
+        task_type: str | None = None,
+        limit: int,
+    ) -> int:
+        deleted = 0
+        for part in self.operation_parts():
+            if deleted < limit:
+                deleted += await part.delete_finished(
+                    statuses=statuses, before=before, task_type=task_type, limit=limit - deleted
+                )
+        return deleted
+
+    async def forget_workers(self, *, silent_since: float, dry_run: bool = False) -> list[str]:
+        forgotten: list[str] = []
+        for part in self.operation_parts():
+            forgotten += await part.forget_workers(silent_since=silent_since, dry_run=dry_run)
+        return sorted(forgotten)
+
+    async def self_test(self) -> dict[str, Any]:
+        return await self.operation_parts()[0].self_test()
+
+    async def check_integrity(self, *, quick: bool = False) -> IntegrityFindings:
+        storage: list[str] = []
+        invariants: list[str] = []
+        for part in self.operation_parts():
+            findings = await part.check_integrity(quick=quick)
+            storage += [line for line in findings.storage if line != "ok"]
+            invariants += findings.invariants
+        return IntegrityFindings(storage or ["ok"], invariants)
+
+    async def optimize(self) -> list[str]:
+        done: list[str] = []
+        for part in self.operation_parts():
+            done += [step for step in await part.optimize() if step not in done]
+        return done
+
+    async def storage_info(self) -> StorageInfo:
+        return await self.operation_parts()[0].storage_info()

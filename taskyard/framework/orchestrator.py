@@ -6,6 +6,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
+from taskyard.framework.engine import TaskEngine
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import TaskEvent, TaskStatus
 from taskyard.framework.protocol import TaskManager
@@ -28,9 +29,10 @@ class TaskOrchestrator:
     ) -> None:
         self.task_manager = task_manager
         self.registry = registry
-        bus = events if events is not None else getattr(task_manager, "events", None)
+        if events is None and isinstance(task_manager, TaskEngine):
+            events = task_manager.events
         self._unsubscribe: Callable[[], None] | None = (
-            bus.subscribe(self._on_event) if isinstance(bus, EventBus) else None
+            events.subscribe(self._on_event) if events is not None else None
         )
 
     def close(self) -> None:

@@ -139,6 +139,12 @@ class TaskStore(abc.ABC):
             return "down", str(exc)
         return "ok", ""
 
+    async def health_details(self) -> dict[str, object]:
+        """Figures that explain :meth:`health`, added to the manager's health report (a
+        fallback store: ``held_in_memory``, the unfinished tasks only memory holds). The
+        default has none."""
+        return {}
+
     async def changed_elsewhere(self) -> bool:
         """Whether another process may have written since the last call (cheap).
 

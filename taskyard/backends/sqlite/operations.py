@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -118,6 +119,23 @@ def read_connection(
     except sqlite3.Error as exc:
         raise translate(exc, path) from exc
     finally:
+        conn.close()
+
+
+def hold_exclusive_lock(
+    path: Path, *, seconds: float, locked: threading.Event, release: threading.Event
+) -> None:
+    """Hold an exclusive lock on the database for ``seconds`` (or until ``release`` is
+    set), as a long writer or a stuck process would; sets ``locked`` once it holds it (or
+    failed to). Blocks: run it in a thread. For demonstrations of the fallback."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        release.wait(seconds)
+        conn.execute("COMMIT")
+    finally:
+        locked.set()
         conn.close()
 
 

@@ -477,6 +477,11 @@ class SqliteStore(SqliteOperations):
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path}>"
 
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` connected and :meth:`close` has not closed since."""
+        return self._db is not None
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
