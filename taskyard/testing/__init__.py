@@ -3,7 +3,7 @@ anyone writing one. See :mod:`taskyard.testing.contract` for how a backend joins
 
 import pytest
 
-pytest.register_assert_rewrite("taskyard.testing.contract")
+pytest.register_assert_rewrite("taskyard.testing.contract", "taskyard.testing.operations")
 
 from taskyard.testing.contract import TaskManagerContract  # noqa: E402
 from taskyard.testing.helpers import (  # noqa: E402
@@ -16,6 +16,7 @@ from taskyard.testing.helpers import (  # noqa: E402
     in_memory_backend,
     wait_until,
 )
+from taskyard.testing.operations import StoreOperationsContract  # noqa: E402
 
 __all__ = [
     "BackendFactory",
@@ -23,6 +24,7 @@ __all__ = [
     "EventRecorder",
     "MakeManager",
     "ManagerFactory",
+    "StoreOperationsContract",
     "TaskManagerContract",
     "fast_config",
     "in_memory_backend",

@@ -1,0 +1,209 @@
+"""The store-operations contract: what every :class:`~taskyard.framework.operations.StoreOperations`
+answers, the same way on every store.
+
+A store joins by a fixture named ``ops_store`` that yields an *open*, empty store::
+
+    @pytest.fixture
+    async def ops_store(tmp_path):
+        store = MyStore(...)
+        await store.open()
+        yield store
+        await store.close()
+
+    class TestMyStoreOperations(StoreOperationsContract):
+        pass
+
+Operations behind a capability are checked both ways: done when the store declares the
+capability, refused with OperationNotSupported when it does not.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from taskyard.framework.errors import OperationNotSupported, OperationRefused, TaskNotFound
+from taskyard.framework.models import TaskRecord, TaskStatus, new_task_id
+from taskyard.framework.operations import StoreOperations
+from taskyard.framework.store import Capability
+
+__all__ = ["StoreOperationsContract", "record"]
+
+HOUR = 3600.0
+
+
+def record(
+    status: TaskStatus = TaskStatus.QUEUED,
+    *,
+    task_type: str = "work",
+    due_ago: float = 60.0,
+    finished_ago: float | None = None,
+    attempts: int = 0,
+    lease_expired_ago: float | None = None,
+) -> TaskRecord:
+    """A task as :meth:`TaskStore.import_records` takes it, in ``status``, due
+    ``due_ago`` seconds ago (negative: in the future), finished ``finished_ago`` seconds
+    ago (finished statuses; default one minute)."""
+    now = datetime.now(UTC)
+    finished = None
+    started = None
+    if status.is_terminal:
+        finished = now - timedelta(seconds=60.0 if finished_ago is None else finished_ago)
+        started = finished - timedelta(seconds=2)
+    lease = None if lease_expired_ago is None else now - timedelta(seconds=lease_expired_ago)
+    return TaskRecord(
+        id=new_task_id(),
+        type=task_type,
+        status=status,
+        payload={"n": 1},
+        attempts=attempts,
+        max_attempts=3,
+        created_at=now - timedelta(seconds=abs(due_ago) + 1),
+        updated_at=finished or now,
+        run_after=now - timedelta(seconds=due_ago),
+        started_at=started,
+        finished_at=finished,
+        error="boom" if status is TaskStatus.FAILED else None,
+        lease_token="lease" if lease is not None else None,
+        lease_expires_at=lease,
+        worker_id="w" if lease is not None else None,
+    )
+
+
+class StoreOperationsContract:
+    """Mix into a test class; needs the ``ops_store`` fixture (an open, empty store)."""
+
+    async def test_counts_and_presence_follow_the_filters(self, ops_store: StoreOperations) -> None:
+        kept = [record(), record(task_type="mail"), record(TaskStatus.COMPLETED)]
+        assert await ops_store.import_records(kept) == [True, True, True]
+        assert await ops_store.count_tasks() == 3
+        assert await ops_store.count_tasks(statuses=[TaskStatus.QUEUED]) == 2
+        assert await ops_store.count_tasks(statuses=[TaskStatus.QUEUED], task_type="mail") == 1
+        assert await ops_store.count_tasks(statuses=[TaskStatus.FAILED]) == 0
+        assert await ops_store.present([kept[0].id, "no-such-task"]) == {kept[0].id}
+        assert await ops_store.present([]) == set()
+
+    async def test_snapshot_returns_every_task_of_the_statuses(
+        self, ops_store: StoreOperations
+    ) -> None:
+        tasks = [record(), record(TaskStatus.FAILED), record()]
+        await ops_store.import_records(tasks)
+        queued = await ops_store.snapshot([TaskStatus.QUEUED])
+        assert sorted(task.id for task in queued) == sorted([tasks[0].id, tasks[2].id])
+        assert len(await ops_store.snapshot()) == 3
+
+    async def test_retry_requeues_a_failed_task_and_refuses_others(
+        self, ops_store: StoreOperations
+    ) -> None:
+        failed, queued = record(TaskStatus.FAILED, attempts=3), record()
+        await ops_store.import_records([failed, queued])
+        now = time.time()
+        again = await ops_store.retry(failed.id, now=now)
+        assert again.status is TaskStatus.QUEUED and again.attempts == 0
+        assert again.error is None and again.finished_at is None
+        stored = await ops_store.get(failed.id)
+        assert stored is not None and stored.status is TaskStatus.QUEUED
+        with pytest.raises(OperationRefused, match="only failed or cancelled"):
+            await ops_store.retry(queued.id, now=now)
+        with pytest.raises(TaskNotFound):
+            await ops_store.retry("no-such-task", now=now)
+
+    async def test_finished_tasks_are_counted_and_deleted_in_batches(
+        self, ops_store: StoreOperations
+    ) -> None:
+        old = [record(TaskStatus.COMPLETED, finished_ago=2 * HOUR) for _ in range(5)]
+        recent = record(TaskStatus.COMPLETED, finished_ago=60)
+        other = record(TaskStatus.FAILED, finished_ago=2 * HOUR)
+        await ops_store.import_records([*old, recent, other, record()])
+        cutoff = time.time() - HOUR
+        completed = [TaskStatus.COMPLETED]
+        assert await ops_store.count_finished(statuses=completed, before=cutoff) == 5
+        assert await ops_store.delete_finished(statuses=completed, before=cutoff, limit=3) == 3
+        assert await ops_store.delete_finished(statuses=completed, before=cutoff, limit=3) == 2
+        assert await ops_store.count_finished(statuses=completed, before=cutoff) == 0
+        assert await ops_store.count_tasks() == 3  # the recent, the failed, the queued
+
+    async def test_queue_figures_describe_the_queue(self, ops_store: StoreOperations) -> None:
+        late = record(due_ago=HOUR)
+        await ops_store.import_records(
+            [
+                late,
+                record(due_ago=10, attempts=1),
+                record(due_ago=-HOUR),
+                record(TaskStatus.COMPLETED, attempts=2, task_type="mail"),
+                record(TaskStatus.FAILED, finished_ago=3 * HOUR),
+            ]
+        )
+        figures = await ops_store.queue_figures(now=time.time(), window=HOUR)
+        assert figures.depth_by_type["work"]["queued"] == 3
+        assert figures.depth_by_type["mail"]["completed"] == 1
+        assert (figures.queued_due, figures.queued_delayed, figures.waiting_retry) == (2, 1, 1)
+        assert figures.oldest_due is not None and figures.oldest_due[0] == late.id
+        assert figures.finished_by_type == {"mail": {"completed": 1, "failed": 0, "cancelled": 0}}
+        assert (figures.retried_tasks, figures.retries) == (1, 1)
+        assert [round(seconds) for seconds in figures.processing_seconds] == [2]
+        assert figures.storage.path
+
+    async def test_the_self_test_leaves_no_trace(self, ops_store: StoreOperations) -> None:
+        await ops_store.import_records([record()])
+        done: dict[str, Any] = await ops_store.self_test()
+        assert done["task_id"]
+        assert await ops_store.count_tasks() == 1
+        assert await ops_store.present([done["task_id"]]) == set()
+
+    async def test_a_sound_store_passes_its_integrity_check(
+        self, ops_store: StoreOperations
+    ) -> None:
+        await ops_store.import_records([record(), record(TaskStatus.COMPLETED)])
+        findings = await ops_store.check_integrity()
+        assert findings.storage == ["ok"] and findings.invariants == []
+        assert isinstance(await ops_store.optimize(), list)
+
+    async def test_worker_records_can_be_listed_and_forgotten(
+        self, ops_store: StoreOperations
+    ) -> None:
+        await ops_store.record_worker("w-1", {"hostname": "here", "pid": 1})
+        listed = [worker.worker_id for worker in await ops_store.list_workers()]
+        assert listed in ([], ["w-1"])  # a single-process store keeps none
+        assert await ops_store.forget_workers(silent_since=time.time() - HOUR) == []
+        forgotten = await ops_store.forget_workers(silent_since=time.time() + 1, dry_run=True)
+        assert forgotten == listed
+        assert await ops_store.forget_workers(silent_since=time.time() + 1) == listed
+        assert await ops_store.list_workers() == []
+
+    async def test_file_maintenance_is_done_or_refused_by_capability(
+        self, ops_store: StoreOperations
+    ) -> None:
+        if Capability.FILE_MAINTENANCE in ops_store.capabilities:
+            figures = await ops_store.checkpoint("passive")
+            assert figures.wal_frames >= figures.checkpointed_frames >= 0
+            before, after = await ops_store.vacuum()
+            assert before > 0 and after > 0
+        else:
+            with pytest.raises(OperationNotSupported, match="export and import"):
+                await ops_store.checkpoint("passive")
+            with pytest.raises(OperationNotSupported):
+                await ops_store.vacuum()
+
+    async def test_backups_are_done_or_refused_by_capability(
+        self, ops_store: StoreOperations, tmp_path: Any
+    ) -> None:
+        await ops_store.import_records([record(), record(TaskStatus.COMPLETED)])
+        target = tmp_path / "copy.db"
+        if Capability.FILE_BACKUP not in ops_store.capabilities:
+            with pytest.raises(OperationNotSupported):
+                await ops_store.backup_to(target)
+            with pytest.raises(OperationNotSupported):
+                await ops_store.restore_from(target)
+            return
+        target.touch(mode=0o600)
+        counts, pages = await ops_store.backup_to(target)
+        assert counts["queued"] == 1 and counts["completed"] == 1 and pages > 0
+        check = await ops_store.verify_backup(target)
+        assert check.integrity == ["ok"] and check.counts == counts
+        await ops_store.import_records([record()])
+        assert (await ops_store.restore_from(target))["queued"] == 1
+        assert await ops_store.count_tasks() == 2
