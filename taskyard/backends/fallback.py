@@ -37,6 +37,7 @@ from taskyard.backends.sqlite.store import SqliteStore
 from taskyard.framework.engine import EngineConfig, TaskEngine
 from taskyard.framework.errors import ConfigurationError, StoreError, StoreUnavailable
 from taskyard.framework.events import EventBus
+from taskyard.framework.files import atomic_write
 from taskyard.framework.models import (
     Outcome,
     TaskRecord,
@@ -492,14 +493,7 @@ def _state_dir() -> Path:
 
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text, folder_mode=0o700)
 
 
 # -- JSON forms of outcomes (spill files); records use framework.models' forms ------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.files import atomic_write
 from taskyard.framework.models import TaskStatus, iso, new_task_id, utcnow
 
 
@@ -138,16 +138,7 @@ class JsonFileRunPersistence:
     def save(self, runs: Iterable[Run], changed: Iterable[Run]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": 1, "runs": [run.to_dict() for run in runs]})
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, payload)
 
 
 def owner_tag() -> str:

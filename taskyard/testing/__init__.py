@@ -14,6 +14,7 @@ from taskyard.testing.helpers import (  # noqa: E402
     ManagerFactory,
     fast_config,
     in_memory_backend,
+    poll_until,
     wait_until,
 )
 from taskyard.testing.operations import StoreOperationsContract  # noqa: E402
@@ -28,5 +29,6 @@ __all__ = [
     "TaskManagerContract",
     "fast_config",
     "in_memory_backend",
+    "poll_until",
     "wait_until",
 ]

@@ -164,7 +164,9 @@ async def wait_until(
     interval: float = 0.005,
     message: str = "the condition",
 ) -> None:
-    """Poll ``predicate`` (sync or async) until it is true; AssertionError after ``timeout``."""
+    """The one poll-until helper of the tests: poll ``predicate`` (sync or async) until it
+    is true; AssertionError naming ``message`` after ``timeout`` seconds. Never a sleep
+    as synchronisation: the deadline only bounds a wait for something that happens."""
     deadline = time.monotonic() + timeout
     while True:
         outcome = predicate()
@@ -175,6 +177,22 @@ async def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} did not hold within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def poll_until(
+    predicate: Callable[[], object],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.02,
+    message: str = "the condition",
+) -> None:
+    """:func:`wait_until` for code without an event loop (tests driving subprocesses):
+    blocks between polls."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} did not hold within {timeout} s")
+        time.sleep(interval)
 
 
 class EventRecorder:

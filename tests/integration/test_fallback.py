@@ -3,12 +3,11 @@ file, a full database, a path that cannot be created, a stop while degraded."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import functools
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from taskyard.backends.fallback import FallbackTaskManager
 from taskyard.framework import EngineConfig, RetryPolicy
+from taskyard.testing import wait_until
 
 FAST = EngineConfig(
     concurrency=20,
@@ -38,11 +38,7 @@ class Counting:
         return int(payload["n"])
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        await asyncio.sleep(0.02)
+until = functools.partial(wait_until, timeout=30.0)
 
 
 def stored_statuses(db: Path) -> dict[str, str]:
@@ -121,7 +117,7 @@ async def test_a_lock_held_by_another_process(manager: FallbackTaskManager, db: 
         holder.wait(timeout=30)
         if holder.stdout is not None:
             holder.stdout.close()
-    await until(lambda: not manager.fallback.degraded, what="recovery")
+    await until(lambda: not manager.fallback.degraded, message="recovery")
     await finish_all(manager, before)
     statuses = stored_statuses(db)
     assert all(statuses.get(task_id) == "completed" for task_id in before + during)
@@ -144,7 +140,7 @@ async def test_an_immutable_file_mid_run(
     await finish_all(manager, during)
     chattr(db, False)
     chattr(wal, False)
-    await until(lambda: not manager.fallback.degraded, what="recovery")
+    await until(lambda: not manager.fallback.degraded, message="recovery")
     statuses = stored_statuses(db)
     assert all(statuses.get(task_id) == "completed" for task_id in during)
     assert set(handler.executions.values()) == {1}
@@ -168,7 +164,7 @@ async def test_a_full_database(manager: FallbackTaskManager, db: Path) -> None:
     assert len(held) >= 50
     await finish_all(manager, held)
     await primary.execute_write(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
-    await until(lambda: not manager.fallback.degraded, what="recovery")
+    await until(lambda: not manager.fallback.degraded, message="recovery")
     await finish_all(manager, ids)
     statuses = stored_statuses(db)
     assert all(statuses.get(task_id) == "completed" for task_id in ids)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 
 from taskyard.backends.sqlite import QueuedTaskManager
 from taskyard.framework import EngineConfig
+from taskyard.testing import wait_until
 
 from .worker_app import HANDLERS
 
@@ -145,10 +144,11 @@ async def test_sigkill_mid_task_is_finished_by_another_worker(workers: Workers) 
     victim = workers.start(**lease)
     async with await registered(producer(workers.db)) as manager:
         task_id = await manager.schedule_task("hang_once", {"n": "hostage"})
-        deadline = time.monotonic() + 30
-        while workers.executions()["hostage"] < 1:  # the victim has started it
-            assert time.monotonic() < deadline, "the first worker never started the task"
-            await asyncio.sleep(0.02)
+        await wait_until(  # the victim has started it
+            lambda: workers.executions()["hostage"] >= 1,
+            timeout=30,
+            message="the first worker starting the task",
+        )
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         workers.start(**lease)
@@ -168,10 +168,11 @@ async def test_sigterm_returns_unfinished_work_to_the_queue(
         task_id = await manager.schedule_task(
             "wait_for_release", {"n": "held", "release": str(release)}
         )
-        deadline = time.monotonic() + 30
-        while workers.executions()["held"] < 1:
-            assert time.monotonic() < deadline, "the worker never started the task"
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: workers.executions()["held"] >= 1,
+            timeout=30,
+            message="the worker starting the task",
+        )
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         info = await manager.get_task_status(task_id)

@@ -147,7 +147,7 @@ async def fill(manager: InMemoryTaskManager, handlers: Handlers) -> set[str]:
             == MIX["retry"]
         )
 
-    await until(settled, what="ok, fail and retry tasks settled")
+    await until(settled, message="ok, fail and retry tasks settled")
     await manager.schedule_many(request("later", next(n)) for _ in range(MIX["delayed"]))
     cancelled = await manager.schedule_many(
         request("cancelled", next(n)) for _ in range(MIX["cancelled"])
@@ -159,7 +159,7 @@ async def fill(manager: InMemoryTaskManager, handlers: Handlers) -> set[str]:
     )
     await until(
         lambda: all(manager.tasks[i].status is TaskStatus.RUNNING for i in blocked),
-        what="blocked tasks running",
+        message="blocked tasks running",
     )
     await manager.schedule_many(request("ok", next(n)) for _ in range(QUEUED))
     assert len(manager.tasks) == TOTAL
@@ -204,7 +204,7 @@ async def test_round_trips_lose_duplicate_and_change_nothing(tmp_path: Path) -> 
         await observer.open()
         try:
             await until(
-                lambda: _all_running(observer, blocked), what="blocked tasks running on sqlite"
+                lambda: _all_running(observer, blocked), message="blocked tasks running on sqlite"
             )
             await export_tasks(observer, tmp_path / "hop2.jsonl", include_finished=True)
         finally:
@@ -223,7 +223,7 @@ async def test_round_trips_lose_duplicate_and_change_nothing(tmp_path: Path) -> 
     async with memory2:
         await until(
             lambda: all(memory2.tasks[i].status is TaskStatus.RUNNING for i in blocked),
-            what="blocked tasks running in memory",
+            message="blocked tasks running in memory",
         )
         report3 = await migrate_in_flight(
             memory2,

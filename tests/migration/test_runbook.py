@@ -16,12 +16,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from taskyard.testing import poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +42,8 @@ enabled = false
 """
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting after {timeout} s for {what}")
-        time.sleep(0.02)
+def wait_until(condition: Callable[[], object], what: str) -> None:
+    poll_until(condition, message=what)
 
 
 class App:

@@ -22,6 +22,7 @@ from taskyard.backends.sqlite.store import SqliteStore, op_record_worker
 from taskyard.cli import app
 from taskyard.framework.models import TaskRecord, TaskStatus, new_task_id
 from taskyard.settings import configure_logging, load_settings
+from taskyard.testing import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.ops.worker_app:HANDLERS"
@@ -235,9 +236,4 @@ def workers() -> Iterator[list[Worker]]:
         worker.kill()
 
 
-def wait_until(predicate: Any, *, timeout: float = 60.0, interval: float = 0.02) -> None:
-    """Poll ``predicate`` until it is true; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not reached within {timeout} s: {predicate}"
-        time.sleep(interval)
+wait_until = poll_until  # the subprocess tests poll without an event loop

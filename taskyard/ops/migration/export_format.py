@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from taskyard import __version__
 from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import ExportFileError
+from taskyard.framework.files import atomic_write
 from taskyard.framework.models import (
     ACTIVE_STATUSES,
     TaskRecord,
@@ -95,20 +94,9 @@ def write_export(
 ) -> ExportSummary:
     """Write ``records`` as an export file, atomically (a temporary file renamed into
     place once it is on disk), readable by its owner only."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for line in export_lines(records, scope=scope, source=source):
-                handle.write(line)
-                handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = atomic_write(
+        path, (line + "\n" for line in export_lines(records, scope=scope, source=source))
+    )
     return ExportSummary(str(target), len(records), scope, _by_status(records))
 
 

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import socket
-import tempfile
 import time
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from taskyard.framework.errors import ConfigurationError, OperationRefused
+from taskyard.framework.files import atomic_write
 from taskyard.framework.models import (
     ACTIVE_STATUSES,
     iso,
@@ -201,19 +201,7 @@ def write_rollback_settings(
             for key, value in tables[env][name].items():
                 lines.append(f"{key} = {_toml_value(value)}")
     content = "\n".join(lines) + "\n"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, content, mode=0o644)
 
 
 @dataclass
