@@ -13,7 +13,8 @@ Tests swap parts with the container's own overriding, never by monkeypatching::
     with container.config.task_execution.max_concurrency.override(2): ...
     with container.task_manager.override(providers.Object(fake_manager)): ...
 
-Adding a backend means replacing its entry in :attr:`Container.task_manager`.
+Adding a backend means one more branch in :func:`make_store`; the engine, the manager and
+the operations store follow from it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from typing import Any, NoReturn, Self
 from dependency_injector import containers, providers
 from loguru import logger
 
-from taskyard.backends.canary import CanaryTaskManager
-from taskyard.backends.fallback import FallbackStore, FallbackTaskManager
-from taskyard.backends.memory import InMemoryStore, InMemoryTaskManager
-from taskyard.backends.sqlite import QueuedTaskManager, SqliteRunPersistence, SqliteStore
-from taskyard.framework.engine import EngineConfig
+from taskyard.backends.canary import CanaryStore
+from taskyard.backends.fallback import FallbackStore
+from taskyard.backends.memory import InMemoryStore
+from taskyard.backends.sqlite import SqliteRunPersistence, SqliteStore
+from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import BackendNotAvailable, ConfigurationError, StoreUnavailable
 from taskyard.framework.events import EventBus
 from taskyard.framework.operations import StoreOperations
@@ -49,21 +50,13 @@ __all__ = [
     "backend_not_available",
     "canary_backend",
     "effective_backend",
-    "make_canary_manager",
     "make_handover_store",
     "make_ops_store",
     "make_registry",
+    "make_selected_store",
     "make_store",
-    "manager_key",
     "run_task_manager",
-    "selector_key",
 ]
-
-
-def selector_key(backend: str) -> str:
-    """The entry of :attr:`Container.task_manager` for a backend name:
-    ``sqlite-with-fallback`` -> ``sqlite_with_fallback``."""
-    return backend.replace("-", "_")
 
 
 def backend_not_available(name: str) -> NoReturn:
@@ -99,14 +92,6 @@ def canary_backend(task_execution: Mapping[str, Any]) -> str | None:
     return canary
 
 
-def manager_key(task_execution: Mapping[str, Any]) -> str:
-    """The entry of :attr:`Container.task_manager` the settings select: ``canary`` when
-    a canary backend is set, else the backend's own entry."""
-    if canary_backend(task_execution) is not None:
-        return "canary"
-    return selector_key(effective_backend(task_execution))
-
-
 def sqlite_store(task_execution: Mapping[str, Any]) -> SqliteStore:
     """A new, unopened SQLite store on the settings' queue file."""
     return SqliteStore(
@@ -126,24 +111,19 @@ def make_store(backend: str, task_execution: Mapping[str, Any]) -> TaskStore:
     backend_not_available(backend)
 
 
-def make_canary_manager(
-    config: EngineConfig,
-    task_execution: Mapping[str, Any],
-    *,
-    registry: RunRegistry,
-    events: EventBus,
-) -> CanaryTaskManager:
-    """The engine over a :class:`CanaryStore`: ``canary_share`` of new tasks to the
-    canary backend, the rest to the backend in use."""
+def make_selected_store(task_execution: Mapping[str, Any]) -> TaskStore:
+    """The one route from the settings to a store: the backend's store, or a
+    :class:`CanaryStore` sending ``canary_share`` of new tasks to the canary backend's
+    store and the rest to the backend in use. Raises ConfigurationError
+    (BackendNotAvailable for a backend not built yet)."""
+    stable = make_store(effective_backend(task_execution), task_execution)
     canary = canary_backend(task_execution)
-    assert canary is not None
-    return CanaryTaskManager(
-        config,
-        stable=make_store(effective_backend(task_execution), task_execution),
-        canary=make_store(canary, task_execution),
+    if canary is None:
+        return stable
+    return CanaryStore(
+        stable,
+        make_store(canary, task_execution),
         share=float(task_execution["canary_share"]),
-        registry=registry,
-        events=events,
     )
 
 
@@ -220,10 +200,13 @@ class Container(containers.DeclarativeContainer):
         the :class:`EventBus` and the :class:`RunRegistry` (``runs.*``), singletons.
     ``backend``
         the canonical backend name (``queue`` is ``sqlite``).
+    ``store``
+        the store the settings select (:func:`make_selected_store`: the backend's, or a
+        canary store when ``task_execution.canary_backend`` names a backend being rolled
+        out), a singleton.
     ``task_manager``
-        a Selector on ``backend``, one entry per backend (``in_memory``, ``sqlite``,
-        ``sqlite_with_fallback``, ``postgres``), each a singleton, and ``canary`` when
-        ``task_execution.canary_backend`` names a backend being rolled out.
+        the :class:`~taskyard.framework.engine.TaskEngine` over ``store``, a singleton:
+        one engine for every backend.
     ``ops_store``
         a new store on the selected durable storage, for operations tools.
     ``handover_store``
@@ -242,37 +225,9 @@ class Container(containers.DeclarativeContainer):
     backend = providers.Callable(effective_backend, config.task_execution)
     registry = providers.Singleton(make_registry, config.runs, config.task_execution, backend)
 
-    task_manager = providers.Selector(
-        providers.Callable(manager_key, config.task_execution),
-        in_memory=providers.Singleton(
-            InMemoryTaskManager, engine_config, registry=registry, events=events
-        ),
-        sqlite=providers.Singleton(
-            QueuedTaskManager,
-            engine_config,
-            db_path=config.task_execution.queue_db_path,
-            synchronous=config.task_execution.sqlite_synchronous,
-            busy_timeout=config.task_execution.sqlite_busy_timeout,
-            registry=registry,
-            events=events,
-        ),
-        sqlite_with_fallback=providers.Singleton(
-            FallbackTaskManager,
-            engine_config,
-            db_path=config.task_execution.queue_db_path,
-            synchronous=config.task_execution.sqlite_synchronous,
-            busy_timeout=config.task_execution.sqlite_busy_timeout,
-            registry=registry,
-            events=events,
-        ),
-        postgres=providers.Callable(backend_not_available, "postgres"),
-        canary=providers.Singleton(
-            make_canary_manager,
-            engine_config,
-            config.task_execution,
-            registry=registry,
-            events=events,
-        ),
+    store = providers.Singleton(make_selected_store, config.task_execution)
+    task_manager = providers.Singleton(
+        TaskEngine, store, engine_config, registry=registry, events=events
     )
     ops_store = providers.Factory(make_ops_store, config.task_execution)
     handover_store = providers.Factory(make_handover_store, config.task_execution)

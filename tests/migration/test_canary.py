@@ -109,8 +109,8 @@ def test_the_container_builds_the_canary_from_the_settings(tmp_path: Path) -> No
     )
     container = Container(settings=settings)
     manager = container.task_manager()
-    assert isinstance(manager, CanaryTaskManager)
-    store = manager.canary_store
+    store = manager.store
+    assert isinstance(store, CanaryStore)
     assert isinstance(store.stable, InMemoryStore) and isinstance(store.canary, SqliteStore)
     assert store.share == 0.1 and store.canary.path == tmp_path / "q.db"
     ops = container.ops_store()

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 
-from taskyard.backends.fallback import FallbackTaskManager
-from taskyard.backends.memory import InMemoryTaskManager
-from taskyard.backends.sqlite import QueuedTaskManager
-from taskyard.framework.engine import EngineConfig
+from taskyard.backends.fallback import FallbackStore
+from taskyard.backends.memory import InMemoryStore
+from taskyard.backends.sqlite import SqliteStore
+from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import BackendNotAvailable, ConfigurationError
 from taskyard.framework.events import EventBus
 from taskyard.framework.orchestrator import TaskOrchestrator
@@ -25,7 +25,7 @@ def test_by_default_the_container_builds_the_in_memory_manager() -> None:
     assert container.config.task_execution.backend() == "in-memory"
     assert container.backend() == "in-memory"
     manager = container.task_manager()
-    assert isinstance(manager, InMemoryTaskManager)
+    assert isinstance(manager, TaskEngine) and isinstance(manager.store, InMemoryStore)
     assert container.task_manager() is manager  # one manager per container
 
 
@@ -81,17 +81,17 @@ def test_runs_settings_reach_the_registry(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("backend", "fallback", "manager_type"),
+    ("backend", "fallback", "store_type"),
     [
-        ("sqlite", False, QueuedTaskManager),
-        ("queue", False, QueuedTaskManager),
-        ("sqlite", True, FallbackTaskManager),
-        ("queue", True, FallbackTaskManager),
-        ("sqlite-with-fallback", False, FallbackTaskManager),
+        ("sqlite", False, SqliteStore),
+        ("queue", False, SqliteStore),
+        ("sqlite", True, FallbackStore),
+        ("queue", True, FallbackStore),
+        ("sqlite-with-fallback", False, FallbackStore),
     ],
 )
 def test_the_sqlite_backends_are_selected_by_name_and_fallback_flag(
-    backend: str, fallback: bool, manager_type: type, tmp_path: Path
+    backend: str, fallback: bool, store_type: type, tmp_path: Path
 ) -> None:
     settings = load_settings(
         overrides={
@@ -102,8 +102,11 @@ def test_the_sqlite_backends_are_selected_by_name_and_fallback_flag(
     )
     container = Container(settings=settings)
     manager = container.task_manager()
-    assert type(manager) is manager_type
-    assert Path(manager.db_path) == tmp_path / "q.db"
+    assert type(manager) is TaskEngine  # one engine, over the store the settings select
+    store = manager.store
+    assert type(store) is store_type and container.store() is store
+    sqlite = store.primary if isinstance(store, FallbackStore) else store
+    assert sqlite.path == tmp_path / "q.db"
     assert container.orchestrator().task_manager is manager
     registry = container.registry()
     assert registry is manager.registry  # runs live in the same database
@@ -149,7 +152,7 @@ def test_config_option_overrides_select_the_backend_and_are_undone() -> None:
     with container.config.task_execution.backend.override("postgres"):
         with pytest.raises(BackendNotAvailable):
             container.task_manager()
-    assert isinstance(container.task_manager(), InMemoryTaskManager)
+    assert isinstance(container.task_manager().store, InMemoryStore)
 
 
 def test_config_option_overrides_reach_the_engine_config() -> None:
@@ -168,11 +171,11 @@ def test_the_manager_can_be_replaced_by_a_fake_and_the_orchestrator_receives_it(
     assert orchestrator.registry is container.registry()
 
 
-def test_one_backend_entry_can_be_replaced_by_an_in_memory_manager() -> None:
+def test_the_store_can_be_replaced_by_an_in_memory_one() -> None:
     container = Container(settings=load_settings(overrides={"task_execution.backend": "sqlite"}))
-    stand_in = InMemoryTaskManager(EngineConfig())
-    with container.task_manager.sqlite.override(providers.Object(stand_in)):
-        assert container.orchestrator().task_manager is stand_in
+    stand_in = InMemoryStore()
+    with container.store.override(providers.Object(stand_in)):
+        assert container.orchestrator().task_manager.store is stand_in
 
 
 def test_providers_can_be_overridden_when_the_container_is_built() -> None:
