@@ -14,7 +14,12 @@ from dynaconf import Dynaconf, ValidationError
 
 from taskyard.framework.errors import ConfigurationError
 from taskyard.settings.conversion import SECTIONS
-from taskyard.settings.validators import ENVVAR_PREFIX, VALIDATORS, _upper
+from taskyard.settings.validators import (
+    ENVVAR_PREFIX,
+    VALIDATORS,
+    _upper,
+    required_for_backend,
+)
 
 DEFAULT_SETTINGS_FILE = Path(__file__).with_name("default_settings.toml")
 ENV_SWITCHER = "TASKYARD_ENV"
@@ -85,6 +90,11 @@ def validate(settings: Dynaconf) -> None:
         problems = [message for _, message in exc.details] or [str(exc)]
         raise ConfigurationError(_problems("invalid taskyard settings", problems)) from exc
     _check_unknown_keys(settings)
+    missing = required_for_backend(
+        {str(key).lower(): value for key, value in (settings.get("task_execution") or {}).items()}
+    )
+    if missing:
+        raise ConfigurationError(_problems("invalid taskyard settings", missing))
     for key in _UPPER_CASE_KEYS:  # written in any case, read in one
         settings.set(key, _upper(settings.get(key)))
 

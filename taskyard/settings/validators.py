@@ -128,8 +128,8 @@ VALIDATORS: tuple[Validator, ...] = (
     _rule("task_execution.queue_fallback_enabled", _is_bool, "true or false"),
     _rule(
         "task_execution.postgres_dsn",
-        _is_postgres_url,
-        "a postgresql:// URL",
+        lambda value: value == "" or _is_postgres_url(value),
+        '"" (no PostgreSQL) or a postgresql:// URL',
     ),
     _rule(
         "task_execution.canary_backend",
@@ -192,3 +192,16 @@ VALIDATORS: tuple[Validator, ...] = (
     ),
     _rule("maintenance.keep_backups", _int_at_least(1), "an integer of at least 1"),
 )
+
+
+def required_for_backend(task_execution: Mapping[str, Any]) -> list[str]:
+    """Problems of keys that only the chosen backend needs: ``postgres_dsn`` must be set
+    when the backend (or the canary being rolled out) is postgres."""
+    chosen = {task_execution.get("backend"), task_execution.get("canary_backend")}
+    if "postgres" in chosen and not task_execution.get("postgres_dsn"):
+        return [
+            "task_execution.postgres_dsn is empty, and the postgres backend needs it: set it "
+            "to the server's postgresql:// URL in your settings file or in "
+            f"{ENVVAR_PREFIX}_TASK_EXECUTION__POSTGRES_DSN."
+        ]
+    return []

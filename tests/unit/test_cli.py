@@ -133,7 +133,12 @@ def test_the_outage_demo_needs_a_sqlite_backend(runner: CliRunner) -> None:
 
 def test_the_demo_refuses_a_backend_that_is_not_available(runner: CliRunner) -> None:
     result = runner.invoke(
-        app, ["demo", "--tasks", "20"], env={"TASKYARD_TASK_EXECUTION__BACKEND": "postgres"}
+        app,
+        ["demo", "--tasks", "20"],
+        env={
+            "TASKYARD_TASK_EXECUTION__BACKEND": "postgres",
+            "TASKYARD_TASK_EXECUTION__POSTGRES_DSN": "postgresql://127.0.0.1:5432/test",
+        },
     )
     assert result.exit_code == 2
     assert "not available yet" in result.stderr

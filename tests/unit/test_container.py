@@ -55,6 +55,7 @@ def test_taskyard_env_testing_is_the_test_sessions_environment() -> None:
 
 def test_an_environment_variable_selects_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKYARD_TASK_EXECUTION__BACKEND", "postgres")
+    monkeypatch.setenv("TASKYARD_TASK_EXECUTION__POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
     container = Container()
     assert container.backend() == "postgres"
     with pytest.raises(BackendNotAvailable, match="'postgres' backend"):
@@ -113,7 +114,13 @@ def test_the_sqlite_backends_are_selected_by_name_and_fallback_flag(
 
 
 def test_postgres_is_not_available_yet() -> None:
-    container = Container(settings=load_settings(overrides={"task_execution.backend": "postgres"}))
+    settings = load_settings(
+        overrides={
+            "task_execution.backend": "postgres",
+            "task_execution.postgres_dsn": "postgresql://127.0.0.1:5432/test",
+        }
+    )
+    container = Container(settings=settings)
     assert container.backend() == "postgres"
     with pytest.raises(BackendNotAvailable) as caught:
         container.orchestrator()

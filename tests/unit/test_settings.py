@@ -390,3 +390,21 @@ def test_configure_logging_respects_the_level_and_can_switch_off(tmp_path: Path)
     assert configure_logging({"logging": {"enabled": False}}) == []
     emit_taskyard_warning()
     assert log.read_text(encoding="utf-8") == ""
+
+
+def test_postgres_dsn_is_needed_only_by_the_postgres_backend() -> None:
+    assert load_settings().task_execution.postgres_dsn == ""  # no backend here needs one
+    with pytest.raises(
+        ConfigurationError, match=r"task_execution\.postgres_dsn is empty"
+    ) as caught:
+        load_settings(overrides={"task_execution.backend": "postgres"})
+    assert "TASKYARD_TASK_EXECUTION__POSTGRES_DSN" in str(caught.value)
+    with pytest.raises(ConfigurationError, match="postgres_dsn is empty"):
+        load_settings(overrides={"task_execution.canary_backend": "postgres"})
+    chosen = load_settings(
+        overrides={
+            "task_execution.backend": "postgres",
+            "task_execution.postgres_dsn": "postgresql://db/app",
+        }
+    )
+    assert chosen.task_execution.postgres_dsn == "postgresql://db/app"
