@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from taskyard.backends.fallback import FallbackStore
-from taskyard.backends.sqlite.operations import hold_exclusive_lock
+from taskyard.backends.sqlite.files import hold_exclusive_lock
 from taskyard.framework.engine import TaskEngine
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import TaskEvent, TaskStatus

@@ -15,6 +15,7 @@ from typing import Any
 from taskyard.framework.engine import EngineConfig, TaskEngine
 from taskyard.framework.errors import IntegrityError, OperationRefused, TaskNotFound
 from taskyard.framework.events import EventBus
+from taskyard.framework.figures import figures_from_records
 from taskyard.framework.models import (
     Outcome,
     TaskRecord,
@@ -32,7 +33,6 @@ from taskyard.framework.operations import (
     StorageInfo,
     StoreOperations,
     WorkerRecord,
-    figures_from_records,
 )
 from taskyard.framework.runs import RunRegistry
 

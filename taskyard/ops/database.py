@@ -17,7 +17,7 @@ from typing import Any
 
 from taskyard.backends.fallback import FallbackStore
 from taskyard.backends.sqlite import SqliteStore
-from taskyard.backends.sqlite.operations import companion_files, file_size, wal_path
+from taskyard.backends.sqlite.files import companion_files, file_size, wal_path
 from taskyard.framework.operations import StoreOperations
 
 __all__ = ["companion_files", "file_size", "opened", "spill_files", "wal_path"]

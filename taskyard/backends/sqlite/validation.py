@@ -15,7 +15,7 @@ from typing import Any
 
 from taskyard.backends.sqlite import schema
 from taskyard.backends.sqlite.errors import translate
-from taskyard.backends.sqlite.operations import count_by_status, workers
+from taskyard.backends.sqlite.queries import count_by_status, workers
 from taskyard.framework.errors import ConfigurationError, SchemaError, StoreError
 from taskyard.framework.operations import WorkerRecord
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from taskyard.backends.sqlite.operations import init_file
+from taskyard.backends.sqlite.files import init_file
 from taskyard.framework.operations import InitFigures, StoreOperations
 
 # -- the database --------------------------------------------------------------------------
