@@ -23,6 +23,12 @@ store without it refuses them with :class:`~taskyard.framework.errors.OperationN
   :meth:`~StoreOperations.verify_backup` and :meth:`~StoreOperations.restore_from`
   (online copies of the store to a file and back).
 
+A new store (PostgreSQL, say) joins by deriving from :class:`StoreOperations`,
+implementing its abstract methods with its own queries, declaring the capabilities it
+has (a server database has no FILE_MAINTENANCE or FILE_BACKUP: the defaults refuse those
+for it), and passing :class:`taskyard.testing.operations.StoreOperationsContract` (one
+``ops_store`` fixture). The container's ``ops_store`` then hands it to every command.
+
 :class:`ComposedOperations` answers for a store made of other stores;
 :mod:`taskyard.framework.figures` computes :class:`QueueFigures` in Python, for stores
 that hold their tasks in memory and for composed stores.
