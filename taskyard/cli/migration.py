@@ -189,7 +189,7 @@ def validate_command(
     Exit status 0 when every check passed (warnings allowed), 1 when one failed."""
     report = validation_of(queue_settings(ctx), scratch=scratch)
     if as_json:
-        typer.echo(report.to_json())
+        print_json(report.to_dict())
     else:
         echo_lines(report.lines())
     raise typer.Exit(report.exit_code)

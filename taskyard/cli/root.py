@@ -163,7 +163,7 @@ def show_settings(ctx: typer.Context) -> None:
     dsn = shown["task_execution"].get("postgres_dsn")
     if isinstance(dsn, str):
         shown["task_execution"]["postgres_dsn"] = redact_dsn(dsn)
-    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+    print_json(shown, sort_keys=True)
 
 
 # -- shared by the operations commands ----------------------------------------------------
@@ -237,6 +237,6 @@ def on_queue(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
-def print_json(data: Any) -> None:
-    """The one JSON printer of the commands."""
-    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+def print_json(data: Any, *, sort_keys: bool = False) -> None:
+    """The one JSON printer of the commands: indented, values JSON lacks as text."""
+    typer.echo(json.dumps(data, indent=2, sort_keys=sort_keys, default=str))
