@@ -27,7 +27,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, TracebackType
@@ -38,30 +38,39 @@ from loguru import logger
 from taskyard.framework.errors import (
     InvalidTaskOptions,
     ManagerStateError,
-    PayloadError,
     PermanentFailure,
     Retry,
     StoreError,
+    StoreUnavailable,
     TaskNotFound,
     UnknownTaskType,
 )
 from taskyard.framework.events import EventBus
 from taskyard.framework.models import (
     ACTIVE_STATUSES,
+    EARLIEST_RUN_AFTER,
+    LATEST_RUN_AFTER,
+    MAX_ATTEMPTS_LIMIT,
+    PRIORITY_RANGE,
     Outcome,
     TaskEvent,
     TaskRecord,
     TaskStatus,
     dumps,
     new_task_id,
+    text_problem,
     utcnow,
 )
 from taskyard.framework.protocol import Handler
 from taskyard.framework.retry import RetryPolicy
 from taskyard.framework.runs import Run, RunRegistry, RunStatus, owner_tag
 from taskyard.framework.store import TaskStore
+from taskyard.framework.threads import DaemonThreadPool
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
+
+STOP_WRITE_GRACE = 1.0
+"""Seconds ``stop()`` gives the store, beyond its timeout, to write the last outcomes."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ class _Running:
     record: TaskRecord
     task: asyncio.Task[None]
     stop_reason: str | None = None  # "cancelled", "lease-lost", "shutdown"
+    thread: Future[Any] | None = None  # a sync handler's call, while it runs
 
 
 class _State:
@@ -166,7 +176,8 @@ class TaskEngine:
         self._outcome_ready = asyncio.Event()
         self._intake = asyncio.Event()
         self._intake.set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonThreadPool | None = None
+        self._claim_error: str | None = None  # why the last claim failed, until one works
         self.stats: dict[str, int] = {
             "scheduled": 0,
             "claimed": 0,
@@ -193,9 +204,7 @@ class TaskEngine:
             self._outcome_ready = asyncio.Event()
             self._background = [asyncio.create_task(self._flush_outcomes(), name="taskyard-flush")]
             if self.config.run_worker:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=self.config.concurrency + 4, thread_name_prefix="taskyard"
-                )
+                self._pool = DaemonThreadPool(self.config.concurrency + 4, name="taskyard")
                 self._background += [
                     asyncio.create_task(self._claim_loop(), name="taskyard-claim"),
                     asyncio.create_task(self._heartbeat_loop(), name="taskyard-heartbeat"),
@@ -216,26 +225,36 @@ class TaskEngine:
             if self._state != _State.RUNNING:
                 return
             self._state = _State.STOPPING
-            deadline = self.config.shutdown_timeout if timeout is None else timeout
+            # One deadline for the whole stop: handlers get the timeout, and the writes
+            # that follow get what is left of it plus STOP_WRITE_GRACE, however the
+            # store behaves.
+            deadline = max(self.config.shutdown_timeout if timeout is None else timeout, 0.0)
+            end = time.monotonic() + deadline
+            write_end = end + STOP_WRITE_GRACE
             self._wake.set()
             claim_loop = [t for t in self._background if t.get_name() == "taskyard-claim"]
-            await asyncio.gather(*claim_loop, return_exceptions=True)
-            await self._drain(deadline)
+            if claim_loop:  # it stops at its next turn; a store call in flight is cut short
+                await asyncio.wait(claim_loop, timeout=max(write_end - time.monotonic(), 0))
+                for task in claim_loop:
+                    task.cancel()
+            await self._drain(max(end - time.monotonic(), 0.0))
             self._outcome_ready.set()
             # let the writer finish what it is writing: cancelled mid-write, a batch is lost
             # (bounded: a store that keeps refusing must not make stop() hang)
             flush = [t for t in self._background if t.get_name() == "taskyard-flush"]
-            grace = max(deadline, 1.0)
             if flush:
-                await asyncio.wait(flush, timeout=grace)
+                await asyncio.wait(flush, timeout=max(write_end - time.monotonic(), 0.01))
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             self._background = []
-            await self._flush_pending(give_up_at=time.monotonic() + grace)
+            await self._flush_pending(give_up_at=write_end)
             if self.config.run_worker:
-                with contextlib.suppress(StoreError):
-                    await self.store.forget_worker(self.worker_id)
+                with contextlib.suppress(StoreError, TimeoutError):
+                    await asyncio.wait_for(
+                        self.store.forget_worker(self.worker_id),
+                        max(write_end - time.monotonic(), 0.01),
+                    )
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
@@ -301,6 +320,7 @@ class TaskEngine:
     ) -> None:
         if not isinstance(task_type, str) or not task_type:
             raise InvalidTaskOptions(f"task_type must be a non-empty str, not {task_type!r}")
+        _check_text("task_type", task_type)
         if not callable(handler):
             raise InvalidTaskOptions(f"the handler for {task_type!r} is not callable")
         if timeout is not None and not _positive_number(timeout):
@@ -341,8 +361,15 @@ class TaskEngine:
                 f"no handler is registered for task type {task_type!r} (registered: {known}); "
                 "call register_task first"
             )
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidTaskOptions(f"priority must be an int, not {priority!r}")
+        low, high = PRIORITY_RANGE
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not low <= priority <= high
+        ):
+            raise InvalidTaskOptions(
+                f"priority must be an int from {low} to {high}, not {priority!r}"
+            )
         now = now or utcnow()
         due = _due_time(now, run_after, delay)
         if max_attempts is None:
@@ -350,14 +377,16 @@ class TaskEngine:
         _check_max_attempts(max_attempts)
         if timeout is not None and not _positive_number(timeout):
             raise InvalidTaskOptions(f"timeout must be a positive number, not {timeout!r}")
-        if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise InvalidTaskOptions(f"idempotency_key must be a str, not {idempotency_key!r}")
-        if task_id is not None and (
-            not isinstance(task_id, str) or not task_id or len(task_id) > 200
-        ):
-            raise InvalidTaskOptions(
-                f"task_id must be a non-empty str of at most 200 characters, not {task_id!r}"
-            )
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str):
+                raise InvalidTaskOptions(f"idempotency_key must be a str, not {idempotency_key!r}")
+            _check_text("idempotency_key", idempotency_key)
+        if task_id is not None:
+            if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
+                raise InvalidTaskOptions(
+                    f"task_id must be a non-empty str of at most 200 characters, not {task_id!r}"
+                )
+            _check_text("task_id", task_id)
         if payload is None:
             payload = {}
         payload_json = dumps(payload, what="payload")
@@ -508,6 +537,10 @@ class TaskEngine:
             status, reason = "down", f"the task manager is {self._state}"
         else:
             status, reason = await self.store.health()
+            if self.config.run_worker and not self._claiming():
+                status, reason = "down", "this worker's claim loop has stopped"
+            elif self._claim_error is not None and status == "ok":
+                status, reason = "degraded", f"claiming tasks fails: {self._claim_error}"
         report: dict[str, Any] = {
             "status": status,
             "reason": reason,
@@ -657,8 +690,14 @@ class TaskEngine:
     def _free_slots(self) -> int:
         return self.config.concurrency - len(self._running)
 
+    async def _stopping_soon(self) -> None:
+        while self._state == _State.RUNNING:
+            self._wake.clear()
+            await self._wake.wait()
+
     async def _claim_loop(self) -> None:
         next_due: datetime | None = None
+        failures = 0
         while self._state == _State.RUNNING:
             self._wake.clear()
             want = self._free_slots() + self.config.prefetch - len(self._ready)
@@ -674,10 +713,25 @@ class TaskEngine:
                     )
                     if not claimed:
                         next_due = await self.store.next_due(frozenset(self._handlers))
-                except StoreError as exc:
-                    logger.warning("taskyard: claiming failed ({}); retrying", exc)
-                    await asyncio.sleep(self.config.poll_interval)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Whatever goes wrong, the loop goes on: a worker that stops claiming
+                    # while its heartbeat says it lives would hold up the queue unseen.
+                    failures += 1
+                    self._claim_error = _describe(exc)
+                    if isinstance(exc, StoreError):
+                        logger.warning("taskyard: claiming failed ({}); retrying", exc)
+                    else:
+                        logger.opt(exception=exc).error(
+                            "taskyard: claiming failed unexpectedly ({}); retrying", exc
+                        )
+                    pause = min(self.config.poll_interval * 2 ** min(failures - 1, 6), 5.0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping_soon(), pause)
                     continue
+                failures = 0
+                self._claim_error = None
                 self._ready.update((record.id, record) for record in claimed)
                 self._start_ready()
                 if claimed and len(claimed) == want:
@@ -726,12 +780,34 @@ class TaskEngine:
         except asyncio.CancelledError:
             entry = self._running.get(record.id)
             reason = entry.stop_reason if entry else None
-            if reason == "shutdown":
+            if entry is not None and entry.thread is not None and not entry.thread.done():
+                # A sync handler cannot be interrupted: its thread runs on. Giving the
+                # task back now would let another worker run it beside that thread, so
+                # its lease is left to expire instead (after this process exits, the
+                # thread being a daemon).
+                logger.warning(
+                    "taskyard task {} ({}): its sync handler is still running and is "
+                    "abandoned ({}); the task's lease is left to expire",
+                    record.id,
+                    record.type,
+                    reason or "cancelled",
+                )
+                outcome = None
+            elif reason == "shutdown":
                 outcome = self._outcome(
                     record, TaskStatus.QUEUED, run_after=record.run_after, release=True
                 )
             else:  # cancelled or lease lost: the store already says what happened
                 outcome = None
+        except Exception as exc:  # a bug of the engine's own: the attempt fails, visibly
+            logger.opt(exception=exc).error(
+                "taskyard task {} ({}): the engine failed around the handler",
+                record.id,
+                record.type,
+            )
+            outcome = self._outcome(
+                record, TaskStatus.FAILED, error=f"taskyard failed to run it: {_describe(exc)}"
+            )
         finally:
             self._running.pop(record.id, None)
             if self._state == _State.RUNNING:
@@ -753,10 +829,12 @@ class TaskEngine:
                 if registration.is_async:
                     result = await registration.handler(record.payload)
                 else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(
-                        self._pool, registration.handler, record.payload
-                    )
+                    assert self._pool is not None
+                    call = self._pool.submit(registration.handler, record.payload)
+                    entry = self._running.get(record.id)
+                    if entry is not None:
+                        entry.thread = call
+                    result = await asyncio.wrap_future(call)
         except TimeoutError:
             if not scope.expired():
                 return self._failure(record, "TimeoutError raised by the handler")
@@ -770,9 +848,11 @@ class TaskEngine:
             return self._failure(record, _describe(exc))
         try:
             result_json = dumps(result, what="result")
-        except PayloadError as exc:
+        except Exception as exc:  # PayloadError, or anything a strange object raises
             return self._outcome(
-                record, TaskStatus.FAILED, error=f"the handler's result is not JSON: {exc}"
+                record,
+                TaskStatus.FAILED,
+                error=f"the handler's result cannot be stored: {_describe(exc)}",
             )
         return self._outcome(record, TaskStatus.COMPLETED, result=result, result_json=result_json)
 
@@ -786,6 +866,9 @@ class TaskEngine:
         if delay is None:
             delay = self.config.retry.delay(record.attempts)
         now = utcnow()
+        latest = (LATEST_RUN_AFTER - now).total_seconds()
+        if not math.isfinite(delay) or delay >= latest:  # Retry(delay=1e308)
+            delay = max(latest - 1.0, 0.0)
         return self._outcome(
             record,
             TaskStatus.QUEUED,
@@ -835,7 +918,16 @@ class TaskEngine:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
-                applied = await self.store.finish([outcome for _, outcome in batch])
+                writing = self.store.finish([outcome for _, outcome in batch])
+                if give_up_at is None:
+                    applied = await writing
+                else:
+                    try:
+                        applied = await asyncio.wait_for(
+                            writing, max(give_up_at - time.monotonic(), 0.01)
+                        )
+                    except TimeoutError:
+                        raise StoreUnavailable("the store did not answer in time") from None
             except StoreError as exc:
                 self._outcomes[:0] = batch
                 if give_up_at is not None and time.monotonic() >= give_up_at:
@@ -848,6 +940,8 @@ class TaskEngine:
                     self._outcomes = []
                     return
                 logger.warning("taskyard: recording {} outcome(s) failed ({})", len(batch), exc)
+                if give_up_at is not None:
+                    backoff = min(backoff, max(give_up_at - time.monotonic(), 0.0))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -925,13 +1019,23 @@ class TaskEngine:
             "concurrency": self.config.concurrency,
             "running": len(self._running),
             "task_types": sorted(self._handlers),
+            "claim_error": self._claim_error,
             **self.stats,
         }
+
+    def _claiming(self) -> bool:
+        """Whether the claim loop still runs (a heartbeat must not outlive it)."""
+        return any(
+            not task.done() for task in self._background if task.get_name() == "taskyard-claim"
+        )
 
     async def _heartbeat_loop(self) -> None:
         while True:
             try:
-                await self.store.record_worker(self.worker_id, self.worker_info())
+                if self._claiming():
+                    await self.store.record_worker(self.worker_id, self.worker_info())
+                else:
+                    logger.error("taskyard: the claim loop has stopped; no heartbeat sent")
             except StoreError as exc:
                 logger.warning("taskyard: recording the worker heartbeat failed ({})", exc)
             await asyncio.sleep(self.config.heartbeat)
@@ -1003,8 +1107,30 @@ def _positive_number(value: Any) -> bool:
 
 
 def _check_max_attempts(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidTaskOptions(f"max_attempts must be an int of at least 1, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_ATTEMPTS_LIMIT
+    ):
+        raise InvalidTaskOptions(
+            f"max_attempts must be an int from 1 to {MAX_ATTEMPTS_LIMIT}, not {value!r}"
+        )
+
+
+def _check_text(name: str, value: str) -> None:
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidTaskOptions(f"{name} {problem}; pass valid Unicode text")
+
+
+def _check_due(moment: datetime, given: str) -> datetime:
+    if not EARLIEST_RUN_AFTER <= moment < LATEST_RUN_AFTER:
+        raise InvalidTaskOptions(
+            f"{given} puts the task at {moment.isoformat()}, outside the times taskyard "
+            f"accepts ({EARLIEST_RUN_AFTER.isoformat()} up to, not including, "
+            f"{LATEST_RUN_AFTER.isoformat()})"
+        )
+    return moment
 
 
 def _due_time(
@@ -1020,7 +1146,12 @@ def _due_time(
                 f"run_after {run_after.isoformat()} is naive; pass an aware datetime, "
                 "for instance datetime.now(UTC) + timedelta(minutes=5)"
             )
-        return run_after.astimezone(UTC)
+        given = f"run_after {run_after.isoformat()}"
+        try:
+            moment = run_after.astimezone(UTC)
+        except OverflowError:  # within a day of year 1 or 9999, in its own zone
+            moment = datetime.max.replace(tzinfo=UTC)
+        return _check_due(moment, given)
     if delay is None:
         return now
     if isinstance(delay, timedelta):
@@ -1031,6 +1162,12 @@ def _due_time(
         raise InvalidTaskOptions(f"delay must be seconds or a timedelta, not {delay!r}")
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidTaskOptions(f"delay must be a finite number of seconds >= 0, not {delay!r}")
+    latest = (LATEST_RUN_AFTER - now).total_seconds()
+    if seconds >= latest:
+        raise InvalidTaskOptions(
+            f"delay {delay!r} puts the task at or after {LATEST_RUN_AFTER.isoformat()}, the "
+            "latest time taskyard accepts"
+        )
     return now + timedelta(seconds=seconds)
 
 

@@ -80,18 +80,59 @@ def to_epoch(moment: datetime) -> float:
 
 
 def from_epoch(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    """The aware UTC time of ``seconds``; a value outside what ``datetime`` can hold
+    (written before the API bounded times) reads as the nearest representable time, so
+    one odd row never stops a reader."""
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        return _FAR_PAST if seconds < 0 else _FAR_FUTURE
+
+
+_FAR_PAST = datetime.min.replace(tzinfo=UTC)
+_FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
 
 def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
 
 
+# -- limits: what every store accepts (checked once, here and in the engine) ------------
+
+EARLIEST_RUN_AFTER = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest ``run_after`` accepted (the epoch; anything past runs at once anyway)."""
+LATEST_RUN_AFTER = datetime(2200, 1, 1, tzinfo=UTC)
+"""The latest ``run_after`` accepted: stores keep times as seconds since the epoch in a
+double, which holds every microsecond exactly until about 2242."""
+MAX_NESTING = 100
+"""The deepest a payload or a result may nest lists and dicts."""
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""The largest payload or result, as UTF-8 JSON."""
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+"""``priority`` is a 32-bit signed int, like the column every SQL store gives it."""
+MAX_ATTEMPTS_LIMIT = 2**31 - 1
+"""``max_attempts`` is between 1 and this."""
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as UTF-8 text (a lone surrogate), or None."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"has the character {value[exc.start]!r} at {exc.start}, which UTF-8 cannot encode"
+    return None
+
+
 # -- JSON ----------------------------------------------------------------------------------
 
 
-def _check_exact(value: Any, path: str) -> None:
-    """Refuse anything whose JSON round trip would not give back an equal value."""
+def _check_exact(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse anything whose JSON round trip would not give back an equal value, and
+    anything nested deeper than :data:`MAX_NESTING`."""
     if value is None or isinstance(value, bool | str):
         return
     if isinstance(value, int):
@@ -100,6 +141,8 @@ def _check_exact(value: Any, path: str) -> None:
         if not math.isfinite(value):
             raise PayloadError(f"{path} is {value!r}, which JSON cannot represent")
         return
+    if isinstance(value, dict | list) and depth >= MAX_NESTING:
+        raise PayloadError(f"{path} nests lists and dicts more than {MAX_NESTING} deep; flatten it")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -107,11 +150,11 @@ def _check_exact(value: Any, path: str) -> None:
                     f"{path} has the key {key!r} of type {type(key).__name__}; JSON object "
                     "keys must be str"
                 )
-            _check_exact(item, f"{path}[{key!r}]")
+            _check_exact(item, f"{path}[{key!r}]", depth + 1)
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _check_exact(item, f"{path}[{index}]")
+            _check_exact(item, f"{path}[{index}]", depth + 1)
         return
     raise PayloadError(
         f"{path} is a {type(value).__name__}, which JSON cannot represent exactly; "
@@ -123,11 +166,29 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 
 
 def dumps(value: JSONValue, *, what: str = "payload") -> str:
-    """Encode ``value`` as compact JSON, refusing anything that would not round-trip."""
+    """Encode ``value`` as compact JSON, refusing (PayloadError) anything that would not
+    round-trip exactly, nest deeper than :data:`MAX_NESTING`, exceed
+    :data:`MAX_JSON_BYTES` or hold text UTF-8 cannot encode."""
     if value is None:
         return "null"
     _check_exact(value, what)
-    return _ENCODER.encode(value)
+    try:
+        text = _ENCODER.encode(value)
+    except (ValueError, RecursionError) as exc:  # an int of more digits than str() makes
+        raise PayloadError(f"{what} cannot be encoded as JSON ({exc})") from None
+    size = len(text)
+    if not text.isascii():
+        problem = text_problem(text)
+        if problem is not None:
+            raise PayloadError(f"{what} {problem}; pass valid Unicode text")
+        if size * 4 > MAX_JSON_BYTES:
+            size = len(text.encode("utf-8"))
+    if size > MAX_JSON_BYTES:
+        raise PayloadError(
+            f"{what} is {size} bytes as JSON, more than the {MAX_JSON_BYTES} allowed; "
+            "store large data elsewhere and pass a reference"
+        )
+    return text
 
 
 def loads(text: str | None) -> JSONValue:
