@@ -89,6 +89,7 @@ class FallbackStore(ComposedOperations):
         self._recovery: asyncio.Task[None] | None = None
         self._moving: dict[str, TaskRecord] = {}
         self._deferred: list[Outcome] = []
+        self._refused: dict[str, str] = {}  # task id -> why SQLite refuses it
         self._open = False
         self._recovered = False
         self.spill_dirs: list[Path] = [primary.path.parent, _state_dir()]
@@ -157,17 +158,32 @@ class FallbackStore(ComposedOperations):
             await self.primary.open()
         except (StoreUnavailable, OSError) as exc:
             self._degrade(exc)
-        spilled = self._read_spill()
-        if spilled:
-            await self.memory.import_records(spilled)
-            self.stats.imported_from_spill += len(spilled)
-            logger.info("taskyard: {} task(s) read back from {}", len(spilled), self.spill_path)
-            if not self.degraded:
-                await self._move_to_primary()
-            if not self.memory.tasks:
-                self._remove_spills()
-            else:
-                self._degrade(StoreUnavailable("spilled tasks are waiting for SQLite"))
+        except BaseException:
+            self._open = False
+            raise
+        try:
+            spilled = self._read_spill()
+            if spilled:
+                await self.memory.import_records(spilled)
+                self.stats.imported_from_spill += len(spilled)
+                logger.info(
+                    "taskyard: {} task(s) read back from {}", len(spilled), self.spill_path
+                )
+                if not self.degraded:
+                    try:
+                        await self._move_to_primary()
+                    except StoreError as exc:  # kept in memory; the recovery loop retries
+                        self._degrade(exc)
+                if not self.memory.tasks:
+                    self._remove_spills()
+                else:
+                    self._degrade(StoreUnavailable("spilled tasks are waiting for SQLite"))
+        except BaseException:
+            # never leave SQLite's thread running behind a failed open: the process
+            # could not exit
+            self._open = False
+            await self.primary.close()
+            raise
 
     async def close(self) -> None:
         if not self._open:
@@ -209,7 +225,17 @@ class FallbackStore(ComposedOperations):
                 await self._move_to_primary()
             except StoreError as exc:
                 logger.info("taskyard: SQLite not writable yet ({})", exc)
+                self.reason = str(exc)  # health says what fails now, not what failed first
                 continue
+            if not self._deferred and self.memory.tasks and set(self.memory.tasks) <= set(
+                self._refused
+            ):
+                logger.error(
+                    "taskyard: SQLite takes writes again, but refuses {} task(s) held in "
+                    "memory; they stay there (and in the spill file at stop)",
+                    len(self._refused),
+                )
+                return
             if not self._deferred and not self.memory.tasks:
                 logger.warning("taskyard: SQLite takes writes again; back to normal")
                 self.reason = None
@@ -224,25 +250,71 @@ class FallbackStore(ComposedOperations):
         ids = [
             task_id
             for task_id, record in self.memory.tasks.items()
-            if include_running or record.status is not TaskStatus.RUNNING
+            if (include_running or record.status is not TaskStatus.RUNNING)
+            and task_id not in self._refused
         ]
         if not ids:
             return
-        records = self.memory.detach(ids)
+        records = detached = self.memory.detach(ids)
         self._moving.update((record.id, record) for record in records)
+        stopped: StoreUnavailable | None = None
         try:
             await self.primary.import_records(records)
-        except BaseException:
+        except StoreUnavailable:
             await self.memory.import_records(records)  # keep them; try again later
             raise
+        except StoreError as exc:
+            # One record SQLite refuses must not hold back the others: move them one by
+            # one, and keep only the refused ones in memory.
+            records, stopped = await self._move_one_by_one(records, exc)
+        except BaseException:
+            await self.memory.import_records(records)
+            raise
         finally:
-            for record in records:
+            for record in detached:
                 self._moving.pop(record.id, None)
         self.stats.moved += len(records)
         cancelled = [r for r in records if r.status is TaskStatus.CANCELLED]
         for record in cancelled:  # cancelled while the insert was in flight
             await self.primary.cancel(record.id, now=record.updated_at)
         logger.info("taskyard: moved {} task(s) from memory into SQLite", len(records))
+        if stopped is not None:
+            raise stopped
+
+    async def _move_one_by_one(
+        self, records: list[TaskRecord], first_error: StoreError
+    ) -> tuple[list[TaskRecord], StoreUnavailable | None]:
+        """Import each record alone. Returns those stored, and the StoreUnavailable that
+        stopped the walk (if SQLite stopped taking writes meanwhile); everything not
+        stored goes back to memory, and a record SQLite refuses for itself is logged,
+        named in ``reason`` and not tried again by this process."""
+        moved: list[TaskRecord] = []
+        back: list[TaskRecord] = []
+        stopped: StoreUnavailable | None = None
+        for record in records:
+            if stopped is not None:
+                back.append(record)
+                continue
+            try:
+                await self.primary.import_records([record])
+            except StoreUnavailable as error:
+                stopped = error
+                back.append(record)
+            except StoreError as error:
+                back.append(record)
+                self._refused[record.id] = str(error)
+                logger.error("taskyard task {}: SQLite refuses it ({})", record.id, error)
+            else:
+                moved.append(record)
+        if back:
+            await self.memory.import_records(back)
+        if self._refused:
+            task_id, why = next(iter(self._refused.items()))
+            self.reason = (
+                f"SQLite refuses {len(self._refused)} task(s) held in memory, for instance "
+                f"{task_id}: {why} (first error: {first_error})"
+            )
+        return moved, stopped
 
     async def _apply_deferred(self) -> None:
         if not self._deferred:

@@ -4,6 +4,7 @@ from taskyard.framework.engine import EngineConfig, TaskEngine
 from taskyard.framework.errors import (
     BackendNotAvailable,
     ConfigurationError,
+    DatabaseMoved,
     ExportFileError,
     ForeignDatabase,
     IntegrityError,
@@ -46,6 +47,7 @@ __all__ = [
     "BackendNotAvailable",
     "Capability",
     "ConfigurationError",
+    "DatabaseMoved",
     "EngineConfig",
     "EventBus",
     "ExportFileError",

@@ -18,7 +18,8 @@ each class's docstring is its default message::
     ├── MigrationError                a move between stores failed; the tasks stayed where they were
     └── StoreError                    the storage failed (driver errors are translated to these)
         ├── StoreUnavailable          cannot be reached or written now (locked, I/O, read-only)
-        │   └── StoreFull             the database or the disk is full
+        │   ├── StoreFull             the database or the disk is full
+        │   └── DatabaseMoved         the file was deleted, renamed or replaced under us
         ├── SchemaError               the database file cannot be used as a taskyard queue
         │   ├── NotADatabase          the file is not a SQLite database at all
         │   ├── ForeignDatabase       a SQLite database that is not a taskyard queue
@@ -117,6 +118,13 @@ class StoreUnavailable(StoreError):
 
 class StoreFull(StoreUnavailable):
     """The database or the disk is full; free space or raise the size limit."""
+
+
+class DatabaseMoved(StoreUnavailable):
+    """The queue's database file is not where it was opened (deleted, renamed or replaced
+    while in use), or its -wal/-shm files remain without it. Writes are refused so that
+    nothing accepted goes into a file that no longer has a name: put the database file
+    (and its -wal) back at its path, or restart once it is restored."""
 
 
 class SchemaError(StoreError):

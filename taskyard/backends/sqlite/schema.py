@@ -18,6 +18,7 @@ from pathlib import Path
 
 from taskyard.framework.errors import (
     ConfigurationError,
+    DatabaseMoved,
     ForeignDatabase,
     NotADatabase,
     SchemaMismatch,
@@ -64,6 +65,11 @@ EXPECTED_COLUMNS = {
 }  # fmt: skip
 
 
+def journal_path(path: Path, suffix: str) -> Path:
+    """The ``-wal`` or ``-shm`` file SQLite keeps next to ``path``."""
+    return path.with_name(path.name + suffix)
+
+
 def prepare_file(path: Path) -> None:
     """Create the parent folder and an empty owner-only file when missing; refuse a file
     that is not SQLite before SQLite touches it."""
@@ -74,6 +80,18 @@ def prepare_file(path: Path) -> None:
             f"cannot create the folder {path.parent} for the queue database ({exc}); "
             "create it or point task_execution.queue_db_path elsewhere"
         ) from exc
+    if not path.exists():
+        orphans = [p.name for p in (journal_path(path, "-wal"), journal_path(path, "-shm"))]
+        orphans = [name for name in orphans if (path.parent / name).exists()]
+        if orphans:
+            # The database was renamed or deleted while in use: its last writes may live
+            # only in that -wal, which a fresh database here would truncate.
+            raise DatabaseMoved(
+                f"{path} does not exist but {' and '.join(orphans)} next to it do: the "
+                "database was moved or deleted while in use, and its latest writes may "
+                f"be in {orphans[0]}. Put the database file back at {path} (or, to start "
+                "an empty queue on purpose, move those files away)"
+            )
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:

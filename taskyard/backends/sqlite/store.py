@@ -31,6 +31,7 @@ from taskyard.backends.sqlite.errors import translate
 from taskyard.backends.sqlite.operations import SqliteOperations
 from taskyard.framework.errors import (
     ConfigurationError,
+    DatabaseMoved,
     ManagerStateError,
     StoreUnavailable,
     TaskyardError,
@@ -356,25 +357,31 @@ def op_record_worker(worker_id: str, info: dict[str, object], now: float) -> Ope
     return run
 
 
-_OP_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, TaskyardError, ValueError, TypeError)
-"""Errors that belong to one operation, not to the transaction."""
+def is_transaction_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the transaction's (busy, full, I/O, read-only, a corrupt file),
+    to be raised for every operation of the batch. Anything else an operation raises (a
+    constraint, an out-of-range value, a bug) is that operation's own."""
+    return isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError) or (
+        type(exc) is sqlite3.DatabaseError
+    )
 
 
 def run_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Any]:
     """Run operations in one immediate transaction; each gets its result or its error.
 
     The batch runs straight through first (plain inserts of every caller in one
-    ``executemany``). If an operation raises an error of its own (a constraint, a bug),
-    the batch is rolled back and run again with a savepoint per operation, so that
-    error is kept to its operation. An error of the transaction itself (busy, full,
-    I/O, read-only) is raised for all of them, and nothing of the batch is committed.
+    ``executemany``). If an operation raises an error of its own (a constraint, an
+    integer SQLite cannot hold, a bug: anything but :func:`is_transaction_error`), the
+    batch is rolled back and run again with a savepoint per operation, so that error is
+    kept to its operation. An error of the transaction itself (busy, full, I/O,
+    read-only) is raised for all of them, and nothing of the batch is committed.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         try:
             results = _run_straight(conn, operations)
-        except _OP_ERRORS:
-            if len(operations) == 1:
+        except Exception as exc:
+            if len(operations) == 1 or is_transaction_error(exc):
                 raise
             conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
@@ -407,7 +414,9 @@ def _run_isolated(conn: sqlite3.Connection, operations: Sequence[Operation]) -> 
         conn.execute("SAVEPOINT taskyard_op")
         try:
             results.append(operation(conn))
-        except _OP_ERRORS as exc:
+        except Exception as exc:
+            if is_transaction_error(exc):
+                raise
             conn.execute("ROLLBACK TO taskyard_op")
             results.append(_Failed(exc))
         conn.execute("RELEASE taskyard_op")
@@ -432,6 +441,11 @@ CHECKPOINT_EVERY = 1000
 
 
 _Pending = tuple[Operation, int, "asyncio.Future[Any]"]
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 class _Failed:
@@ -472,6 +486,9 @@ class SqliteStore(SqliteOperations):
         self._inline_commits = 0
         self._checkpoint: asyncio.Future[None] | None = None
         self._data_version: int | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the open file
+        self.write_error: str | None = None
+        """Why the last write transaction failed, until one commits (for health)."""
         self.migrations_applied: list[int] = []
 
     def __repr__(self) -> str:
@@ -508,6 +525,8 @@ class SqliteStore(SqliteOperations):
                 raise translate(exc, self.path) from exc
             raise
         self._db, self._raw = db, raw
+        self._identity = _file_identity(self.path)
+        self.write_error = None
         if self.inline_writes:
             self._inline = self._open_inline()
         # The baseline for changed_elsewhere(), taken before the engine's first claim, so
@@ -533,6 +552,35 @@ class SqliteStore(SqliteOperations):
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
+
+    def moved(self) -> DatabaseMoved | None:
+        """The error to give when the open file is no longer the one at ``path`` (deleted,
+        renamed or replaced while open), else None. One ``stat``: about a microsecond."""
+        if self._identity is None:
+            return None
+        try:
+            now = _file_identity(self.path)
+        except FileNotFoundError:
+            what = "was deleted or renamed"
+        except OSError as exc:
+            what = f"cannot be checked ({exc})"
+        else:
+            if now == self._identity:
+                return None
+            what = "was replaced by another file"
+        return DatabaseMoved(
+            f"{self.path} {what} while this process had it open; writes are refused so "
+            "that nothing accepted goes into a file without a name. Put the database "
+            "file (and its -wal) back at that path and restart this process"
+        )
+
+    async def health(self) -> tuple[str, str]:
+        moved = self.moved()
+        if moved is not None:
+            return "down", str(moved)
+        if self.write_error is not None:
+            return "down", f"writes fail: {self.write_error}"
+        return await super().health()
 
     # -- the two ways into the thread ------------------------------------------------------
 
@@ -584,16 +632,20 @@ class SqliteStore(SqliteOperations):
         if not batch:
             self._go_idle()
             return
+        moved = self.moved()
+        if moved is not None:
+            self._settle(batch, error=moved)
+            return
         if self._inline is not None and sum(size for _, size, _ in batch) <= INLINE_LIMIT:
             try:
                 results = run_batch(self._inline, [operation for operation, _, _ in batch])
             except sqlite3.OperationalError as exc:
                 name = str(getattr(exc, "sqlite_errorname", ""))
                 if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-                    self._settle(batch, error=translate(exc, self.path))
+                    self._settle(batch, error=translate(exc, self.path), failed=exc)
                     return
             except Exception as exc:
-                self._settle(batch, error=translate(exc, self.path))
+                self._settle(batch, error=translate(exc, self.path), failed=exc)
                 return
             else:
                 self._inline_commits += 1
@@ -610,7 +662,7 @@ class SqliteStore(SqliteOperations):
             results = await in_thread(self._db, run_batch, self._raw, operations)
         except BaseException as exc:
             if isinstance(exc, Exception):
-                self._settle(batch, error=translate(exc, self.path))
+                self._settle(batch, error=translate(exc, self.path), failed=exc)
                 return
             closed = StoreUnavailable(f"{self.path}: the store closed during the write")
             self._settle(batch, error=closed)
@@ -623,9 +675,15 @@ class SqliteStore(SqliteOperations):
         *,
         results: list[Any] | None = None,
         error: BaseException | None = None,
+        failed: BaseException | None = None,
     ) -> None:
         """Hand each caller its result (or the batch's error), then flush what queued up
-        meanwhile, or go idle."""
+        meanwhile, or go idle. ``failed``: the driver error, when the transaction itself
+        failed (remembered for :meth:`health` until a transaction commits)."""
+        if results is not None:
+            self.write_error = None
+        elif failed is not None and is_transaction_error(failed):
+            self.write_error = str(error)
         for index, (_, _, future) in enumerate(batch):
             if future.done():
                 continue
