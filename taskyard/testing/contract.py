@@ -71,7 +71,15 @@ from taskyard.framework.errors import (
     TaskyardError,
     UnknownTaskType,
 )
-from taskyard.framework.models import STATUS_KEYS, utcnow
+from taskyard.framework.models import (
+    LATEST_RUN_AFTER,
+    MAX_ATTEMPTS_LIMIT,
+    MAX_JSON_BYTES,
+    MAX_NESTING,
+    PRIORITY_RANGE,
+    STATUS_KEYS,
+    utcnow,
+)
 from taskyard.framework.retry import RetryPolicy
 from taskyard.framework.runs import Run, RunRegistry, RunStatus
 from taskyard.framework.store import Capability
@@ -91,6 +99,14 @@ class _Custom:
         return "<custom object>"
 
 
+def nested(depth: int, leaf: Any = 0) -> Any:
+    """``leaf`` inside ``depth`` alternating lists and dicts (built without recursion)."""
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
 BAD_PAYLOADS: dict[str, Any] = {
     "set": {"tags": {"a", "b"}},
     "bytes": {"blob": b"\x00\x01"},
@@ -101,6 +117,12 @@ BAD_PAYLOADS: dict[str, Any] = {
     "datetime": {"when": datetime(2024, 1, 1, tzinfo=UTC)},
     "tuple": {"pair": (1, 2)},
     "nested-set": {"a": [{"b": {3}}]},
+    "nested-10000-deep": nested(10_000),
+    "nested-one-too-deep": nested(MAX_NESTING + 1),
+    "lone-surrogate": {"text": "\ud800"},
+    "lone-surrogate-key": {"\udfff": 1},
+    "int-of-5000-digits": {"n": 10**5000},
+    "too-large": {"blob": "x" * MAX_JSON_BYTES},
 }
 
 _LATER = datetime.now(UTC) + timedelta(hours=1)
@@ -118,6 +140,20 @@ BAD_OPTIONS: dict[str, dict[str, Any]] = {
     "max_attempts-float": {"max_attempts": 2.0},
     "empty-task_id": {"task_id": ""},
     "int-task_id": {"task_id": 42},
+    "surrogate-task_id": {"task_id": "\ud800"},
+    "surrogate-idempotency_key": {"idempotency_key": "\udbff"},
+    "priority-2**63": {"priority": 2**63},
+    "priority-above-range": {"priority": PRIORITY_RANGE[1] + 1},
+    "priority-below-range": {"priority": PRIORITY_RANGE[0] - 1},
+    "max_attempts-2**63": {"max_attempts": 2**63},
+    "run_after-datetime.max": {"run_after": datetime.max.replace(tzinfo=UTC)},
+    "run_after-9999-12-31T23:59-05:00": {
+        "run_after": datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5)))
+    },
+    "run_after-year-1": {"run_after": datetime.min.replace(tzinfo=UTC)},
+    "run_after-at-the-latest": {"run_after": LATEST_RUN_AFTER},
+    "delay-1e308": {"delay": 1e308},
+    "delay-timedelta.max": {"delay": timedelta.max},
 }
 
 
@@ -765,6 +801,57 @@ class TaskManagerContract:
         name = next(iter(options))
         assert name in str(refused.value), f"the message does not name {name}"
         await _nothing_stored(manager, "refused")
+
+    async def test_values_at_the_limits_are_stored_exactly(
+        self, make_manager: MakeManager
+    ) -> None:
+        manager = await make_manager(run_worker=False)
+        await manager.register_task("noop", noop)
+        latest = LATEST_RUN_AFTER - timedelta(microseconds=1)
+        cases = [
+            ({"deep": nested(MAX_NESTING - 1)}, {"priority": PRIORITY_RANGE[0]}),
+            ({"big": 2**63, "small": -(2**200)}, {"priority": PRIORITY_RANGE[1]}),
+            ({"text": "\U0001f600 \u00e9"}, {"max_attempts": MAX_ATTEMPTS_LIMIT}),
+            ({}, {"run_after": latest}),
+        ]
+        for payload, options in cases:
+            task_id = await manager.schedule_task("noop", payload, **options)
+            status = await manager.get_task_status(task_id)
+            assert status is not None
+            assert status["payload"] == payload
+            for name, value in options.items():
+                if name == "run_after":
+                    assert ts(status, "run_after") == value
+                else:
+                    assert status[name] == value, name
+
+    async def test_one_callers_bad_input_never_fails_anothers(
+        self, make_manager: MakeManager
+    ) -> None:
+        manager = await make_manager(run_worker=False)
+        await manager.register_task("noop", noop)
+        calls = [manager.schedule_task("noop", {"n": n}) for n in range(20)]
+        calls.insert(7, manager.schedule_task("noop", {"n": "bad"}, priority=2**63))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        refused = results.pop(7)
+        assert isinstance(refused, InvalidTaskOptions), refused
+        assert all(isinstance(task_id, str) for task_id in results), results
+        counts = await manager.count_by_status()
+        assert counts["queued"] == 20
+
+    async def test_a_result_that_cannot_be_stored_fails_the_attempt_at_once(
+        self, make_manager: MakeManager
+    ) -> None:
+        manager = await make_manager(lease_seconds=60)
+
+        async def deep(payload: Payload) -> Any:
+            return nested(5_000)
+
+        await manager.register_task("deep", deep, max_attempts=1)
+        status = await _done(manager, await manager.schedule_task("deep", {}))
+        assert status["status"] == "failed"
+        assert "result" in status["error"] and "deep" in status["error"], status["error"]
+        assert status["result"] is None
 
     # -- stop ----------------------------------------------------------------------------------
 
