@@ -71,7 +71,7 @@ async def test_a_database_renamed_while_in_use_is_not_replaced_by_a_fresh_one(
         assert db.with_name("q.db-wal").exists()
         os.rename(db, tmp_path / "renamed.db")  # the -wal stays at the old name
         second = SqliteStore(db)
-        with pytest.raises(DatabaseMoved, match="q.db-wal") as refused:
+        with pytest.raises(DatabaseMoved, match=r"q\.db-wal") as refused:
             await second.open()
         assert "Put the database file back" in str(refused.value)
         assert not db.exists()  # no fresh database was created beside the orphaned -wal
