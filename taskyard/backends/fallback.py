@@ -166,9 +166,7 @@ class FallbackStore(ComposedOperations):
             if spilled:
                 await self.memory.import_records(spilled)
                 self.stats.imported_from_spill += len(spilled)
-                logger.info(
-                    "taskyard: {} task(s) read back from {}", len(spilled), self.spill_path
-                )
+                logger.info("taskyard: {} task(s) read back from {}", len(spilled), self.spill_path)
                 if not self.degraded:
                     try:
                         await self._move_to_primary()
@@ -227,8 +225,10 @@ class FallbackStore(ComposedOperations):
                 logger.info("taskyard: SQLite not writable yet ({})", exc)
                 self.reason = str(exc)  # health says what fails now, not what failed first
                 continue
-            if not self._deferred and self.memory.tasks and set(self.memory.tasks) <= set(
-                self._refused
+            if (
+                not self._deferred
+                and self.memory.tasks
+                and set(self.memory.tasks) <= set(self._refused)
             ):
                 logger.error(
                     "taskyard: SQLite takes writes again, but refuses {} task(s) held in "

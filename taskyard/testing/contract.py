@@ -802,9 +802,7 @@ class TaskManagerContract:
         assert name in str(refused.value), f"the message does not name {name}"
         await _nothing_stored(manager, "refused")
 
-    async def test_values_at_the_limits_are_stored_exactly(
-        self, make_manager: MakeManager
-    ) -> None:
+    async def test_values_at_the_limits_are_stored_exactly(self, make_manager: MakeManager) -> None:
         manager = await make_manager(run_worker=False)
         await manager.register_task("noop", noop)
         latest = LATEST_RUN_AFTER - timedelta(microseconds=1)
