@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from taskyard.framework.errors import (
@@ -24,6 +25,12 @@ _UNAVAILABLE = {
 }
 
 
+def _folder_writable(path: object) -> bool:
+    if not isinstance(path, str | os.PathLike):
+        return True
+    return os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK)
+
+
 def translate(exc: BaseException, path: object = "the queue database") -> TaskyardError:
     """The taskyard error for a driver error (returned, for ``raise ... from exc``)."""
     if isinstance(exc, TaskyardError):
@@ -38,7 +45,10 @@ def translate(exc: BaseException, path: object = "the queue database") -> Taskya
             "size limit. Tasks already accepted are kept."
         )
     if primary in _UNAVAILABLE:
-        return StoreUnavailable(f"{path}: {_UNAVAILABLE[primary]} ({text}); retry later")
+        what = _UNAVAILABLE[primary]
+        if primary == "SQLITE_CANTOPEN" and not _folder_writable(path):
+            what += ": its folder is read-only (or not writable by this user)"
+        return StoreUnavailable(f"{path}: {what} ({text}); retry later")
     if primary == "SQLITE_NOTADB" or "not a database" in text:
         return NotADatabase(f"{path} is not a SQLite database ({text})")
     if isinstance(exc, sqlite3.IntegrityError):
