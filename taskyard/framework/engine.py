@@ -58,6 +58,7 @@ from taskyard.framework.models import (
     TaskStatus,
     dumps,
     new_task_id,
+    shown,
     text_problem,
     utcnow,
 )
@@ -319,12 +320,12 @@ class TaskEngine:
         max_attempts: int | None = None,
     ) -> None:
         if not isinstance(task_type, str) or not task_type:
-            raise InvalidTaskOptions(f"task_type must be a non-empty str, not {task_type!r}")
+            raise InvalidTaskOptions(f"task_type must be a non-empty str, not {shown(task_type)}")
         _check_text("task_type", task_type)
         if not callable(handler):
             raise InvalidTaskOptions(f"the handler for {task_type!r} is not callable")
         if timeout is not None and not _positive_number(timeout):
-            raise InvalidTaskOptions(f"timeout must be a positive number, not {timeout!r}")
+            raise InvalidTaskOptions(f"timeout must be a positive number, not {shown(timeout)}")
         if max_attempts is not None:
             _check_max_attempts(max_attempts)
         self._handlers[task_type] = _Registration(
@@ -368,23 +369,28 @@ class TaskEngine:
             or not low <= priority <= high
         ):
             raise InvalidTaskOptions(
-                f"priority must be an int from {low} to {high}, not {priority!r}"
+                f"priority must be an int from {low} to {high}, not {shown(priority)}"
             )
         now = now or utcnow()
         due = _due_time(now, run_after, delay)
         if max_attempts is None:
             max_attempts = registration.max_attempts or self.config.default_max_attempts
         _check_max_attempts(max_attempts)
-        if timeout is not None and not _positive_number(timeout):
-            raise InvalidTaskOptions(f"timeout must be a positive number, not {timeout!r}")
+        if timeout is not None:
+            if not _positive_number(timeout):
+                raise InvalidTaskOptions(f"timeout must be a positive number, not {shown(timeout)}")
+            timeout = float(timeout)  # stores keep seconds as a double
         if idempotency_key is not None:
             if not isinstance(idempotency_key, str):
-                raise InvalidTaskOptions(f"idempotency_key must be a str, not {idempotency_key!r}")
+                raise InvalidTaskOptions(
+                    f"idempotency_key must be a str, not {shown(idempotency_key)}"
+                )
             _check_text("idempotency_key", idempotency_key)
         if task_id is not None:
             if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
                 raise InvalidTaskOptions(
-                    f"task_id must be a non-empty str of at most 200 characters, not {task_id!r}"
+                    "task_id must be a non-empty str of at most 200 characters, not "
+                    f"{shown(task_id)}"
                 )
             _check_text("task_id", task_id)
         if payload is None:
@@ -1098,12 +1104,12 @@ def _is_async_callable(handler: Any) -> bool:
 
 
 def _positive_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def _check_max_attempts(value: Any) -> None:
@@ -1113,7 +1119,7 @@ def _check_max_attempts(value: Any) -> None:
         or not 1 <= value <= MAX_ATTEMPTS_LIMIT
     ):
         raise InvalidTaskOptions(
-            f"max_attempts must be an int from 1 to {MAX_ATTEMPTS_LIMIT}, not {value!r}"
+            f"max_attempts must be an int from 1 to {MAX_ATTEMPTS_LIMIT}, not {shown(value)}"
         )
 
 
@@ -1140,7 +1146,7 @@ def _due_time(
         raise InvalidTaskOptions("give run_after or delay, not both")
     if run_after is not None:
         if not isinstance(run_after, datetime):
-            raise InvalidTaskOptions(f"run_after must be a datetime, not {run_after!r}")
+            raise InvalidTaskOptions(f"run_after must be a datetime, not {shown(run_after)}")
         if run_after.tzinfo is None or run_after.utcoffset() is None:
             raise InvalidTaskOptions(
                 f"run_after {run_after.isoformat()} is naive; pass an aware datetime, "
@@ -1157,15 +1163,20 @@ def _due_time(
     if isinstance(delay, timedelta):
         seconds = delay.total_seconds()
     elif isinstance(delay, int | float) and not isinstance(delay, bool):
-        seconds = float(delay)
+        try:
+            seconds = float(delay)
+        except OverflowError:  # an int beyond any float: as far away as can be
+            seconds = math.inf if delay > 0 else -math.inf
     else:
-        raise InvalidTaskOptions(f"delay must be seconds or a timedelta, not {delay!r}")
+        raise InvalidTaskOptions(f"delay must be seconds or a timedelta, not {shown(delay)}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidTaskOptions(f"delay must be a finite number of seconds >= 0, not {delay!r}")
+        raise InvalidTaskOptions(
+            f"delay must be a finite number of seconds >= 0, not {shown(delay)}"
+        )
     latest = (LATEST_RUN_AFTER - now).total_seconds()
     if seconds >= latest:
         raise InvalidTaskOptions(
-            f"delay {delay!r} puts the task at or after {LATEST_RUN_AFTER.isoformat()}, the "
+            f"delay {shown(delay)} puts the task at or after {LATEST_RUN_AFTER.isoformat()}, the "
             "latest time taskyard accepts"
         )
     return now + timedelta(seconds=seconds)

@@ -116,6 +116,18 @@ MAX_ATTEMPTS_LIMIT = 2**31 - 1
 """``max_attempts`` is between 1 and this."""
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a message: shortened, and never raising (an int of more digits
+    than ``str()`` makes, an object whose ``__repr__`` fails)."""
+    try:
+        text = repr(value)
+    except Exception:
+        if isinstance(value, int):
+            return f"an int of {value.bit_length()} bits"
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be stored as UTF-8 text (a lone surrogate), or None."""
     if value.isascii():
@@ -139,7 +151,7 @@ def _check_exact(value: Any, path: str, depth: int = 0) -> None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise PayloadError(f"{path} is {value!r}, which JSON cannot represent")
+            raise PayloadError(f"{path} is {shown(value)}, which JSON cannot represent")
         return
     if isinstance(value, dict | list) and depth >= MAX_NESTING:
         raise PayloadError(f"{path} nests lists and dicts more than {MAX_NESTING} deep; flatten it")
@@ -147,7 +159,7 @@ def _check_exact(value: Any, path: str, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise PayloadError(
-                    f"{path} has the key {key!r} of type {type(key).__name__}; JSON object "
+                    f"{path} has the key {shown(key)} of type {type(key).__name__}; JSON object "
                     "keys must be str"
                 )
             _check_exact(item, f"{path}[{key!r}]", depth + 1)

@@ -806,7 +806,7 @@ class TaskManagerContract:
         manager = await make_manager(run_worker=False)
         await manager.register_task("noop", noop)
         latest = LATEST_RUN_AFTER - timedelta(microseconds=1)
-        cases = [
+        cases: list[tuple[Payload, dict[str, Any]]] = [
             ({"deep": nested(MAX_NESTING - 1)}, {"priority": PRIORITY_RANGE[0]}),
             ({"big": 2**63, "small": -(2**200)}, {"priority": PRIORITY_RANGE[1]}),
             ({"text": "\U0001f600 \u00e9"}, {"max_attempts": MAX_ATTEMPTS_LIMIT}),
