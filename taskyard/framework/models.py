@@ -400,12 +400,12 @@ def record_from_json(data: Any) -> TaskRecord:
             raise ValueError(f"{key} must be a non-empty string, not {value!r}")
         return value
 
-    def integer(key: str, minimum: int | None = None) -> int:
+    def integer(key: str, minimum: int, maximum: int = PRIORITY_RANGE[1]) -> int:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer, not {value!r}")
-        if minimum is not None and value < minimum:
-            raise ValueError(f"{key} must be at least {minimum}, not {value!r}")
+            raise ValueError(f"{key} must be an integer, not {shown(value)}")
+        if not minimum <= value <= maximum:
+            raise ValueError(f"{key} must be from {minimum} to {maximum}, not {shown(value)}")
         return value
 
     try:
@@ -435,10 +435,10 @@ def record_from_json(data: Any) -> TaskRecord:
         type=text("type"),
         payload=data["payload"],
         payload_json=payload_json,
-        priority=integer("priority"),
+        priority=integer("priority", PRIORITY_RANGE[0]),
         status=status,
         attempts=integer("attempts", 0),
-        max_attempts=integer("max_attempts", 1),
+        max_attempts=integer("max_attempts", 1, MAX_ATTEMPTS_LIMIT),
         result=data["result"],
         error=text("error", optional=True),
         timeout=None if timeout is None else float(timeout),

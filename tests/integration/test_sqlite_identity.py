@@ -12,7 +12,7 @@ import pytest
 
 from taskyard.backends.fallback import FallbackStore, FallbackTaskManager
 from taskyard.backends.sqlite import QueuedTaskManager, SqliteStore
-from taskyard.framework.errors import DatabaseMoved, StoreError, StoreFull
+from taskyard.framework.errors import ConfigurationError, DatabaseMoved, StoreError, StoreFull
 from taskyard.framework.models import TaskRecord, new_task_id
 from taskyard.testing import fast_config, wait_until
 
@@ -172,3 +172,36 @@ async def test_the_fallback_moves_every_task_back_but_one_sqlite_refuses(tmp_pat
         assert poison.id in reason and "refuses" in reason
     finally:
         await store.close()
+
+
+async def test_a_spill_file_the_store_refuses_leaves_no_thread_behind(tmp_path: Path) -> None:
+    import json
+    import threading
+
+    db = tmp_path / "q.db"
+    store = FallbackStore(SqliteStore(db))
+    spill = store.spill_candidates()[0]
+    line = {
+        "id": "poison",
+        "type": "t",
+        "status": "queued",
+        "priority": 2**63,  # memory took it once; SQLite never could
+        "attempts": 0,
+        "max_attempts": 3,
+        "payload": {},
+        "result": None,
+        "error": None,
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": "2026-01-01T00:00:00+00:00",
+        "run_after": "2026-01-01T00:00:00+00:00",
+        "started_at": None,
+        "finished_at": None,
+    }
+    header = {"format": "taskyard-spill", "version": 1}
+    spill.write_text(json.dumps(header) + "\n" + json.dumps(line) + "\n")
+    before = set(threading.enumerate())
+    with pytest.raises(ConfigurationError, match="priority"):
+        await store.open()
+    assert store.primary._db is None  # SQLite's connection (and its thread) closed again
+    # the thread ends just after close() returns
+    await wait_until(lambda: set(threading.enumerate()) - before == set(), timeout=WAIT)
