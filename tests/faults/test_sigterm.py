@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import time
@@ -33,7 +34,7 @@ async def test_a_hung_sync_handler_does_not_keep_the_worker_alive(
         deadline = time.monotonic() + 30
         while workers.starts()["stuck"] < 1:
             assert time.monotonic() < deadline, "the worker never started the task"
-            time.sleep(0.02)
+            await asyncio.sleep(0.02)
         worker.send_signal(signal.SIGTERM)
         try:
             # Before the fix the interpreter joined the handler's thread at exit: for ever.

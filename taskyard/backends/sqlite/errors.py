@@ -49,6 +49,11 @@ def translate(exc: BaseException, path: object = "the queue database") -> Taskya
         if primary == "SQLITE_CANTOPEN" and not _folder_writable(path):
             what += ": its folder is read-only (or not writable by this user)"
         return StoreUnavailable(f"{path}: {what} ({text}); retry later")
+    if primary == "SQLITE_CORRUPT" or "malformed" in text:
+        return StoreError(
+            f"{path}: the database file is damaged ({text}); stop the workers and restore "
+            "it from a backup (`taskyard backup restore`), or check it with `taskyard validate`"
+        )
     if primary == "SQLITE_NOTADB" or "not a database" in text:
         return NotADatabase(f"{path} is not a SQLite database ({text})")
     if isinstance(exc, sqlite3.IntegrityError):
