@@ -767,7 +767,8 @@ class TaskEngine:
             try:
                 if await self.store.changed_elsewhere():
                     return
-            except StoreError:
+            except Exception as exc:  # claim again: the claim reports what fails
+                _log_unexpected(exc, "checking for work written elsewhere")
                 return
 
     def _launch(self, record: TaskRecord) -> None:
@@ -934,7 +935,9 @@ class TaskEngine:
                         )
                     except TimeoutError:
                         raise StoreUnavailable("the store did not answer in time") from None
-            except StoreError as exc:
+            except Exception as exc:  # StoreError, or a store's bug: keep them, retry
+                if not isinstance(exc, StoreError):
+                    _log_unexpected(exc, f"recording {len(batch)} outcome(s)")
                 self._outcomes[:0] = batch
                 if give_up_at is not None and time.monotonic() >= give_up_at:
                     logger.error(
@@ -945,7 +948,10 @@ class TaskEngine:
                     )
                     self._outcomes = []
                     return
-                logger.warning("taskyard: recording {} outcome(s) failed ({})", len(batch), exc)
+                if isinstance(exc, StoreError):
+                    logger.warning(
+                        "taskyard: recording {} outcome(s) failed ({})", len(batch), exc
+                    )
                 if give_up_at is not None:
                     backoff = min(backoff, max(give_up_at - time.monotonic(), 0.0))
                 await asyncio.sleep(backoff)
@@ -1042,8 +1048,8 @@ class TaskEngine:
                     await self.store.record_worker(self.worker_id, self.worker_info())
                 else:
                     logger.error("taskyard: the claim loop has stopped; no heartbeat sent")
-            except StoreError as exc:
-                logger.warning("taskyard: recording the worker heartbeat failed ({})", exc)
+            except Exception as exc:
+                _log_unexpected(exc, "recording the worker heartbeat")
             await asyncio.sleep(self.config.heartbeat)
             leases = (
                 [
@@ -1058,8 +1064,8 @@ class TaskEngine:
             until = utcnow() + timedelta(seconds=self.config.lease_seconds)
             try:
                 lost = await self.store.renew_leases(leases, until=until)
-            except StoreError as exc:
-                logger.warning("taskyard: renewing {} lease(s) failed ({})", len(leases), exc)
+            except Exception as exc:
+                _log_unexpected(exc, f"renewing {len(leases)} lease(s)")
                 continue
             for task_id in lost:
                 self._ready.pop(task_id, None)
@@ -1073,8 +1079,8 @@ class TaskEngine:
         while True:
             try:
                 recovered = await self.store.recover_expired(now=utcnow())
-            except StoreError as exc:
-                logger.warning("taskyard: recovering expired leases failed ({})", exc)
+            except Exception as exc:  # the loop goes on whatever fails
+                _log_unexpected(exc, "recovering expired leases")
             else:
                 for record in recovered:
                     logger.warning(
@@ -1180,6 +1186,15 @@ def _due_time(
             "latest time taskyard accepts"
         )
     return now + timedelta(seconds=seconds)
+
+
+def _log_unexpected(exc: Exception, doing: str) -> None:
+    """A StoreError is expected (a warning); anything else is a bug, logged with its
+    traceback. Either way the loop that called this goes on."""
+    if isinstance(exc, StoreError):
+        logger.warning("taskyard: {} failed ({}); retrying", doing, exc)
+    else:
+        logger.opt(exception=exc).error("taskyard: {} failed unexpectedly ({})", doing, exc)
 
 
 def _describe(exc: BaseException) -> str:

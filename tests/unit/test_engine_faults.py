@@ -109,3 +109,59 @@ def test_sync_handler_threads_never_keep_the_process_alive() -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     release.set()
     assert hung.result(timeout=WAIT) is True
+
+
+class EverythingBreaksOnceStore(InMemoryStore):
+    """Each background call raises a plain RuntimeError (a store's bug) a few times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = {"recover_expired": 3, "record_worker": 3, "renew_leases": 3, "finish": 3}
+
+    def _maybe_break(self, name: str) -> None:
+        if self.left[name] > 0:
+            self.left[name] -= 1
+            raise RuntimeError(f"{name} is broken")
+
+    async def recover_expired(self, **kwargs):  # type: ignore[no-untyped-def]
+        self._maybe_break("recover_expired")
+        return await super().recover_expired(**kwargs)
+
+    async def record_worker(self, *args):  # type: ignore[no-untyped-def]
+        self._maybe_break("record_worker")
+        return await super().record_worker(*args)
+
+    async def renew_leases(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._maybe_break("renew_leases")
+        return await super().renew_leases(*args, **kwargs)
+
+    async def finish(self, outcomes):  # type: ignore[no-untyped-def]
+        self._maybe_break("finish")
+        return await super().finish(outcomes)
+
+
+async def test_every_background_loop_survives_an_unexpected_error() -> None:
+    store = EverythingBreaksOnceStore()
+    config = fast_config(lease_seconds=0.3, heartbeat_interval=0.02, recover_interval=0.02)
+    async with InMemoryTaskManager(config, store=store) as manager:
+        release = asyncio.Event()
+
+        async def slow(payload):
+            await release.wait()  # long enough for heartbeats to renew its lease
+            return payload["n"]
+
+        await manager.register_task("slow", slow)
+        task_id = await manager.schedule_task("slow", {"n": 7})
+        await wait_until(
+            lambda: (
+                all(store.left[name] == 0 for name in ("recover_expired", "record_worker"))
+                and store.left["renew_leases"] == 0
+            ),
+            timeout=WAIT,
+        )
+        release.set()
+        status = await manager.wait_for(task_id, timeout=WAIT)
+        assert status["status"] == "completed" and status["result"] == 7
+        assert store.left["finish"] == 0  # the writer retried past its three failures
+        loops = {task.get_name(): task for task in manager._background}
+        assert not any(task.done() for task in loops.values()), loops
