@@ -949,9 +949,7 @@ class TaskEngine:
                     self._outcomes = []
                     return
                 if isinstance(exc, StoreError):
-                    logger.warning(
-                        "taskyard: recording {} outcome(s) failed ({})", len(batch), exc
-                    )
+                    logger.warning("taskyard: recording {} outcome(s) failed ({})", len(batch), exc)
                 if give_up_at is not None:
                     backoff = min(backoff, max(give_up_at - time.monotonic(), 0.0))
                 await asyncio.sleep(backoff)

@@ -128,8 +128,17 @@ def shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_NUL_PROBLEM = (
+    "holds a NUL character (\\x00), which PostgreSQL cannot store in text; remove it, or "
+    "encode binary data (base64)"
+)
+
+
 def text_problem(value: str) -> str | None:
-    """Why ``value`` cannot be stored as UTF-8 text (a lone surrogate), or None."""
+    """Why ``value`` cannot be stored as text by every store (a NUL character, a lone
+    surrogate), or None."""
+    if "\x00" in value:
+        return _NUL_PROBLEM
     if value.isascii():
         return None
     try:
@@ -145,9 +154,11 @@ def text_problem(value: str) -> str | None:
 def _check_exact(value: Any, path: str, depth: int = 0) -> None:
     """Refuse anything whose JSON round trip would not give back an equal value, and
     anything nested deeper than :data:`MAX_NESTING`."""
-    if value is None or isinstance(value, bool | str):
+    if isinstance(value, str):
+        if "\x00" in value:  # lone surrogates are caught on the encoded text, at once
+            raise PayloadError(f"{path} {_NUL_PROBLEM}")
         return
-    if isinstance(value, int):
+    if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -162,6 +173,8 @@ def _check_exact(value: Any, path: str, depth: int = 0) -> None:
                     f"{path} has the key {shown(key)} of type {type(key).__name__}; JSON object "
                     "keys must be str"
                 )
+            if "\x00" in key:
+                raise PayloadError(f"{path} has a key that {_NUL_PROBLEM}")
             _check_exact(item, f"{path}[{key!r}]", depth + 1)
         return
     if isinstance(value, list):

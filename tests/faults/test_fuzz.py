@@ -28,7 +28,7 @@ from taskyard.testing.contract import nested
 
 # -- strategies -----------------------------------------------------------------------------
 
-SURROGATES = st.sampled_from(["\ud800", "\udfff", "a\udbffb"])
+SURROGATES = st.sampled_from(["\ud800", "\udfff", "a\udbffb", "nul\x00"])
 TEXT = st.one_of(st.text(max_size=20), SURROGATES)
 INTS = st.one_of(
     st.integers(),
