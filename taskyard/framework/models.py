@@ -417,8 +417,10 @@ def record_from_json(data: Any) -> TaskRecord:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be an integer, not {shown(value)}")
-        if not minimum <= value <= maximum:
-            raise ValueError(f"{key} must be from {minimum} to {maximum}, not {shown(value)}")
+        if value < minimum:
+            raise ValueError(f"{key} must be at least {minimum}, not {shown(value)}")
+        if value > maximum:
+            raise ValueError(f"{key} must be at most {maximum}, not {shown(value)}")
         return value
 
     try:
