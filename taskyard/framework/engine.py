@@ -286,7 +286,16 @@ class TaskEngine:
                 task.cancel()
             if late:
                 logger.info("taskyard: {} handler(s) cancelled at shutdown", len(late))
-                await asyncio.gather(*late, return_exceptions=True)
+                # bounded too: a handler that swallows its cancellation is abandoned
+                _, stuck = await asyncio.wait(late, timeout=STOP_WRITE_GRACE / 2)
+                for entry in [e for e in self._running.values() if e.task in stuck]:
+                    logger.error(
+                        "taskyard task {} ({}): its handler ignores cancellation and is "
+                        "abandoned; the task's lease is left to expire",
+                        entry.record.id,
+                        entry.record.type,
+                    )
+                    del self._running[entry.record.id]
 
     async def __aenter__(self) -> Self:
         await self.start()

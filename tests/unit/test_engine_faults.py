@@ -165,3 +165,35 @@ async def test_every_background_loop_survives_an_unexpected_error() -> None:
         assert store.left["finish"] == 0  # the writer retried past its three failures
         loops = {task.get_name(): task for task in manager._background}
         assert not any(task.done() for task in loops.values()), loops
+
+
+async def test_stop_is_bounded_even_when_a_handler_swallows_its_cancellation() -> None:
+    manager = InMemoryTaskManager(fast_config())
+    await manager.start()
+    started = asyncio.Event()
+    done = asyncio.Event()
+
+    async def stubborn(payload):
+        started.set()
+        while not done.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue  # hostile: keeps running
+        return "finally"
+
+    await manager.register_task("stubborn", stubborn)
+    task_id = await manager.schedule_task("stubborn", {})
+    await asyncio.wait_for(started.wait(), WAIT)
+    try:
+        async with asyncio.timeout(0.2 + STOP_WRITE_GRACE + 1.0):
+            await manager.stop(timeout=0.2)
+        assert not manager.started
+        record = manager.store.tasks[task_id]  # type: ignore[attr-defined]
+        assert record.status == "running"  # abandoned: its lease is left to expire
+    finally:
+        done.set()  # let the stubborn handler end before the test's loop closes
+        name = f"taskyard-task-{task_id}"
+        await wait_until(
+            lambda: not any(t.get_name() == name for t in asyncio.all_tasks()), timeout=WAIT
+        )
