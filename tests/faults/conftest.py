@@ -8,6 +8,7 @@ import collections
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ class Workers:
         self.log = tmp_path / "executions.log"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.killed: set[int] = set()
+        self.outputs: dict[int, Path] = {}
 
     def env(self, **settings: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_")}
@@ -40,21 +42,31 @@ class Workers:
         return env
 
     def spawn(self, *args: str, **settings: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "taskyard", "worker", "--app", APP, *args],
-            cwd=ROOT,
-            env=self.env(**settings),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        """A worker process; its output goes to a file (a pipe nobody reads could fill
+        up and stall it), read with :meth:`output`."""
+        out = self.db.with_name(f"worker-{len(self.processes)}.out")
+        with open(out, "wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "taskyard", "worker", "--app", APP, *args],
+                cwd=ROOT,
+                env=self.env(**settings),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         self.processes.append(process)
+        self.outputs[process.pid] = out
         return process
+
+    def output(self, process: subprocess.Popen[bytes]) -> str:
+        return self.outputs[process.pid].read_text(errors="replace")
 
     def start(self, *args: str, **settings: str) -> subprocess.Popen[bytes]:
         process = self.spawn(*args, **settings)
-        assert process.stdout is not None
-        line = process.stdout.readline()  # blocks until the worker is up (or died)
-        assert b"taskyard worker ready" in line, line + process.stdout.read()
+        deadline = time.monotonic() + 60
+        while "taskyard worker ready" not in self.output(process):
+            assert process.poll() is None, self.output(process)
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.02)  # polling a file a child writes, with a deadline
         return process
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
@@ -80,8 +92,6 @@ class Workers:
             if process.poll() is None:
                 process.kill()
             process.wait(timeout=30)
-            if process.stdout is not None:
-                process.stdout.close()
 
 
 @pytest.fixture

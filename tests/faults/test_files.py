@@ -44,8 +44,7 @@ async def test_a_database_renamed_under_live_processes_loses_nothing(workers: Wo
     # truncate it, and with it the queue's latest writes).
     refused = workers.spawn()
     assert refused.wait(timeout=WAIT) != 0
-    assert refused.stdout is not None
-    assert b"Put the database file back" in refused.stdout.read()
+    assert "Put the database file back" in workers.output(refused)
     assert not workers.db.exists()
     os.rename(aside, workers.db)  # the operator restores it, as the message says
     workers.start(lease_seconds="1.0", poll_interval="0.05")
