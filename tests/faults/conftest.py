@@ -8,12 +8,13 @@ import collections
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from taskyard.testing import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.faults.worker_app:HANDLERS"
@@ -62,11 +63,12 @@ class Workers:
 
     def start(self, *args: str, **settings: str) -> subprocess.Popen[bytes]:
         process = self.spawn(*args, **settings)
-        deadline = time.monotonic() + 60
-        while "taskyard worker ready" not in self.output(process):
-            assert process.poll() is None, self.output(process)
-            assert time.monotonic() < deadline, "the worker did not start"
-            time.sleep(0.02)  # polling a file a child writes, with a deadline
+
+        def ready() -> bool:
+            assert process.poll() is None, self.output(process)  # it died: say why
+            return "taskyard worker ready" in self.output(process)
+
+        poll_until(ready, message="the worker's ready line")
         return process
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:

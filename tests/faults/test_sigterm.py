@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from taskyard.backends.sqlite import QueuedTaskManager
 from taskyard.framework import EngineConfig
+from taskyard.testing import wait_until
 
 from .conftest import Workers
 from .worker_app import HANDLERS
@@ -31,10 +30,9 @@ async def test_a_hung_sync_handler_does_not_keep_the_worker_alive(
     async with producer:
         task_id = await producer.schedule_task("hang_sync", {"n": "stuck", "release": str(release)})
         worker = workers.start(shutdown_timeout=str(SHUTDOWN), lease_seconds="1.0")
-        deadline = time.monotonic() + 30
-        while workers.starts()["stuck"] < 1:
-            assert time.monotonic() < deadline, "the worker never started the task"
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: workers.starts()["stuck"] >= 1, timeout=30, message="the task started"
+        )
         worker.send_signal(signal.SIGTERM)
         try:
             # Before the fix the interpreter joined the handler's thread at exit: for ever.
