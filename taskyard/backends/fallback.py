@@ -32,6 +32,7 @@ from typing import Any
 
 from loguru import logger
 
+from taskyard._platform import state_dir
 from taskyard.backends.memory import InMemoryStore
 from taskyard.backends.sqlite.store import SqliteStore
 from taskyard.framework.engine import EngineConfig, TaskEngine
@@ -559,8 +560,7 @@ class FallbackStore(ComposedOperations):
 
 
 def _state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "taskyard"
+    return state_dir()
 
 
 def _write_private(path: Path, text: str) -> None:

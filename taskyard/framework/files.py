@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from taskyard._platform import replace
+
 __all__ = ["atomic_write"]
 
 
@@ -36,7 +38,7 @@ def atomic_write(
             os.fsync(handle.fileno())
         if mode != 0o600:  # mkstemp creates the file owner-only
             os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        replace(tmp, target)  # retried while Windows says another process holds it
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

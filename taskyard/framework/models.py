@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from taskyard._platform import register_at_fork
 from taskyard.framework.errors import PayloadError
 
 JSONValue = Any
@@ -253,7 +254,7 @@ def _reseed_after_fork() -> None:
     _last = (0, 0)
 
 
-os.register_at_fork(after_in_child=_reseed_after_fork)
+register_at_fork(_reseed_after_fork)  # no fork (nor the function) on Windows
 _MS_MASK = (1 << 48) - 1
 _LOW_62 = (1 << 62) - 1
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from taskyard._platform import pid_alive
 from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.files import atomic_write
 from taskyard.framework.models import TaskStatus, iso, new_task_id, utcnow
@@ -151,13 +152,7 @@ def _owner_alive(run: Run) -> bool:
     host, _, pid = str(run.parameters.get("_owner", "")).rpartition(":")
     if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(int(pid))
 
 
 class RunRegistry:
