@@ -202,9 +202,11 @@ class CanaryStore(ComposedOperations):
             self._owner.pop(record.id, None)
         return recovered
 
-    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
+        asked = False
         for store in self.stores:
-            await store.record_worker(worker_id, info)
+            asked = await store.record_worker(worker_id, info) or asked
+        return asked
 
     async def forget_worker(self, worker_id: str) -> None:
         for store in self.stores:

@@ -548,10 +548,11 @@ class FallbackStore(ComposedOperations):
         found.sort(key=lambda record: record.created_at)
         return found[offset : offset + limit]
 
-    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
         if not self.degraded:
             with contextlib.suppress(StoreUnavailable):
-                await self.primary.record_worker(worker_id, info)
+                return await self.primary.record_worker(worker_id, info)
+        return False
 
     async def forget_worker(self, worker_id: str) -> None:
         if not self.degraded:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
+import socket
+import time
 from collections.abc import Callable, Collection, Sequence
 from copy import deepcopy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,6 +58,8 @@ class InMemoryStore(StoreOperations):
         self._ready: list[tuple[int, int, str]] = []
         self._delayed: list[tuple[float, int, str]] = []
         self._seq = itertools.count(1)
+        self.workers: dict[str, WorkerRecord] = {}
+        """The heartbeat records of the workers of this process, by id."""
 
     def __repr__(self) -> str:
         return f"<InMemoryStore tasks={len(self.tasks)}>"
@@ -308,8 +314,34 @@ class InMemoryStore(StoreOperations):
             list(self.tasks.values()), now=now, window=window, storage=await self.storage_info()
         )
 
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
+        now = time.time()
+        known = self.workers.get(worker_id)
+        self.workers[worker_id] = WorkerRecord(
+            worker_id,
+            socket.gethostname(),
+            os.getpid(),
+            known.started_at if known else now,
+            now,
+            dict(info),
+            known.stop_requested_at if known else None,
+        )
+        return known is not None and known.stop_requested_at is not None
+
+    async def forget_worker(self, worker_id: str) -> None:
+        self.workers.pop(worker_id, None)
+
     async def list_workers(self) -> list[WorkerRecord]:
-        return []  # one process: no worker records
+        return sorted(self.workers.values(), key=lambda w: (w.started_at, w.worker_id))
+
+    async def request_worker_stop(self, worker_ids: Collection[str]) -> list[str]:
+        now = time.time()
+        asked = sorted(set(worker_ids) & set(self.workers))
+        for worker_id in asked:
+            known = self.workers[worker_id]
+            if known.stop_requested_at is None:
+                self.workers[worker_id] = replace(known, stop_requested_at=now)
+        return asked
 
     async def retry(self, task_id: str, *, now: float) -> TaskRecord:
         record = self.tasks.get(task_id)
@@ -355,7 +387,11 @@ class InMemoryStore(StoreOperations):
         return len(self.detach([record.id for record in doomed]))
 
     async def forget_workers(self, *, silent_since: float, dry_run: bool = False) -> list[str]:
-        return []
+        silent = sorted(w for w, rec in self.workers.items() if rec.last_heartbeat < silent_since)
+        if not dry_run:
+            for worker_id in silent:
+                del self.workers[worker_id]
+        return silent
 
     async def self_test(self) -> dict[str, Any]:
         token = new_task_id()

@@ -83,6 +83,14 @@ class WorkerRecord:
     started_at: float
     last_heartbeat: float
     info: dict[str, Any] = field(default_factory=dict)
+    stop_requested_at: float | None = None
+    """When ``taskyard workers stop`` asked it to stop (None: not asked)."""
+
+    @property
+    def role(self) -> str:
+        """``worker`` (a ``taskyard worker`` process, which stops when asked) or
+        ``application`` (a program that runs tasks itself: left to its own manager)."""
+        return "worker" if self.info.get("role") == "worker" else "application"
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,14 @@ class StoreOperations(TaskStore):
     async def list_workers(self) -> list[WorkerRecord]:
         """The workers' heartbeat records, oldest start first (a store that is not
         shared by processes keeps none: an empty list)."""
+
+    @abc.abstractmethod
+    async def request_worker_stop(self, worker_ids: Collection[str]) -> list[str]:
+        """Ask the workers ``worker_ids`` to stop: each reads the request with its next
+        heartbeat (:meth:`TaskStore.record_worker` returns True), drains as on SIGTERM
+        and removes its record as it exits. Works from any host. Returns the ids that
+        have a record, sorted (unknown ids are ignored); asking twice keeps the first
+        request's time."""
 
     # -- changing tasks ---------------------------------------------------------------------
 
@@ -348,7 +364,17 @@ class ComposedOperations(StoreOperations):
         )
 
     async def list_workers(self) -> list[WorkerRecord]:
-        return [worker for part in self.operation_parts() for worker in await part.list_workers()]
+        found: dict[str, WorkerRecord] = {}  # a worker heartbeats into every part: once
+        for part in self.operation_parts():
+            for worker in await part.list_workers():
+                found.setdefault(worker.worker_id, worker)
+        return sorted(found.values(), key=lambda worker: (worker.started_at, worker.worker_id))
+
+    async def request_worker_stop(self, worker_ids: Collection[str]) -> list[str]:
+        asked: set[str] = set()
+        for part in self.operation_parts():
+            asked |= set(await part.request_worker_stop(worker_ids))
+        return sorted(asked)
 
     async def retry(self, task_id: str, *, now: float) -> TaskRecord:
         parts = self.operation_parts()
@@ -387,7 +413,7 @@ class ComposedOperations(StoreOperations):
         forgotten: list[str] = []
         for part in self.operation_parts():
             forgotten += await part.forget_workers(silent_since=silent_since, dry_run=dry_run)
-        return sorted(forgotten)
+        return sorted(set(forgotten))
 
     async def self_test(self) -> dict[str, Any]:
         return await self.operation_parts()[0].self_test()

@@ -123,9 +123,12 @@ class TaskStore(abc.ABC):
         """The earliest ``run_after`` of a queued task (of one of ``types``, when given),
         or None when nothing is queued."""
 
-    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:  # noqa: B027
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
         """Record that ``worker_id`` is alive (a heartbeat), with ``info`` about it.
-        Stores that cannot be shared by processes need not keep anything."""
+        Returns True when the worker was asked to stop (``taskyard workers stop``:
+        ``StoreOperations.request_worker_stop``). Stores that cannot be shared by
+        processes need not keep anything (and return False)."""
+        return False
 
     async def forget_worker(self, worker_id: str) -> None:  # noqa: B027
         """The worker stopped cleanly."""

@@ -167,12 +167,31 @@ class StoreOperationsContract:
     ) -> None:
         await ops_store.record_worker("w-1", {"hostname": "here", "pid": 1})
         listed = [worker.worker_id for worker in await ops_store.list_workers()]
-        assert listed in ([], ["w-1"])  # a single-process store keeps none
+        assert listed == ["w-1"]
         assert await ops_store.forget_workers(silent_since=time.time() - HOUR) == []
         forgotten = await ops_store.forget_workers(silent_since=time.time() + 1, dry_run=True)
         assert forgotten == listed
         assert await ops_store.forget_workers(silent_since=time.time() + 1) == listed
         assert await ops_store.list_workers() == []
+
+    async def test_a_worker_is_asked_to_stop_through_its_heartbeat(
+        self, ops_store: StoreOperations
+    ) -> None:
+        assert await ops_store.record_worker("w-1", {"role": "worker"}) is False
+        await ops_store.record_worker("w-2", {})
+        assert await ops_store.request_worker_stop(["w-1", "nobody"]) == ["w-1"]
+        first = {worker.worker_id: worker for worker in await ops_store.list_workers()}
+        assert first["w-1"].role == "worker" and first["w-2"].role == "application"
+        assert first["w-1"].stop_requested_at is not None
+        assert first["w-2"].stop_requested_at is None
+        assert await ops_store.request_worker_stop(["w-1"]) == ["w-1"]  # asked again: kept
+        again = {worker.worker_id: worker for worker in await ops_store.list_workers()}
+        assert again["w-1"].stop_requested_at == first["w-1"].stop_requested_at
+        assert await ops_store.record_worker("w-1", {"role": "worker"}) is True
+        assert await ops_store.record_worker("w-2", {}) is False
+        await ops_store.forget_worker("w-1")  # the worker said goodbye
+        assert [worker.worker_id for worker in await ops_store.list_workers()] == ["w-2"]
+        assert await ops_store.request_worker_stop([]) == []
 
     async def test_file_maintenance_is_done_or_refused_by_capability(
         self, ops_store: StoreOperations

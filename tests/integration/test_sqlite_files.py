@@ -20,6 +20,8 @@ from taskyard.framework.errors import (
     SchemaTooNew,
     TaskyardError,
 )
+from taskyard.framework.models import TaskStatus
+from taskyard.testing.operations import record
 
 
 def digest(path: Path) -> str:
@@ -132,3 +134,28 @@ def test_schema_errors_share_one_root() -> None:
 async def test_a_folder_as_the_path_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(TaskyardError, match="is a folder"):
         await open_store(tmp_path)
+
+
+async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.db"
+    store = await open_store(path)
+    tasks = [record(), record(TaskStatus.COMPLETED), record(TaskStatus.FAILED)]
+    await store.import_records(tasks)
+    await store.close()
+    ids = [task.id for task in tasks]
+    with sqlite3.connect(path) as conn:  # back to what version 1 wrote
+        conn.execute("ALTER TABLE taskyard_workers DROP COLUMN stop_requested_at")
+        conn.execute("DELETE FROM taskyard_schema_version WHERE version > 1")
+        conn.execute(
+            "INSERT INTO taskyard_workers VALUES ('old', 'here', 1, 0, 0, '{\"role\": \"worker\"}')"
+        )
+    store = await open_store(path)
+    try:
+        assert store.migrations_applied == list(range(2, SCHEMA_VERSION + 1))
+        assert await store.present(ids) == set(ids)
+        assert await store.request_worker_stop(["old"]) == ["old"]
+        assert await store.record_worker("old", {"role": "worker"}) is True
+    finally:
+        await store.close()

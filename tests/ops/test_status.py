@@ -7,6 +7,7 @@ import json
 import math
 from fractions import Fraction
 
+from taskyard.backends.sqlite import SCHEMA_VERSION
 from taskyard.framework.models import TaskStatus
 from taskyard.ops.inspect import percentile
 
@@ -127,7 +128,7 @@ def test_status_json_matches_what_the_database_holds(cli: Cli, queue: Queue) -> 
     ]
     assert [w["worker_id"] for w in shown["workers"] if w["state"] == "stale"] == expected["stale"]
     assert (shown["workers_active"], shown["workers_stale"]) == (1, 1)
-    assert shown["database"]["schema_version"] == 1
+    assert shown["database"]["schema_version"] == SCHEMA_VERSION
     assert shown["database"]["size_bytes"] == queue.path.stat().st_size
 
 

@@ -138,6 +138,24 @@ class SqliteOperations(StoreOperations):
     async def list_workers(self) -> list[WorkerRecord]:
         return await self.execute_read(workers)
 
+    async def request_worker_stop(self, worker_ids: Collection[str]) -> list[str]:
+        wanted = sorted(set(worker_ids))
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            asked: list[str] = []
+            for worker_id in wanted:  # one short transaction; a handful of workers
+                row = conn.execute(
+                    "UPDATE taskyard_workers SET stop_requested_at ="
+                    " COALESCE(stop_requested_at, ?) WHERE worker_id = ? RETURNING worker_id",
+                    (now, worker_id),
+                ).fetchone()
+                if row is not None:
+                    asked.append(str(row[0]))
+            return asked
+
+        return await self.execute_write(run) if wanted else []
+
     async def retry(self, task_id: str, *, now: float) -> TaskRecord:
         from taskyard.backends.sqlite.store import COLUMNS, row_to_record
 

@@ -63,10 +63,10 @@ def _json_object(text: str | None) -> dict[str, Any]:
 def workers(conn: sqlite3.Connection) -> list[WorkerRecord]:
     """The workers' heartbeat records, oldest start first."""
     return [
-        WorkerRecord(worker_id, hostname, pid, started_at, heartbeat, _json_object(info))
-        for worker_id, hostname, pid, started_at, heartbeat, info in conn.execute(
-            "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info"
-            " FROM taskyard_workers ORDER BY started_at, worker_id"
+        WorkerRecord(worker_id, hostname, pid, started_at, heartbeat, _json_object(info), stop)
+        for worker_id, hostname, pid, started_at, heartbeat, info, stop in conn.execute(
+            "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info,"
+            " stop_requested_at FROM taskyard_workers ORDER BY started_at, worker_id"
         )
     ]
 

@@ -346,13 +346,15 @@ def op_recover(now: float) -> Operation:
 
 
 def op_record_worker(worker_id: str, info: dict[str, object], now: float) -> Operation:
-    def run(conn: sqlite3.Connection) -> None:
-        conn.execute(
+    def run(conn: sqlite3.Connection) -> bool:
+        row = conn.execute(
             "INSERT INTO taskyard_workers (worker_id, hostname, pid, started_at,"
             " last_heartbeat, info) VALUES (?1, ?2, ?3, ?4, ?4, ?5)"
-            " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = ?4, info = ?5",
+            " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = ?4, info = ?5"
+            " RETURNING stop_requested_at",
             (worker_id, socket.gethostname(), os.getpid(), now, json.dumps(info)),
-        )
+        ).fetchone()
+        return row is not None and row[0] is not None
 
     return run
 
@@ -753,8 +755,9 @@ class SqliteStore(SqliteOperations):
         )
         return recovered
 
-    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:
-        await self._write(op_record_worker(worker_id, info, time.time()))
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
+        asked: bool = await self._write(op_record_worker(worker_id, info, time.time()))
+        return asked
 
     async def forget_worker(self, worker_id: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
