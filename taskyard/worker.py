@@ -1,4 +1,5 @@
-"""Worker processes: load the application's handlers, run until a signal, stop gracefully.
+"""Worker processes: load the application's handlers, run until a signal or a stop request
+through the queue, stop gracefully.
 
 The handlers come from an import path, the way ``celery -A`` or arq's worker settings
 do it: ``package.module:attribute`` where the attribute is either a mapping of task
@@ -11,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import signal
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from loguru import logger
 
+from taskyard._platform import install_stop_handlers
+from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.protocol import TaskManager
 
@@ -74,30 +77,44 @@ async def serve(
     shutdown_timeout: float | None = None,
     install_signal_handlers: bool = True,
 ) -> None:
-    """Run ``manager`` as a worker until ``stop`` is set or SIGTERM/SIGINT arrives, then
-    stop gracefully: no new claims, running handlers get ``shutdown_timeout`` seconds,
-    the rest go back to ``queued``."""
+    """Run ``manager`` as a worker until ``stop`` is set, a stop signal arrives
+    (SIGTERM/SIGINT; SIGINT/SIGBREAK on Windows) or ``taskyard workers stop`` asks
+    through the queue, then stop gracefully: no new claims, running handlers get
+    ``shutdown_timeout`` seconds, the rest go back to ``queued``."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if install_signal_handlers:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, _on_signal, stop, signum)
-            installed.append(signum)
+    uninstall = (
+        install_stop_handlers(asyncio.get_running_loop(), partial(_on_signal, stop))
+        if install_signal_handlers
+        else None
+    )
+    asked: asyncio.Event | None = None
+    if isinstance(manager, TaskEngine):
+        manager.role = "worker"  # so `taskyard workers stop` and rollback may stop it
+        asked = manager.stop_requested
     try:
         if registrar is not None:
             await register(manager, registrar)
         await manager.start()
         logger.info("taskyard worker started: {!r}", manager)
         print("taskyard worker ready", flush=True)  # a line supervisors and tests wait for
-        await stop.wait()
+        await _first(stop, asked)
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        if uninstall is not None:
+            uninstall()
         await manager.stop(timeout=shutdown_timeout)
         logger.info("taskyard worker stopped")
 
 
-def _on_signal(stop: asyncio.Event, signum: signal.Signals) -> None:
-    logger.info("taskyard worker received {}; stopping gracefully", signum.name)
+async def _first(*events: asyncio.Event | None) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events if event is not None]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+def _on_signal(stop: asyncio.Event, name: str) -> None:
+    logger.info("taskyard worker received {}; stopping gracefully", name)
     stop.set()

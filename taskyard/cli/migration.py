@@ -249,9 +249,11 @@ def rollback_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
-    """Planned rollback: stop the workers of this host (SIGTERM: running handlers finish
-    within their shutdown timeout), export the unfinished tasks, switch the environment's
-    backend in a settings file taskyard reads, and record the reason with a timestamp.
+    """Planned rollback: stop the queue's workers, on every host, through the queue (as
+    `taskyard workers stop --all`: running handlers finish within their shutdown
+    timeout; applications that run tasks themselves are left alone), export the
+    unfinished tasks, switch the environment's backend in a settings file taskyard
+    reads, and record the reason with a timestamp.
     The tasks stay in the database and run again once the backend is switched back."""
     import os
     from dataclasses import replace

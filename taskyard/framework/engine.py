@@ -159,6 +159,11 @@ class TaskEngine:
         self.registry = registry
         self.events = events or EventBus()
         self.worker_id = self.config.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.role = "application"
+        """What the heartbeat says this process is: ``worker`` when
+        :func:`taskyard.worker.serve` runs it (``taskyard workers stop`` stops those)."""
+        self.stop_requested = asyncio.Event()
+        """Set when the heartbeat reads a stop request (``taskyard workers stop``)."""
         self._handlers: dict[str, _Registration] = {}
         self._state = _State.NEW
         self._lifecycle = asyncio.Lock()
@@ -1035,6 +1040,7 @@ class TaskEngine:
     def worker_info(self) -> dict[str, object]:
         """What this worker says about itself in its heartbeat."""
         return {
+            "role": self.role,
             "concurrency": self.config.concurrency,
             "running": len(self._running),
             "task_types": sorted(self._handlers),
@@ -1052,7 +1058,10 @@ class TaskEngine:
         while True:
             try:
                 if self._claiming():
-                    await self.store.record_worker(self.worker_id, self.worker_info())
+                    asked = await self.store.record_worker(self.worker_id, self.worker_info())
+                    if asked and not self.stop_requested.is_set():
+                        logger.info("taskyard worker {} was asked to stop", self.worker_id)
+                        self.stop_requested.set()
                 else:
                     logger.error("taskyard: the claim loop has stopped; no heartbeat sent")
             except Exception as exc:

@@ -3,18 +3,16 @@ switch the backend in a settings file taskyard reads, and record why."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import json
 import os
 import re
-import signal
 import socket
 import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from taskyard.framework.models import (
 )
 from taskyard.framework.operations import StoreOperations
 from taskyard.ops.migration.export_format import UNFINISHED, ExportSummary, read_tasks, write_export
+from taskyard.ops.workers import StopReport, stop_workers
 
 # -- rollback ------------------------------------------------------------------------------
 
@@ -38,45 +37,8 @@ _EXPLANATION = (
 _HISTORY = re.compile(r"^# \d{4}-\d\d-\d\dT")
 
 
-@dataclass
-class DrainReport:
-    stopped: list[str] = field(default_factory=list)
-    """Workers of this host that were asked to stop and did."""
-    still_running: list[str] = field(default_factory=list)
-    """Workers of this host that were asked to stop and had not within the timeout."""
-    elsewhere: list[str] = field(default_factory=list)
-    """Workers with a fresh heartbeat on other hosts: stop them there."""
-    stale: list[str] = field(default_factory=list)
-    """Heartbeats older than the staleness limit: workers that died."""
-    applications: list[str] = field(default_factory=list)
-    """Processes of this host that run tasks but are not ``taskyard worker`` (an
-    application with ``run_worker = true``): not stopped; restart them to switch."""
-
-    @property
-    def drained(self) -> bool:
-        return not self.still_running and not self.elsewhere
-
-
-def _is_taskyard_worker(pid: int) -> bool:
-    """Whether ``pid`` runs ``taskyard worker`` (its command line, where /proc tells;
-    elsewhere every process with a heartbeat counts as a worker)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return not Path("/proc/self/cmdline").exists()
-    words = [Path(os.fsdecode(word)).name for word in argv]
-    starts = [i for i, word in enumerate(words) if word in ("taskyard", "taskyard.exe")]
-    return bool(starts) and "worker" in words[starts[0] + 1 :]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+DrainReport = StopReport
+"""What draining the workers did (see :class:`taskyard.ops.workers.StopReport`)."""
 
 
 async def drain_workers(
@@ -85,49 +47,18 @@ async def drain_workers(
     timeout: float,
     stale_after: float,
     poll: float = 0.05,
-    signum: int = signal.SIGTERM,
 ) -> DrainReport:
-    """Ask the workers of this host that share ``store`` to stop (SIGTERM: running
-    handlers finish within their shutdown timeout, the rest return to the queue) and
-    wait until each has said goodbye (its heartbeat row is gone) or ``timeout`` passes.
+    """Ask every dedicated worker sharing ``store``, on any host, to stop through the
+    queue (``taskyard workers stop --all``: running handlers finish within their
+    shutdown timeout, the rest return to the queue) and wait until each has said
+    goodbye (its record is gone) or ``timeout`` passes.
 
-    Only ``taskyard worker`` processes are stopped: an application that runs tasks
-    itself is listed in ``applications``, for its own process manager to restart.
+    An application that runs tasks itself (its worker record's role) is never stopped:
+    it is listed in ``applications``, for its own process manager to restart.
     """
-    report = DrainReport()
-    host, me = socket.gethostname(), os.getpid()
-    now = time.time()
-    waiting: dict[str, int] = {}
-    for worker in await store.list_workers():
-        worker_id, hostname, pid, beat = (
-            worker.worker_id,
-            worker.hostname,
-            worker.pid,
-            worker.last_heartbeat,
-        )
-        if now - beat > stale_after:
-            report.stale.append(worker_id)
-        elif hostname != host:
-            report.elsewhere.append(worker_id)
-        elif pid != me and _pid_alive(pid):
-            if _is_taskyard_worker(pid):
-                os.kill(pid, signum)
-                waiting[worker_id] = pid
-            else:
-                report.applications.append(worker_id)
-        else:
-            report.stale.append(worker_id)
-    deadline = time.monotonic() + timeout
-    while waiting:
-        present = {worker.worker_id for worker in await store.list_workers()}
-        for worker_id in [w for w in waiting if w not in present or not _pid_alive(waiting[w])]:
-            report.stopped.append(worker_id)
-            del waiting[worker_id]
-        if not waiting or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(poll)
-    report.still_running = sorted(waiting)
-    return report
+    return await stop_workers(
+        store, everyone=True, stale_after=stale_after, wait=timeout, poll=poll
+    )
 
 
 def rollback_log_path(db_path: str | os.PathLike[str]) -> Path:
@@ -373,7 +304,6 @@ async def roll_back(
     lines += [
         f"warning: worker {w} did not stop within the drain timeout" for w in drain.still_running
     ]
-    lines += [f"warning: worker {w} runs on another host: stop it there" for w in drain.elsewhere]
     lines += [
         f"note: {w} runs tasks from the queue but is not a taskyard worker; "
         "restart it to apply the switch"
