@@ -13,6 +13,8 @@ echo "==> ruff check"
 .venv/bin/ruff check taskyard tests examples
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> mypy --platform win32 (the Windows side of taskyard/, checked without Windows)"
+.venv/bin/mypy --platform win32
 echo "==> pytest (with branch coverage of taskyard/)"
 coverage=(--cov --cov-report=term)
 if [ "$#" -gt 0 ]; then

@@ -36,6 +36,7 @@ __all__ = [
     "IS_WINDOWS",
     "install_stop_handlers",
     "is_network_path",
+    "make_private_folder",
     "pid_alive",
     "register_at_fork",
     "replace",
@@ -205,6 +206,15 @@ def state_dir() -> Path:
     else:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "taskyard"
+
+
+def make_private_folder(path: Path) -> None:
+    """Create ``path`` (and its parents) when missing. On Windows with Python 3.12.4 or
+    newer the new folders get an owner-only ACL (``mode=0o700`` does that there; older
+    versions ignore the mode, and files then inherit the parent folder's ACL: see the
+    README's Windows section). Elsewhere the umask decides, as before (the files in it
+    are created 0600)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700 if IS_WINDOWS else 0o777)
 
 
 def is_network_path(path: str | os.PathLike[str], *, windows: bool = IS_WINDOWS) -> bool:

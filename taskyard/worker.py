@@ -82,11 +82,7 @@ async def serve(
     through the queue, then stop gracefully: no new claims, running handlers get
     ``shutdown_timeout`` seconds, the rest go back to ``queued``."""
     stop = stop or asyncio.Event()
-    uninstall = (
-        install_stop_handlers(asyncio.get_running_loop(), partial(_on_signal, stop))
-        if install_signal_handlers
-        else None
-    )
+    uninstall = stop_on_signals(stop) if install_signal_handlers else None
     asked: asyncio.Event | None = None
     if isinstance(manager, TaskEngine):
         manager.role = "worker"  # so `taskyard workers stop` and rollback may stop it
@@ -103,6 +99,14 @@ async def serve(
             uninstall()
         await manager.stop(timeout=shutdown_timeout)
         logger.info("taskyard worker stopped")
+
+
+def stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:
+    """Set ``stop`` when the process is asked to stop by a signal: SIGTERM or SIGINT, on
+    Windows SIGINT or SIGBREAK (Ctrl+C, Ctrl+Break). Call it inside the running loop;
+    works where the loop has no ``add_signal_handler`` (every Windows loop). Returns the
+    function that puts the previous handlers back."""
+    return install_stop_handlers(asyncio.get_running_loop(), partial(_on_signal, stop))
 
 
 async def _first(*events: asyncio.Event | None) -> None:

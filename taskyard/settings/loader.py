@@ -3,6 +3,7 @@ checks that run before anything starts."""
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import tomllib
@@ -146,8 +147,16 @@ def _check_environment(env: str, files: Iterable[Path], chosen_by: str) -> None:
             trust = True  # another format: its environments are not checked here
             continue
         try:
-            tables = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raw = path.read_bytes()
+            if raw.startswith(codecs.BOM_UTF8):
+                raise ConfigurationError(
+                    f"the settings file {path} starts with a byte-order mark, which TOML "
+                    "does not allow (Windows PowerShell 5 writes one with -Encoding utf8); "
+                    "save it as UTF-8 without BOM, for instance in PowerShell: "
+                    f"[IO.File]::WriteAllText('{path}', (Get-Content -Raw '{path}'))"
+                )
+            tables = tomllib.loads(raw.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigurationError(f"cannot read the settings file {path}: {exc}") from exc
         for name in tables:
             if name.lower() in SECTIONS:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 
 from taskyard.ops.migration import stop_and_hand_over
 from taskyard.providers import Container
+from taskyard.worker import stop_on_signals
 from tests.integration.worker_app import HANDLERS
 
 
@@ -33,7 +33,7 @@ async def serve() -> None:
     await manager.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    stop_on_signals(stop)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     print("ready", container.backend(), flush=True)

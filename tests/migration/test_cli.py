@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from taskyard.backends.sqlite import SqliteStore
+from taskyard.backends.sqlite import SCHEMA_VERSION, SqliteStore
 from taskyard.cli import app
 from taskyard.framework.models import TaskRecord
 from taskyard.settings import load_settings
@@ -58,10 +58,10 @@ def test_db_init_creates_then_changes_nothing(runner: CliRunner, tmp_path: Path)
     db = tmp_path / "q.db"
     first = runner.invoke(app, ["db", "init"], env=on(db))
     assert first.exit_code == 0, first.output
-    assert first.stdout.strip() == f"created {db} (schema version 1)"
+    assert first.stdout.strip() == f"created {db} (schema version {SCHEMA_VERSION})"
     again = runner.invoke(app, ["db", "init", "--validate"], env=on(db))
     assert again.exit_code == 0, again.output
-    assert f"{db} is already at schema version 1; nothing to do" in again.stdout
+    assert f"{db} is already at schema version {SCHEMA_VERSION}; nothing to do" in again.stdout
     assert "  ok    scratch" in again.stdout and again.stdout.rstrip().endswith("result: ok")
 
 

@@ -185,3 +185,42 @@ async def _until(condition: Any) -> None:
     from taskyard.testing import wait_until
 
     await wait_until(lambda: bool(condition()), message="the stop callback")
+
+
+async def test_a_network_share_is_refused_for_sqlite(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from functools import partial
+
+    from taskyard.backends.sqlite import SqliteStore, schema
+    from taskyard.framework.errors import ConfigurationError
+
+    # the Windows reading of paths, on this machine
+    monkeypatch.setattr(schema, "is_network_path", partial(_platform.is_network_path, windows=True))
+    store = SqliteStore(Path("//fileserver/share/queue.db"))
+    with pytest.raises(ConfigurationError, match=r"network share.*postgres"):
+        await store.open()
+    local = SqliteStore(tmp_path / "queue.db")
+    await local.open()  # a local path still opens
+    await local.close()
+
+
+def test_a_settings_file_with_a_byte_order_mark_names_the_fix(tmp_path: Path) -> None:
+    from taskyard.framework.errors import ConfigurationError
+    from taskyard.settings.loader import load_settings
+
+    settings = tmp_path / "settings.toml"
+    settings.write_bytes(b"\xef\xbb\xbf[default.task_execution]\nmax_concurrency = 7\n")
+    with pytest.raises(ConfigurationError, match=r"byte-order mark.*WriteAllText"):
+        load_settings(environment="development", settings_files=[settings])
+
+
+def test_an_export_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    from taskyard.ops.migration.export_format import read_export, write_export
+    from taskyard.testing.operations import record
+
+    path = tmp_path / "state.jsonl"
+    tasks = [record(), record()]
+    write_export(path, tasks)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as PowerShell 5 saves it
+    assert [task.id for task in read_export(path).records] == [task.id for task in tasks]

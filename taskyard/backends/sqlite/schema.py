@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from taskyard._platform import is_network_path, make_private_folder
 from taskyard.framework.errors import (
     ConfigurationError,
     DatabaseMoved,
@@ -76,8 +77,15 @@ def journal_path(path: Path, suffix: str) -> Path:
 def prepare_file(path: Path) -> None:
     """Create the parent folder and an empty owner-only file when missing; refuse a file
     that is not SQLite before SQLite touches it."""
+    if is_network_path(path):
+        raise ConfigurationError(
+            f"task_execution.queue_db_path {str(path)!r} is on a network share: SQLite's "
+            "locks (and WAL) do not work there, so two processes could corrupt the queue. "
+            "Put the file on a local disk, or use the postgres backend to share a queue "
+            "between machines."
+        )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)
     except OSError as exc:
         raise StoreUnavailable(
             f"cannot create the folder {path.parent} for the queue database ({exc}); "

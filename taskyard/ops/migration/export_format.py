@@ -3,6 +3,7 @@ records into a store. The format is described in :mod:`taskyard.ops.migration`."
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -146,7 +147,7 @@ def read_export(path: str | os.PathLike[str]) -> ExportFile:
     except OSError as exc:
         raise ExportFileError.at(path, 0, f"cannot be read ({exc.strerror or exc})") from None
     with handle:
-        first = handle.readline()
+        first = handle.readline().removeprefix(codecs.BOM_UTF8)  # PowerShell 5 writes one
         if not first:
             raise ExportFileError.at(path, 1, "the file is empty, not a taskyard export")
         header = _decode(first, 1, path)
