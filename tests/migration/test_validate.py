@@ -136,7 +136,8 @@ async def test_stale_workers_and_due_work_without_workers_warn(tmp_path: Path) -
     await add_tasks(db, 3)
     conn = sqlite3.connect(db)
     conn.execute(
-        "INSERT INTO taskyard_workers VALUES ('host:1', 'host', 1, ?, ?, '{}')",
+        "INSERT INTO taskyard_workers (worker_id, hostname, pid, started_at, last_heartbeat)"
+        " VALUES ('host:1', 'host', 1, ?, ?)",
         (time.time() - 600, time.time() - 600),
     )
     conn.commit()
