@@ -13,8 +13,9 @@ Nothing else in taskyard calls ``os.kill``, ``loop.add_signal_handler`` or reads
 - :func:`pid_alive`: whether a process of this host is running (on Windows through
   ``OpenProcess``; ``os.kill(pid, 0)`` there raises for a dead pid and sends Ctrl+C to
   a live one).
-- :func:`replace`: ``os.replace``, retried briefly while another process (an antivirus,
-  a reader) holds the target open: Windows' sharing violations (WinError 5 and 32).
+- :func:`replace` and :func:`remove`: ``os.replace`` and unlink, retried briefly while
+  another process (an antivirus, a reader) holds the file open: Windows' sharing
+  violations (WinError 5 and 32).
 - :func:`state_dir`: the per-user folder for taskyard's own files.
 - :func:`is_network_path`: a UNC path, where SQLite's locking (and WAL) does not work.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "make_private_folder",
     "pid_alive",
     "register_at_fork",
+    "remove",
     "replace",
     "state_dir",
 ]
@@ -180,14 +182,12 @@ def _windows_start_time(handle: int) -> float | None:
 SHARING_VIOLATIONS = (5, 32)  # ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION
 
 
-def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, wait: float = 2.0) -> None:
-    """``os.replace``, retried for up to ``wait`` seconds while Windows refuses because
-    another process holds ``dst`` open (elsewhere: one attempt)."""
+def _retrying(action: Callable[[], None], wait: float) -> None:
     deadline = time.monotonic() + wait
     delay = 0.01
     while True:
         try:
-            os.replace(src, dst)
+            action()
             return
         except PermissionError as exc:
             if getattr(exc, "winerror", None) not in SHARING_VIOLATIONS:
@@ -196,6 +196,18 @@ def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, wait: f
                 raise
         time.sleep(delay)  # a retry back-off, not a synchronisation
         delay = min(delay * 2, 0.2)
+
+
+def remove(path: str | os.PathLike[str], *, wait: float = 2.0) -> None:
+    """Delete ``path`` if it exists, retried for up to ``wait`` seconds while Windows
+    refuses because another process holds it open."""
+    _retrying(lambda: Path(path).unlink(missing_ok=True), wait)
+
+
+def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, wait: float = 2.0) -> None:
+    """``os.replace``, retried for up to ``wait`` seconds while Windows refuses because
+    another process holds ``dst`` open (elsewhere: one attempt)."""
+    _retrying(lambda: os.replace(src, dst), wait)
 
 
 def state_dir() -> Path:

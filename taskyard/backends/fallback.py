@@ -32,7 +32,7 @@ from typing import Any
 
 from loguru import logger
 
-from taskyard._platform import state_dir
+from taskyard._platform import remove, state_dir
 from taskyard.backends.memory import InMemoryStore
 from taskyard.backends.sqlite.store import SqliteStore
 from taskyard.framework.engine import EngineConfig, TaskEngine
@@ -334,8 +334,15 @@ class FallbackStore(ComposedOperations):
 
     def _remove_spills(self) -> None:
         for path in self.spill_candidates():
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+            try:
+                remove(path)  # retried while another process (an antivirus) holds it
+            except OSError as exc:
+                logger.warning(
+                    "taskyard: cannot delete the imported spill file {} ({}); delete it, "
+                    "or its tasks are offered again (known ids are skipped)",
+                    path,
+                    exc,
+                )
 
     def _write_spill(self) -> None:
         records = list(self.memory.tasks.values())

@@ -35,6 +35,7 @@ from typing import Any
 
 from loguru import logger
 
+from taskyard._platform import remove
 from taskyard.framework.errors import (
     IntegrityError,
     OperationRefused,
@@ -219,7 +220,7 @@ def prune_backups(
     doomed = backups[: max(len(backups) - keep, 0)]
     if not dry_run:
         for backup in doomed:
-            backup.path.unlink(missing_ok=True)
+            remove(backup.path)  # retried while another process holds it open (Windows)
             logger.info("taskyard: deleted the backup {}", backup.path)
     return doomed
 

@@ -224,3 +224,22 @@ def test_an_export_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     write_export(path, tasks)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as PowerShell 5 saves it
     assert [task.id for task in read_export(path).records] == [task.id for task in tasks]
+
+
+def test_remove_retries_a_sharing_violation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    doomed = tmp_path / "spill.jsonl"
+    doomed.write_text("x")
+    real_unlink = Path.unlink
+    failures = [sharing_violation()]
+
+    def held_open(self: Path, missing_ok: bool = False) -> None:
+        if failures:
+            raise failures.pop()
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", held_open)
+    _platform.remove(doomed)
+    _platform.remove(doomed)  # gone already: nothing to do
+    assert not doomed.exists() and failures == []
