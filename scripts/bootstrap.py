@@ -12,6 +12,7 @@ does for the bash scripts, with ``.venv\\Scripts`` on Windows and ``.venv/bin`` 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import venv
@@ -67,6 +68,15 @@ def main(argv: list[str]) -> None:
     run(tool("mypy"), "--platform", "win32")
     coverage = ["--cov", "--cov-report=term"] + (["--cov-fail-under=0"] if rest else [])
     run(tool("pytest"), *coverage, *rest)
+    if not rest and sys.platform != "win32":  # Windows simulated: see scripts/test.sh
+        simulated = [
+            "tests/integration/test_sqlite_processes.py",
+            "tests/integration/test_windows_simulation.py",
+            "tests/ops/test_workers.py",
+            "tests/migration/test_runbook.py",
+        ]
+        os.environ["PYTHONPATH"] = str(ROOT / "tests" / "windows_sim")
+        run(tool("pytest"), "-p", "no:cacheprovider", "-q", *simulated)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,11 @@ if [ "$#" -gt 0 ]; then
     coverage+=(--cov-fail-under=0)  # a partial run covers less: report it, do not judge it
 fi
 .venv/bin/pytest "${coverage[@]}" "$@"
+if [ "$#" -eq 0 ]; then
+    # Windows simulated (tests/windows_sim/sitecustomize.py, inherited by every child
+    # process): no os.register_at_fork, event loops without signal support
+    echo "==> pytest: the worker tests again, under simulated Windows"
+    PYTHONPATH=tests/windows_sim .venv/bin/pytest -p no:cacheprovider -q \
+        tests/integration/test_sqlite_processes.py tests/integration/test_windows_simulation.py \
+        tests/ops/test_workers.py tests/migration/test_runbook.py
+fi

@@ -15,6 +15,7 @@ import pytest
 from taskyard.backends.sqlite import QueuedTaskManager
 from taskyard.framework import EngineConfig
 from taskyard.testing import wait_until
+from tests.windows_sim import python_path
 
 from .worker_app import HANDLERS
 
@@ -39,7 +40,7 @@ class Workers:
             TASKYARD_TASK_EXECUTION__BACKEND="sqlite",
             TASKYARD_TASK_EXECUTION__QUEUE_DB_PATH=str(self.db),
             TASKYARD_TEST_EXEC_LOG=str(self.log),
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=python_path(),
         )
         env.update({f"TASKYARD_TASK_EXECUTION__{k.upper()}": v for k, v in settings.items()})
         return env

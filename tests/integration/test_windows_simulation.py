@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,10 @@ from taskyard.framework.engine import EngineConfig
 from taskyard.framework.models import TaskStatus
 from taskyard.testing import poll_until
 from tests.integration.worker_app import HANDLERS
-from tests.migration.test_runbook import ROOT, Deployment
+from tests.migration.test_runbook import Deployment
+from tests.windows_sim import FOLDER, python_path
 
-SIMULATION = ROOT / "tests" / "windows_sim"
+SIMULATION = FOLDER
 
 PROBE = """
 import asyncio, os
@@ -40,7 +40,7 @@ except NotImplementedError:
 class SimulatedWindows(Deployment):
     def env(self, **extra: str) -> dict[str, str]:
         env = super().env(**extra)
-        env["PYTHONPATH"] = f"{SIMULATION}{os.pathsep}{ROOT}"
+        env["PYTHONPATH"] = python_path(SIMULATION)
         return env
 
 

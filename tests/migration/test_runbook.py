@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from taskyard.testing import poll_until
+from tests.windows_sim import python_path
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +99,7 @@ class Deployment:
         env.update(
             TASKYARD_ENV="production",
             TASKYARD_TEST_EXEC_LOG=str(self.log),
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=python_path(),
             **extra,
         )
         return env

@@ -73,7 +73,7 @@ def test_posix_liveness() -> None:
 
 
 def test_register_at_fork_without_the_function(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(os, "register_at_fork")
+    monkeypatch.delattr(os, "register_at_fork", raising=False)
     _platform.register_at_fork(lambda: None)  # Windows: nothing to do, no error
 
 
@@ -151,7 +151,7 @@ async def test_stop_handlers_through_the_loop() -> None:
 
 
 class SignallessLoop(asyncio.SelectorEventLoop):
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]
         raise NotImplementedError
 
     def remove_signal_handler(self, sig: int) -> bool:

@@ -23,7 +23,7 @@ for _name in ("register_at_fork", "fork"):
 class SignallessEventLoop(asyncio.SelectorEventLoop):
     """A selector loop without ``add_signal_handler``, like Windows' loops."""
 
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]
         raise NotImplementedError("simulated Windows: this event loop has no signal handlers")
 
     def remove_signal_handler(self, sig: int) -> bool:
