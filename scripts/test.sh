@@ -25,7 +25,7 @@ if [ "$#" -eq 0 ]; then
     # Windows simulated (tests/windows_sim/sitecustomize.py, inherited by every child
     # process): no os.register_at_fork, event loops without signal support
     echo "==> pytest: the worker tests again, under simulated Windows"
-    PYTHONPATH=tests/windows_sim .venv/bin/pytest -p no:cacheprovider -q \
+    PYTHONPATH="$PWD/tests/windows_sim" .venv/bin/pytest -p no:cacheprovider -q \
         tests/integration/test_sqlite_processes.py tests/integration/test_windows_simulation.py \
         tests/ops/test_workers.py tests/migration/test_runbook.py
 fi

@@ -17,5 +17,6 @@ def python_path(*first: Path) -> str:
     """``PYTHONPATH`` for a child process: ``first``, this checkout, then what this
     process was given (so a simulation in force here is in force there too)."""
     parts = [str(path) for path in (*first, ROOT)]
-    parts += [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
+    given = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    parts += [str(Path(part).resolve()) for part in given if part]  # children run elsewhere
     return os.pathsep.join(parts)
