@@ -1055,8 +1055,12 @@ class TaskEngine:
         )
 
     async def _heartbeat_loop(self) -> None:
+        fresh = True
         while True:
             try:
+                if fresh:  # a record left by a dead process with this id: not ours to obey
+                    await self.store.forget_worker(self.worker_id)
+                    fresh = False
                 if self._claiming():
                     asked = await self.store.record_worker(self.worker_id, self.worker_info())
                     if asked and not self.stop_requested.is_set():

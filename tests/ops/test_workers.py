@@ -93,3 +93,32 @@ async def test_a_worker_reads_the_stop_request_and_drains(tmp_path: Path) -> Non
         assert statuses == {"completed"}
     finally:
         await store.close()
+
+
+async def test_a_stop_request_left_by_a_dead_process_does_not_stop_its_successor(
+    tmp_path: Path,
+) -> None:
+    """Worker ids are host:pid, and a container's worker is pid 1 on every start."""
+    store = SqliteStore(tmp_path / "queue.db")
+    await store.open()
+    try:
+        await store.record_worker("box:1", {"role": "worker"})
+        assert await store.request_worker_stop(["box:1"]) == ["box:1"]  # then it was killed
+        config = EngineConfig(worker_id="box:1", poll_interval=0.05, lease_seconds=0.3)
+        async with QueuedTaskManager(config, db_path=tmp_path / "queue.db") as manager:
+
+            async def fresh_record() -> bool:
+                workers = await store.list_workers()
+                return [(w.worker_id, w.stop_requested_at) for w in workers] == [("box:1", None)]
+
+            await wait_until(fresh_record, message="the successor's own record")
+            [first] = await store.list_workers()
+
+            async def beat_again() -> bool:
+                [now] = await store.list_workers()
+                return now.last_heartbeat > first.last_heartbeat
+
+            await wait_until(beat_again, message="a second heartbeat")
+            assert not manager.stop_requested.is_set()
+    finally:
+        await store.close()
