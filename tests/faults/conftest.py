@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from taskyard.testing import poll_until
+from tests.windows_sim import python_path
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.faults.worker_app:HANDLERS"
@@ -37,7 +38,7 @@ class Workers:
             TASKYARD_TASK_EXECUTION__BACKEND="sqlite",
             TASKYARD_TASK_EXECUTION__QUEUE_DB_PATH=str(self.db),
             TASKYARD_TEST_EXEC_LOG=str(self.log),
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=python_path(),
         )
         env.update({f"TASKYARD_TASK_EXECUTION__{k.upper()}": v for k, v in settings.items()})
         return env

@@ -23,6 +23,7 @@ from taskyard.cli import app
 from taskyard.framework.models import TaskRecord, TaskStatus, new_task_id
 from taskyard.settings import configure_logging, load_settings
 from taskyard.testing import poll_until
+from tests.windows_sim import python_path
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.ops.worker_app:HANDLERS"
@@ -195,7 +196,7 @@ class Worker:
             TASKYARD_ENV="testing",
             TASKYARD_TASK_EXECUTION__BACKEND="sqlite",
             TASKYARD_TASK_EXECUTION__QUEUE_DB_PATH=str(db),
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=python_path(),
         )
         env.update({f"TASKYARD_TASK_EXECUTION__{k.upper()}": v for k, v in settings.items()})
         self.process = subprocess.Popen(
