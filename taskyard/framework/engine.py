@@ -207,6 +207,7 @@ class TaskEngine:
             await self.store.open()
             self._state = _State.RUNNING
             self._wake = asyncio.Event()
+            self.store.set_wakeup(self._notice_elsewhere)
             self._outcome_ready = asyncio.Event()
             self._background = [asyncio.create_task(self._flush_outcomes(), name="taskyard-flush")]
             if self.config.run_worker:
@@ -217,6 +218,10 @@ class TaskEngine:
                     asyncio.create_task(self._recover_loop(), name="taskyard-recover"),
                 ]
             logger.debug("taskyard engine {} started on {}", self.worker_id, self.store)
+
+    def _notice_elsewhere(self) -> None:
+        """The store heard of a write by another process: look for work now."""
+        self._wake.set()
 
     async def stop(self, timeout: float | None = None) -> None:
         await self._shutdown(timeout)

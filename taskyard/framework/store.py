@@ -11,7 +11,7 @@ subclass); stores translate their driver's errors into those at this boundary.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus
@@ -147,6 +147,11 @@ class TaskStore(abc.ABC):
         fallback store: ``held_in_memory``, the unfinished tasks only memory holds). The
         default has none."""
         return {}
+
+    def set_wakeup(self, wake: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Stores that hear of writes by other processes (PostgreSQL's LISTEN) call
+        ``wake`` when they do, so the engine claims at once instead of at its next poll.
+        Called by the engine at start; the default ignores it."""
 
     async def changed_elsewhere(self) -> bool:
         """Whether another process may have written since the last call (cheap).

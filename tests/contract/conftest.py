@@ -15,7 +15,22 @@ import pytest
 from taskyard.backends.canary import CanaryTaskManager
 from taskyard.backends.fallback import FallbackTaskManager
 from taskyard.backends.sqlite import QueuedTaskManager, SqliteStore
+from taskyard.framework.engine import EngineConfig
 from taskyard.testing import BackendFactory, ManagerFactory, in_memory_backend
+from tests.pg_support import postgres_dsn, require_postgres, schema_for
+
+__all__ = ["postgres_dsn"]
+
+
+def postgres_backend(dsn: str) -> BackendFactory:
+    """``postgres``: one schema per storage location, in the module's own database."""
+    from taskyard.backends.postgres import PostgresTaskManager
+
+    def make(config: EngineConfig, location):  # type: ignore[no-untyped-def]
+        return PostgresTaskManager(config, dsn=dsn, schema=schema_for(location), pool_size=4)
+
+    return make
+
 
 BACKENDS: dict[str, BackendFactory] = {
     "in-memory": in_memory_backend,
@@ -27,10 +42,15 @@ BACKENDS: dict[str, BackendFactory] = {
         canary=SqliteStore(path / "canary.db"),
         share=0.5,
     ),
+    "postgres": lambda config, path: config,  # replaced by postgres_backend(dsn) below
 }
 
 
 @pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
 async def make_manager(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[ManagerFactory]:
-    async with ManagerFactory(BACKENDS[request.param], tmp_path) as factory:
+    backend = BACKENDS[request.param]
+    if request.param == "postgres":
+        require_postgres()
+        backend = postgres_backend(request.getfixturevalue("postgres_dsn"))
+    async with ManagerFactory(backend, tmp_path) as factory:
         yield factory

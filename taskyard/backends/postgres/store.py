@@ -1,0 +1,856 @@
+"""The PostgreSQL task store, over asyncpg.
+
+Round trips are what cost here (each is a commit with ``synchronous_commit = on``), so
+every write is one statement in autocommit, and what arrives together shares it:
+
+- ``add``: callers arriving while an insert is in flight join the next one, and all of
+  their records go in one ``INSERT ... SELECT FROM unnest(...)`` (group commit); a
+  throttled ``pg_notify`` rides in the same statement;
+- ``claim``: one CTE picks due, queued tasks ``ORDER BY priority, seq LIMIT n FOR UPDATE
+  SKIP LOCKED``, and the ``UPDATE ... RETURNING`` that leases them joins on it;
+- ``finish`` and ``renew_leases``: one ``UPDATE ... FROM unnest(...)`` per batch.
+
+Wake-ups: one dedicated connection (not from the pool) LISTENs on the schema's
+channel and calls the engine's wake-up; while it is down (re-opened with backoff)
+:meth:`changed_elsewhere` says yes at every poll, so polling covers the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from loguru import logger
+
+from taskyard.backends.postgres import schema
+from taskyard.backends.postgres.dsn import redact_dsn
+from taskyard.backends.postgres.errors import translate
+from taskyard.framework.errors import ManagerStateError, StoreError, TaskyardError
+from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, dumps
+from taskyard.framework.store import Capability, TaskStore
+
+COLUMNS = (
+    "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
+    "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
+    "lease_token, lease_expires_at, worker_id"
+)
+APPLICATION_NAME = "taskyard"
+"""Every connection of the store says so (``pg_stat_activity.application_name``)."""
+SAFETY_POLL = 5.0
+"""Even with LISTEN up, say "changed" this often: a notification can be lost in a
+reconnect that nobody noticed."""
+
+
+def _status(value: str) -> TaskStatus:
+    return TaskStatus(value)
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: an error message that has one keeps it visibly."""
+    return None if value is None else value.replace("\x00", "\\x00")
+
+
+def row_to_record(row: Sequence[Any]) -> TaskRecord:
+    return TaskRecord(
+        seq=row[0],
+        id=row[1],
+        type=row[2],
+        status=_status(row[3]),
+        priority=row[4],
+        attempts=row[5],
+        max_attempts=row[6],
+        payload=json.loads(row[7]),
+        payload_json=row[7],
+        result=None if row[8] is None else json.loads(row[8]),
+        error=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+        run_after=row[12],
+        started_at=row[13],
+        finished_at=row[14],
+        timeout=row[15],
+        idempotency_key=row[16],
+        lease_token=row[17],
+        lease_expires_at=row[18],
+        worker_id=row[19],
+    )
+
+
+class PostgresStore(TaskStore):
+    """Tasks in one PostgreSQL schema, shared by any number of processes on any hosts."""
+
+    capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema_name: str = "taskyard",
+        pool_size: int = 10,
+        notify: bool = True,
+        notify_interval: float = 0.005,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema_name
+        self._q = schema.quoted_schema(schema_name)
+        self.pool_size = max(1, int(pool_size))
+        self.notify = notify
+        self.notify_interval = notify_interval
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.where = f"PostgreSQL queue {redact_dsn(dsn)} (schema {schema_name})"
+        self.channel = f"taskyard_{schema_name}"
+        self.migrations_applied: list[int] = []
+        self._pool: asyncpg.Pool | None = None
+        self._closing = False
+        # group commit of adds
+        self._adds: list[tuple[Sequence[TaskRecord], asyncio.Future[list[str]]]] = []
+        self._add_writer: asyncio.Task[None] | None = None
+        # NOTIFY throttle
+        self._last_notify = 0.0
+        self._trailing: asyncio.TimerHandle | None = None
+        # LISTEN
+        self._listen_task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listening = False
+        self._listen_error = "not connected yet"
+        self._changed = True
+        self._last_safety = 0.0
+        self._wakeup: Callable[[], None] | None = None
+        # health
+        self._down_reason: str | None = None
+        t = f"{self._q}.taskyard_tasks"
+        self.tasks_table = t
+        self._sql_add = (
+            "WITH ins AS ("
+            f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
+            " created_at, updated_at, run_after, timeout, idempotency_key)"
+            " SELECT i, ty, 'queued', p, a, m, pl::json, c, u, r, tm, k FROM unnest("
+            "$1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],"
+            " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::float8[],"
+            " $11::text[]) AS x(i, ty, p, a, m, pl, c, u, r, tm, k)"
+            " ON CONFLICT DO NOTHING RETURNING id),"
+            " wake AS (SELECT pg_notify($12, '') WHERE $13::bool)"
+            " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
+        )
+        self._sql_claim = (
+            f"WITH next AS (SELECT seq FROM {t}"
+            " WHERE status = 'queued' AND run_after <= $1"
+            " AND ($5::text[] IS NULL OR type = ANY($5::text[]))"
+            " ORDER BY priority, seq LIMIT $6 FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {t} AS t SET status = 'running', attempts = t.attempts + 1,"
+            " started_at = $1, updated_at = $1, lease_token = $2, lease_expires_at = $3,"
+            " worker_id = $4 FROM next WHERE t.seq = next.seq"
+            " RETURNING t.seq, t.id, t.type, t.priority, t.attempts, t.max_attempts, t.payload,"
+            " t.run_after, t.timeout, t.created_at"
+        )
+        self._sql_finish = (
+            f"UPDATE {t} AS t SET status = o.status,"
+            " attempts = CASE WHEN o.release THEN t.attempts - 1 ELSE t.attempts END,"
+            " result = CASE WHEN o.status = 'queued' THEN t.result ELSE o.result::json END,"
+            " error = CASE WHEN o.release THEN t.error ELSE o.error END,"
+            " run_after = CASE WHEN o.status = 'queued' THEN o.run_after ELSE t.run_after END,"
+            " finished_at = CASE WHEN o.status = 'queued' THEN t.finished_at ELSE o.at END,"
+            " updated_at = o.at, lease_token = NULL, lease_expires_at = NULL,"
+            " worker_id = CASE WHEN o.status = 'queued' THEN NULL ELSE t.worker_id END"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::timestamptz[], $7::timestamptz[], $8::bool[])"
+            " AS o(id, token, status, result, error, at, run_after, release)"
+            " WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'"
+            " RETURNING t.id"
+        )
+        self._sql_renew = (
+            f"UPDATE {t} AS t SET lease_expires_at = $3"
+            " FROM unnest($1::text[], $2::text[]) AS l(id, token)"
+            " WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'"
+            " RETURNING t.id"
+        )
+        self._sql_recover = (
+            f"UPDATE {t} SET"
+            " status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,"
+            " finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE finished_at END,"
+            " error = CASE WHEN attempts >= max_attempts"
+            " THEN 'lease expired: the worker running it stopped responding' ELSE error END,"
+            " run_after = CASE WHEN attempts >= max_attempts THEN run_after ELSE $1 END,"
+            " worker_id = CASE WHEN attempts >= max_attempts THEN worker_id ELSE NULL END,"
+            " updated_at = $1, lease_token = NULL, lease_expires_at = NULL"
+            " WHERE status = 'running' AND lease_expires_at < $1"
+            f" RETURNING {COLUMNS}"
+        )
+        self._sql_import = (
+            f"INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
+            " result, error, created_at, updated_at, run_after, started_at, finished_at,"
+            " timeout, idempotency_key)"
+            " SELECT i, ty, s, p, a, m, pl::json, re::json, e, c, u, r, st, f, tm, k"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],"
+            " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],"
+            " $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::float8[],"
+            " $16::text[]) AS x(i, ty, s, p, a, m, pl, re, e, c, u, r, st, f, tm, k)"
+            " ON CONFLICT DO NOTHING RETURNING id"
+        )
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.where}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _server_settings(self, role: str = "") -> dict[str, str]:
+        name = f"{APPLICATION_NAME}-{role}" if role else APPLICATION_NAME
+        return {"application_name": name}
+
+    async def _connect(self, role: str) -> asyncpg.Connection:
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self.dsn,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+                server_settings=self._server_settings(role),
+            )
+        except Exception as exc:
+            raise translate(exc, self.where) from exc
+        return conn
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        self._closing = False
+        conn = await self._connect("migrate")
+        try:
+            self.migrations_applied = await schema.migrate(conn, self.schema, self.where)
+        except TaskyardError:
+            raise
+        except Exception as exc:
+            raise translate(exc, self.where) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+        if self.migrations_applied:
+            logger.info(
+                "taskyard: {} migrated to schema version(s) {}", self.where,
+                self.migrations_applied,
+            )  # fmt: skip
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=min(2, self.pool_size),
+                max_size=self.pool_size,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+                server_settings=self._server_settings(),
+                max_inactive_connection_lifetime=300.0,
+            )
+        except Exception as exc:
+            raise translate(exc, self.where) from exc
+        self._down_reason = None
+        if self.notify:
+            self._listen_task = asyncio.create_task(
+                self._listen_loop(), name="taskyard-postgres-listen"
+            )
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        self._closing = True
+        writer = self._add_writer
+        if writer is not None:
+            await asyncio.gather(writer, return_exceptions=True)
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            await asyncio.gather(self._listen_task, return_exceptions=True)
+            self._listen_task = None
+        pool, self._pool = self._pool, None
+        try:
+            await asyncio.wait_for(pool.close(), timeout=5.0)
+        except (TimeoutError, Exception):
+            pool.terminate()
+
+    # -- connections -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; driver errors leave as taskyard errors, and the store's
+        health follows: a connection error marks it down, a success up again."""
+        pool = self._pool
+        if pool is None:
+            raise ManagerStateError(f"{self!r} is not open")
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        except TaskyardError:
+            raise
+        except Exception as exc:
+            error = translate(exc, self.where)
+            if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError) or (
+                isinstance(exc, asyncpg.PostgresError)
+                and str(getattr(exc, "sqlstate", ""))[:2] in ("08", "57")
+            ):
+                if self._down_reason is None:
+                    logger.warning("taskyard: {}", error)
+                self._down_reason = str(error)
+            raise error from exc
+        else:
+            if self._down_reason is not None:
+                logger.info("taskyard: {} answers again", self.where)
+                self._down_reason = None
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._conn() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
+
+    # -- wake-ups --------------------------------------------------------------------------
+
+    def set_wakeup(self, wake: Callable[[], None]) -> None:
+        self._wakeup = wake
+
+    def _notified(self, *_: Any) -> None:
+        self._changed = True
+        if self._wakeup is not None:
+            self._wakeup()
+
+    def _want_notify(self) -> bool:
+        """Whether this statement carries the NOTIFY: at most one per ``notify_interval``
+        per process; a suppressed one is sent once the interval has passed."""
+        if not self.notify:
+            return False
+        now = time.monotonic()
+        if now - self._last_notify >= self.notify_interval:
+            self._last_notify = now
+            return True
+        if self._trailing is None:
+            delay = self.notify_interval - (now - self._last_notify)
+            self._trailing = asyncio.get_running_loop().call_later(delay, self._send_trailing)
+        return False
+
+    def _send_trailing(self) -> None:
+        self._trailing = None
+        if self._pool is None or self._closing:
+            return
+        self._last_notify = time.monotonic()
+        task = asyncio.ensure_future(self._notify_now())
+        task.add_done_callback(lambda done: done.exception() if not done.cancelled() else None)
+
+    async def _notify_now(self) -> None:
+        with contextlib.suppress(StoreError):
+            async with self._conn() as conn:
+                await conn.execute("SELECT pg_notify($1, '')", self.channel)
+
+    async def _listen_loop(self) -> None:
+        """Keep one LISTEN connection open; re-open it with backoff when it is lost."""
+        backoff = 0.1
+        while not self._closing:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await self._connect("listen")
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(self.channel, self._notified)
+                self._listener, self._listening = conn, True
+                self._listen_error = ""
+                self._notified()  # whatever was written while nobody listened
+                backoff = 0.1
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), SAFETY_POLL)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=self.connect_timeout)
+                self._listen_error = "the LISTEN connection was closed by the server"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._listen_error = str(translate(exc, self.where))
+            finally:
+                self._listening = False
+                self._listener = None
+                if conn is not None:
+                    conn.terminate()
+            if self._closing:
+                return
+            logger.debug("taskyard: LISTEN lost ({}); polling until it is back", self._listen_error)
+            self._notified()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def changed_elsewhere(self) -> bool:
+        now = time.monotonic()
+        if not self._listening or self._changed or now - self._last_safety >= SAFETY_POLL:
+            self._changed = False
+            self._last_safety = now
+            return True
+        return False
+
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is up (else the engine polls)."""
+        return self._listening
+
+    async def health(self) -> tuple[str, str]:
+        try:
+            async with self._conn() as conn:
+                await conn.fetchval("SELECT 1")
+        except (StoreError, ManagerStateError) as exc:
+            return "down", str(exc)
+        if self.notify and not self._listening:
+            return "degraded", (
+                f"{self.where}: no LISTEN connection ({self._listen_error}); workers poll "
+                "for new tasks until it is re-opened"
+            )
+        return "ok", ""
+
+    # -- TaskStore: writes -----------------------------------------------------------------
+
+    async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        if self._pool is None or self._closing:
+            raise ManagerStateError(f"{self!r} is not open")
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._adds.append((records, future))
+        if self._add_writer is None:
+            self._add_writer = asyncio.create_task(self._write_adds(), name="taskyard-pg-add")
+        return await future
+
+    async def _write_adds(self) -> None:
+        """Group commit: everything that queued up while the last insert was in flight
+        goes in the next one."""
+        try:
+            while self._adds:
+                batch, self._adds = self._adds, []
+                records = [record for records, _ in batch for record in records]
+                try:
+                    ids = await self._insert(records)
+                except BaseException as exc:
+                    error = exc if isinstance(exc, Exception) else StoreError("store closed")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                start = 0
+                for part, future in batch:
+                    if not future.done():
+                        future.set_result(ids[start : start + len(part)])
+                    start += len(part)
+        finally:
+            self._add_writer = None
+
+    async def _insert(self, records: Sequence[TaskRecord]) -> list[str]:
+        columns: list[list[Any]] = [[] for _ in range(11)]
+        for record in records:
+            values = (
+                record.id, record.type, record.priority, record.attempts, record.max_attempts,
+                record.payload_json or dumps(record.payload), record.created_at,
+                record.updated_at, record.run_after, record.timeout, record.idempotency_key,
+            )  # fmt: skip
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._sql_add, *columns, self.channel, self._want_notify())
+            inserted = {row[0] for row in rows}
+            keys = [
+                record.idempotency_key
+                for record in records
+                if record.id not in inserted and record.idempotency_key
+            ]
+            known: dict[str, str] = {}
+            if keys:
+                found = await conn.fetch(
+                    f"SELECT idempotency_key, id FROM {self.tasks_table}"
+                    " WHERE idempotency_key = ANY($1::text[])",
+                    keys,
+                )
+                known = {row[0]: row[1] for row in found}
+        return [
+            record.id
+            if record.id in inserted or not record.idempotency_key
+            else known.get(record.idempotency_key, record.id)
+            for record in records
+        ]
+
+    async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
+        if not records:
+            return []
+        columns: list[list[Any]] = [[] for _ in range(16)]
+        for record in records:
+            status = TaskStatus.QUEUED if record.status is TaskStatus.RUNNING else record.status
+            values = (
+                record.id, record.type, str(status), record.priority, record.attempts,
+                record.max_attempts, record.payload_json or dumps(record.payload),
+                None if record.result is None else dumps(record.result, what="result"),
+                _text(record.error), record.created_at, record.updated_at, record.run_after,
+                record.started_at, record.finished_at, record.timeout, record.idempotency_key,
+            )  # fmt: skip
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await self._fetch(self._sql_import, *columns)
+        inserted = {row[0] for row in rows}
+        stored: list[bool] = []
+        seen: set[str] = set()
+        for record in records:
+            stored.append(record.id in inserted and record.id not in seen)
+            seen.add(record.id)
+        return stored
+
+    async def claim(
+        self,
+        *,
+        limit: int,
+        now: datetime,
+        worker_id: str,
+        lease_seconds: float,
+        types: Collection[str] | None = None,
+    ) -> list[TaskRecord]:
+        if limit <= 0:
+            return []
+        token = uuid.uuid4().hex
+        expires = now + timedelta(seconds=lease_seconds)
+        wanted = None if types is None else sorted(types)
+        rows = await self._fetch(self._sql_claim, now, token, expires, worker_id, wanted, limit)
+        records = [
+            TaskRecord(
+                seq=row[0],
+                id=row[1],
+                type=row[2],
+                status=TaskStatus.RUNNING,
+                priority=row[3],
+                attempts=row[4],
+                max_attempts=row[5],
+                payload=json.loads(row[6]),
+                payload_json=row[6],
+                created_at=row[9],
+                updated_at=now,
+                run_after=row[7],
+                started_at=now,
+                timeout=row[8],
+                lease_token=token,
+                lease_expires_at=expires,
+                worker_id=worker_id,
+            )
+            for row in rows
+        ]
+        records.sort(key=lambda record: (record.priority, record.seq))
+        return records
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        columns: list[list[Any]] = [[] for _ in range(8)]
+        for outcome in outcomes:
+            queued = outcome.status is TaskStatus.QUEUED
+            values = (
+                outcome.task_id, outcome.lease_token, str(outcome.status),
+                None if queued else outcome.result_json, _text(outcome.error),
+                outcome.finished_at,
+                (outcome.run_after or outcome.finished_at) if queued else None,
+                bool(outcome.release),
+            )  # fmt: skip
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await self._fetch(self._sql_finish, *columns)
+        applied = {row[0] for row in rows}
+        return [outcome.task_id in applied for outcome in outcomes]
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, str]], *, until: datetime
+    ) -> list[str]:
+        if not leases:
+            return []
+        ids = [task_id for task_id, _ in leases]
+        tokens = [token for _, token in leases]
+        rows = await self._fetch(self._sql_renew, ids, tokens, until)
+        held = {row[0] for row in rows}
+        return [task_id for task_id in ids if task_id not in held]
+
+    async def cancel(self, task_id: str, *, now: datetime) -> TaskStatus | None:
+        async with self._conn() as conn, conn.transaction():
+            found = await conn.fetchval(
+                f"SELECT status FROM {self.tasks_table} WHERE id = $1 FOR UPDATE", task_id
+            )
+            if found is None:
+                return None
+            before = TaskStatus(found)
+            if before.is_terminal:
+                return before
+            await conn.execute(
+                f"UPDATE {self.tasks_table} SET status = 'cancelled', finished_at = $1,"
+                " updated_at = $1, lease_token = NULL, lease_expires_at = NULL WHERE id = $2",
+                now,
+                task_id,
+            )
+            return before
+
+    async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
+        return [row_to_record(row) for row in await self._fetch(self._sql_recover, now)]
+
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                f"INSERT INTO {self._q}.taskyard_workers (worker_id, hostname, pid, started_at,"
+                " last_heartbeat, info) VALUES ($1, $2, $3, $4, $4, $5::json)"
+                " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = $4, info = $5::json",
+                worker_id,
+                socket.gethostname(),
+                os.getpid(),
+                datetime.now(UTC),
+                json.dumps(info),
+            )
+
+    async def forget_worker(self, worker_id: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                f"DELETE FROM {self._q}.taskyard_workers WHERE worker_id = $1", worker_id
+            )
+
+    # -- TaskStore: reads ------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM {self.tasks_table} WHERE id = $1", task_id
+        )
+        return row_to_record(rows[0]) if rows else None
+
+    async def next_due(self, types: Collection[str] | None = None) -> datetime | None:
+        wanted = None if types is None else sorted(types)
+        rows = await self._fetch(
+            f"SELECT MIN(run_after) FROM {self.tasks_table} WHERE status = 'queued'"
+            " AND ($1::text[] IS NULL OR type = ANY($1::text[]))",
+            wanted,
+        )
+        value: datetime | None = rows[0][0] if rows else None
+        return value
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        counts = dict.fromkeys(TaskStatus, 0)
+        rows = await self._fetch(
+            f"SELECT status, COUNT(*) FROM {self.tasks_table} GROUP BY status"
+        )
+        for status, count in rows:
+            counts[TaskStatus(status)] = int(count)
+        return counts
+
+    def _filter(
+        self, statuses: Sequence[TaskStatus] | None, task_type: str | None
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses is not None:
+            params.append([str(status) for status in statuses])
+            where.append(f"status = ANY(${len(params)}::text[])")
+        if task_type is not None:
+            params.append(task_type)
+            where.append(f"type = ${len(params)}")
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    async def list_tasks(
+        self,
+        *,
+        statuses: Sequence[TaskStatus] | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        where, params = self._filter(statuses, task_type)
+        n = len(params)
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM {self.tasks_table}{where}"
+            f" ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}",
+            *params,
+            limit,
+            offset,
+        )
+        return [row_to_record(row) for row in rows]
+
+    async def snapshot(
+        self, statuses: Sequence[TaskStatus] | None = None, *, page: int = 10_000
+    ) -> list[TaskRecord]:
+        """Every task (of ``statuses``) in one read: one consistent snapshot."""
+        where, params = self._filter(statuses, None)
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM {self.tasks_table}{where} ORDER BY seq", *params
+        )
+        return [row_to_record(row) for row in rows]
+
+    # -- for the operations layer ----------------------------------------------------------
+
+    async def present(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored."""
+        rows = await self._fetch(
+            f"SELECT id FROM {self.tasks_table} WHERE id = ANY($1::text[])", list(ids)
+        )
+        return {row[0] for row in rows}
+
+    async def retry(self, task_id: str, *, now: datetime) -> TaskRecord | TaskStatus | None:
+        """Put a failed or cancelled task back in the queue, due ``now``, attempts, error,
+        result and times reset. Returns the task as it is now, the status that refused
+        it (queued, running, completed), or None for an unknown id."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE {self.tasks_table} SET status = 'queued', attempts = 0, run_after = $1,"
+                " updated_at = $1, started_at = NULL, finished_at = NULL, result = NULL,"
+                " error = NULL, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"
+                " WHERE id = $2 AND status IN ('failed', 'cancelled')"
+                f" RETURNING {COLUMNS}",
+                now,
+                task_id,
+            )
+            if row is not None:
+                if self.notify:
+                    await conn.execute("SELECT pg_notify($1, '')", self.channel)
+                return row_to_record(row)
+            found = await conn.fetchval(
+                f"SELECT status FROM {self.tasks_table} WHERE id = $1", task_id
+            )
+        return None if found is None else TaskStatus(found)
+
+    async def count_finished(
+        self, statuses: Sequence[TaskStatus], *, before: datetime, task_type: str | None = None
+    ) -> int:
+        """How many tasks of ``statuses`` finished before ``before`` (purge's dry run)."""
+        rows = await self._fetch(
+            f"SELECT COUNT(*) FROM {self.tasks_table} WHERE status = ANY($1::text[])"
+            " AND COALESCE(finished_at, updated_at) < $2 AND ($3::text IS NULL OR type = $3)",
+            [str(status) for status in statuses],
+            before,
+            task_type,
+        )
+        return int(rows[0][0])
+
+    async def purge(
+        self,
+        statuses: Sequence[TaskStatus],
+        *,
+        before: datetime,
+        task_type: str | None = None,
+        batch: int = 5000,
+    ) -> int:
+        """Delete up to ``batch`` tasks of ``statuses`` that finished before ``before``
+        (one short transaction; call again until it returns less than ``batch``). Only
+        finished statuses are ever deleted."""
+        wanted = [str(status) for status in statuses if status.is_terminal]
+        rows = await self._fetch(
+            f"WITH doomed AS (SELECT seq FROM {self.tasks_table} WHERE status = ANY($1::text[])"
+            " AND COALESCE(finished_at, updated_at) < $2 AND ($3::text IS NULL OR type = $3)"
+            " LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            f" DELETE FROM {self.tasks_table} AS t USING doomed WHERE t.seq = doomed.seq"
+            " RETURNING 1",
+            wanted,
+            before,
+            task_type,
+            batch,
+        )
+        return len(rows)
+
+    async def list_workers(self) -> list[dict[str, Any]]:
+        """The worker records: id, hostname, pid, started_at, last_heartbeat, info."""
+        rows = await self._fetch(
+            "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info"
+            f" FROM {self._q}.taskyard_workers ORDER BY worker_id"
+        )
+        return [
+            {
+                "worker_id": row[0], "hostname": row[1], "pid": row[2], "started_at": row[3],
+                "last_heartbeat": row[4], "info": json.loads(row[5]),
+            }
+            for row in rows
+        ]  # fmt: skip
+
+    async def prune_workers(self, *, silent_since: datetime, dry_run: bool = False) -> list[str]:
+        """Forget (or, dry, list) the workers whose last heartbeat is before ``silent_since``."""
+        if dry_run:
+            sql = f"SELECT worker_id FROM {self._q}.taskyard_workers WHERE last_heartbeat < $1"
+        else:
+            sql = (
+                f"DELETE FROM {self._q}.taskyard_workers WHERE last_heartbeat < $1"
+                " RETURNING worker_id"
+            )
+        return sorted(str(row[0]) for row in await self._fetch(sql, silent_since))
+
+    TABLES = ("taskyard_tasks", "taskyard_runs", "taskyard_workers")
+
+    async def vacuum(self, *, analyze: bool = True) -> list[str]:
+        """``VACUUM (ANALYZE)`` of taskyard's tables; returns the statements run."""
+        done: list[str] = []
+        async with self._conn() as conn:
+            for table in self.TABLES:
+                sql = f"VACUUM {'(ANALYZE) ' if analyze else ''}{self._q}.{table}"
+                await conn.execute(sql, timeout=None)
+                done.append(sql)
+        return done
+
+    async def analyze(self) -> list[str]:
+        """``ANALYZE`` of taskyard's tables: fresh statistics for the planner."""
+        done: list[str] = []
+        async with self._conn() as conn:
+            for table in self.TABLES:
+                sql = f"ANALYZE {self._q}.{table}"
+                await conn.execute(sql)
+                done.append(sql)
+        return done
+
+    async def reindex(self) -> list[str]:
+        """``REINDEX TABLE CONCURRENTLY`` of the tasks table (its indexes bloat under a
+        busy queue); no lock that blocks workers is taken."""
+        sql = f"REINDEX TABLE CONCURRENTLY {self.tasks_table}"
+        async with self._conn() as conn:
+            await conn.execute(sql, timeout=None)
+        return [sql]
+
+    async def table_stats(self) -> dict[str, dict[str, int | None]]:
+        """Per table: live and dead rows (the statistics collector's estimates), total
+        size in bytes (with indexes and TOAST), and the last (auto)vacuum as epoch
+        seconds or None."""
+        rows = await self._fetch(
+            "SELECT c.relname, COALESCE(s.n_live_tup, 0), COALESCE(s.n_dead_tup, 0),"
+            " pg_total_relation_size(c.oid),"
+            " EXTRACT(EPOCH FROM GREATEST(s.last_vacuum, s.last_autovacuum))::bigint"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+            " WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname = ANY($2::text[])",
+            self.schema,
+            list(self.TABLES),
+        )
+        return {
+            row[0]: {
+                "live_rows": int(row[1]), "dead_rows": int(row[2]), "bytes": int(row[3]),
+                "last_vacuum": None if row[4] is None else int(row[4]),
+            }
+            for row in rows
+        }  # fmt: skip
+
+    async def oldest_queued(self, *, now: datetime) -> datetime | None:
+        """The ``run_after`` of the longest-waiting due task, or None."""
+        rows = await self._fetch(
+            f"SELECT MIN(run_after) FROM {self.tasks_table}"
+            " WHERE status = 'queued' AND run_after <= $1",
+            now,
+        )
+        value: datetime | None = rows[0][0]
+        return value
+
+    async def finished_since(self, since: datetime) -> dict[TaskStatus, int]:
+        """How many tasks reached each terminal status since ``since`` (throughput)."""
+        rows = await self._fetch(
+            f"SELECT status, COUNT(*) FROM {self.tasks_table}"
+            " WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= $1"
+            " GROUP BY status",
+            since,
+        )
+        return {TaskStatus(row[0]): int(row[1]) for row in rows}
+
+    async def drop_schema(self) -> None:
+        """Drop the whole schema (tests and ``db reset``-like tools; irreversible)."""
+        async with self._conn() as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {self._q} CASCADE")
