@@ -52,6 +52,7 @@ __all__ = [
     "effective_backend",
     "make_handover_store",
     "make_ops_store",
+    "make_postgres_store",
     "make_registry",
     "make_selected_store",
     "make_store",
@@ -101,8 +102,42 @@ def sqlite_store(task_execution: Mapping[str, Any]) -> SqliteStore:
     )
 
 
-def make_store(backend: str, task_execution: Mapping[str, Any]) -> TaskStore:
-    """A new, unopened store of ``backend`` as the settings describe it."""
+def postgres_backend() -> Any:
+    """The ``taskyard.backends.postgres`` package, imported only when the backend is
+    chosen; BackendNotAvailable (saying what to install) when asyncpg is missing."""
+    try:
+        import taskyard.backends.postgres as postgres
+    except ImportError as exc:
+        raise BackendNotAvailable(
+            f"the 'postgres' backend needs asyncpg ({exc}); install it with "
+            "pip install 'taskyard[postgres]', or choose another task_execution.backend"
+        ) from exc
+    return postgres
+
+
+POSTGRES_OPEN_RETRY = 60.0
+"""Seconds a manager's start waits (with backoff) for a PostgreSQL server that cannot be
+reached yet: workers may start before their database. Other tools do not wait."""
+
+
+def make_postgres_store(task_execution: Mapping[str, Any], *, open_retry: float = 0.0) -> TaskStore:
+    """A new, unopened PostgreSQL store as ``task_execution.postgres_*`` describe it."""
+    store: TaskStore = postgres_backend().PostgresStore(
+        str(task_execution["postgres_dsn"]),
+        schema_name=str(task_execution["postgres_schema"]),
+        pool_size=int(task_execution["postgres_pool_size"]),
+        open_retry=open_retry,
+    )
+    return store
+
+
+def make_store(
+    backend: str, task_execution: Mapping[str, Any], *, open_retry: float = 0.0
+) -> TaskStore:
+    """A new, unopened store of ``backend`` as the settings describe it (``open_retry``:
+    how long a PostgreSQL store's open waits for an unreachable server)."""
+    if backend == "postgres":
+        return make_postgres_store(task_execution, open_retry=open_retry)
     if backend == "in-memory":
         return InMemoryStore()
     if backend in ("sqlite", "sqlite-with-fallback"):
@@ -116,13 +151,14 @@ def make_selected_store(task_execution: Mapping[str, Any]) -> TaskStore:
     :class:`CanaryStore` sending ``canary_share`` of new tasks to the canary backend's
     store and the rest to the backend in use. Raises ConfigurationError
     (BackendNotAvailable for a backend not built yet)."""
-    stable = make_store(effective_backend(task_execution), task_execution)
+    wait = POSTGRES_OPEN_RETRY
+    stable = make_store(effective_backend(task_execution), task_execution, open_retry=wait)
     canary = canary_backend(task_execution)
     if canary is None:
         return stable
     return CanaryStore(
         stable,
-        make_store(canary, task_execution),
+        make_store(canary, task_execution, open_retry=wait),
         share=float(task_execution["canary_share"]),
     )
 
@@ -152,7 +188,7 @@ def make_handover_store(task_execution: Mapping[str, Any]) -> TaskStore | None:
 def make_registry(
     runs: Mapping[str, Any], task_execution: Mapping[str, Any], backend: str
 ) -> RunRegistry:
-    """The RunRegistry: runs in the queue file on the SQLite backends (unless
+    """The RunRegistry: runs in the queue's database on the SQLite and postgres backends (unless
     ``runs.keep_in_database = false``), else in ``runs.history_file`` or in memory."""
     max_history = int(runs["max_history"])
     if backend.startswith("sqlite") and runs.get("keep_in_database", True):
@@ -168,6 +204,16 @@ def make_registry(
             logger.warning("taskyard: runs kept in memory only: {}", exc)
         else:
             return RunRegistry(persistence, max_history=max_history)
+    if backend == "postgres" and runs.get("keep_in_database", True):
+        try:
+            pg_persistence = postgres_backend().PostgresRunPersistence(
+                str(task_execution["postgres_dsn"]),
+                schema_name=str(task_execution["postgres_schema"]),
+            )
+        except StoreUnavailable as exc:  # the server is away: the engine waits for it
+            logger.warning("taskyard: runs kept in memory only: {}", exc)
+        else:
+            return RunRegistry(pg_persistence, max_history=max_history)
     return RunRegistry(history_file=runs["history_file"] or None, max_history=max_history)
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from dynaconf import Dynaconf
 
+from taskyard.framework.dsn import redact_dsn as _redact_dsn
 from taskyard.framework.engine import EngineConfig
 from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.retry import RetryPolicy
@@ -51,15 +51,9 @@ def settings_as_dict(settings: Dynaconf | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def redact_dsn(dsn: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (and
+    ``?password=`` or ``password=`` in a keyword DSN); see :mod:`taskyard.framework.dsn`."""
+    return _redact_dsn(dsn)
 
 
 def canonical_backend(name: Any) -> str:

@@ -4,6 +4,7 @@ is allowed."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -59,6 +60,10 @@ def _is_backend(value: Any) -> bool:
 
 def _is_postgres_url(value: Any) -> bool:
     return _non_empty_str(value) and urlsplit(value).scheme in ("postgresql", "postgres")
+
+
+def _is_schema_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(re.fullmatch(r"[a-z_][a-z0-9_]{0,47}", value))
 
 
 def _is_timeout_table(value: Any) -> bool:
@@ -131,6 +136,12 @@ VALIDATORS: tuple[Validator, ...] = (
         lambda value: value == "" or _is_postgres_url(value),
         '"" (no PostgreSQL) or a postgresql:// URL',
     ),
+    _rule(
+        "task_execution.postgres_schema",
+        _is_schema_name,
+        'a lower-case schema name of letters, digits and _ (at most 48), such as "taskyard"',
+    ),
+    _rule("task_execution.postgres_pool_size", _int_at_least(1), "an integer of at least 1"),
     _rule(
         "task_execution.canary_backend",
         lambda value: value == "" or _is_backend(value),

@@ -131,17 +131,18 @@ def test_the_outage_demo_needs_a_sqlite_backend(runner: CliRunner) -> None:
     assert "needs a SQLite backend" in result.stderr
 
 
-def test_the_demo_refuses_a_backend_that_is_not_available(runner: CliRunner) -> None:
+def test_the_demo_refuses_a_backend_whose_settings_are_wrong(runner: CliRunner) -> None:
     result = runner.invoke(
         app,
         ["demo", "--tasks", "20"],
         env={
             "TASKYARD_TASK_EXECUTION__BACKEND": "postgres",
             "TASKYARD_TASK_EXECUTION__POSTGRES_DSN": "postgresql://127.0.0.1:5432/test",
+            "TASKYARD_TASK_EXECUTION__POSTGRES_SCHEMA": "Not-A-Schema",
         },
     )
     assert result.exit_code == 2
-    assert "not available yet" in result.stderr
+    assert "task_execution.postgres_schema" in result.stderr
 
 
 def test_the_demo_plan_mixes_every_kind_deterministically() -> None:

@@ -56,10 +56,10 @@ def test_taskyard_env_testing_is_the_test_sessions_environment() -> None:
 def test_an_environment_variable_selects_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKYARD_TASK_EXECUTION__BACKEND", "postgres")
     monkeypatch.setenv("TASKYARD_TASK_EXECUTION__POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
+    monkeypatch.setenv("TASKYARD_RUNS__KEEP_IN_DATABASE", "false")
     container = Container()
     assert container.backend() == "postgres"
-    with pytest.raises(BackendNotAvailable, match="'postgres' backend"):
-        container.task_manager()
+    assert type(container.task_manager().store).__name__ == "PostgresStore"
 
 
 def test_an_environment_variable_sets_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,20 +113,26 @@ def test_the_sqlite_backends_are_selected_by_name_and_fallback_flag(
     assert registry is manager.registry  # runs live in the same database
 
 
-def test_postgres_is_not_available_yet() -> None:
-    settings = load_settings(
-        overrides={
-            "task_execution.backend": "postgres",
-            "task_execution.postgres_dsn": "postgresql://127.0.0.1:5432/test",
-        }
+def test_postgres_is_wired_from_the_settings_and_never_shows_the_password() -> None:
+    from taskyard.backends.postgres import PostgresStore
+
+    container = Container(
+        settings=load_settings(
+            overrides={
+                "task_execution.backend": "postgres",
+                "task_execution.postgres_dsn": "postgresql://app:hunter2@db.internal:5433/jobs",
+                "task_execution.postgres_schema": "queue_a",
+                "task_execution.postgres_pool_size": 3,
+                "runs.keep_in_database": False,
+            }
+        )
     )
-    container = Container(settings=settings)
     assert container.backend() == "postgres"
-    with pytest.raises(BackendNotAvailable) as caught:
-        container.orchestrator()
-    assert "the 'postgres' backend" in str(caught.value)
-    assert "not available yet; use" in str(caught.value)
-    assert isinstance(caught.value, ConfigurationError)
+    store = container.orchestrator().task_manager.store
+    assert isinstance(store, PostgresStore)
+    assert (store.schema, store.pool_size) == ("queue_a", 3)
+    assert "hunter2" not in repr(store) and "hunter2" not in store.where
+    assert "app:***@db.internal:5433/jobs" in store.where
 
 
 def test_a_wrong_backend_name_fails_when_the_container_is_built(
@@ -156,9 +162,12 @@ def test_a_wrong_backend_name_put_in_by_an_override_still_names_the_key() -> Non
 
 def test_config_option_overrides_select_the_backend_and_are_undone() -> None:
     container = Container()
-    with container.config.task_execution.backend.override("postgres"):
-        with pytest.raises(BackendNotAvailable):
-            container.task_manager()
+    with (
+        container.config.task_execution.backend.override("postgres"),
+        container.config.runs.keep_in_database.override(False),
+    ):
+        assert type(container.store()).__name__ == "PostgresStore"
+    container.store.reset()  # a singleton: made again from the settings as they are now
     assert isinstance(container.task_manager().store, InMemoryStore)
 
 

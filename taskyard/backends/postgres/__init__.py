@@ -2,11 +2,11 @@
 (``pip install taskyard[postgres]``). Importing this package needs asyncpg; the
 container imports it only when the backend is selected."""
 
-from taskyard.backends.postgres.dsn import redact_dsn
 from taskyard.backends.postgres.manager import PostgresTaskManager
 from taskyard.backends.postgres.runs import PostgresRunPersistence
 from taskyard.backends.postgres.schema import SCHEMA_VERSION
 from taskyard.backends.postgres.store import PostgresStore
+from taskyard.framework.dsn import redact_dsn
 
 __all__ = [
     "SCHEMA_VERSION",

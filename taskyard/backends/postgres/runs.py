@@ -5,24 +5,26 @@ loop, and asyncpg is asynchronous: the persistence owns a small thread with its 
 event loop and connection. ``load`` waits for its answer (once, at start-up); ``save``
 and ``remove`` only hand the change to the thread, which writes it (a run that cannot
 be written now, the server being away, is kept and written with the next change or
-retry), so the caller's loop never waits for the server.
+retry), so the caller's loop never waits for the server. The thread holds no
+connection between writes (runs change rarely), so nothing is left open when the
+registry is dropped without being closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import Iterable
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import asyncpg
 from loguru import logger
 
 from taskyard.backends.postgres import schema
-from taskyard.backends.postgres.dsn import redact_dsn
 from taskyard.backends.postgres.errors import translate
+from taskyard.framework.dsn import redact_dsn
 from taskyard.framework.errors import TaskyardError
 from taskyard.framework.runs import Run
 
@@ -42,8 +44,7 @@ class PostgresRunPersistence:
         self._removed: set[str] = set()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
-        self._conn: asyncpg.Connection | None = None
-        self._pending: Future[None] | None = None
+        self._writing: asyncio.Lock | None = None
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="taskyard-pg-runs", daemon=True
         )
@@ -57,20 +58,26 @@ class PostgresRunPersistence:
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout * 3)
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(
-                self.dsn,
-                timeout=self.timeout,
-                command_timeout=self.timeout,
-                server_settings={"application_name": "taskyard-runs"},
-            )
-        return self._conn
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        conn = await asyncpg.connect(
+            self.dsn,
+            timeout=self.timeout,
+            command_timeout=self.timeout,
+            server_settings={"application_name": "taskyard-runs"},
+        )
+        try:
+            yield conn
+        finally:
+            if conn.is_closed():
+                conn.terminate()
+            else:
+                await conn.close(timeout=self.timeout)
 
     async def _open(self) -> None:
         try:
-            conn = await self._connection()
-            await schema.migrate(conn, self.schema, self.where)
+            async with self._connection() as conn:
+                await schema.migrate(conn, self.schema, self.where)
         except TaskyardError:
             raise
         except Exception as exc:
@@ -83,9 +90,6 @@ class PostgresRunPersistence:
             self._call(self._flush())
         except Exception as exc:
             logger.warning("taskyard: runs not written at close: {}", exc)
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            self._loop.call_soon_threadsafe(conn.terminate)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -93,10 +97,10 @@ class PostgresRunPersistence:
     def load(self) -> list[Run]:
         async def run() -> list[Run]:
             try:
-                conn = await self._connection()
-                rows = await conn.fetch(
-                    f"SELECT data FROM {self._q}.taskyard_runs ORDER BY created_at"
-                )
+                async with self._connection() as conn:
+                    rows = await conn.fetch(
+                        f"SELECT data FROM {self._q}.taskyard_runs ORDER BY created_at"
+                    )
             except Exception as exc:
                 raise translate(exc, self.where) from exc
             return [Run.from_dict(json.loads(row[0])) for row in rows]
@@ -119,10 +123,15 @@ class PostgresRunPersistence:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._pending is None or self._pending.done():
-            self._pending = asyncio.run_coroutine_threadsafe(self._flush(), self._loop)
+        asyncio.run_coroutine_threadsafe(self._flush(), self._loop)
 
     async def _flush(self) -> None:
+        if self._writing is None:
+            self._writing = asyncio.Lock()
+        async with self._writing:
+            await self._write_dirty()
+
+    async def _write_dirty(self) -> None:
         while True:
             with self._lock:
                 dirty, self._dirty = self._dirty, {}
@@ -130,8 +139,7 @@ class PostgresRunPersistence:
             if not dirty and not removed:
                 return
             try:
-                conn = await self._connection()
-                async with conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     if dirty:
                         runs = list(dirty.values())
                         await conn.execute(
@@ -161,6 +169,4 @@ class PostgresRunPersistence:
                     for run_id, run in dirty.items():
                         self._dirty.setdefault(run_id, run)
                     self._removed |= removed - set(self._dirty)
-                if self._conn is not None and self._conn.is_closed():
-                    self._conn = None
                 await asyncio.sleep(RETRY_EVERY)

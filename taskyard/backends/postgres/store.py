@@ -32,8 +32,8 @@ import asyncpg
 from loguru import logger
 
 from taskyard.backends.postgres import schema
-from taskyard.backends.postgres.dsn import redact_dsn
 from taskyard.backends.postgres.errors import translate
+from taskyard.framework.dsn import redact_dsn
 from taskyard.framework.errors import ManagerStateError, StoreError, TaskyardError
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, dumps
 from taskyard.framework.store import Capability, TaskStore

@@ -1,4 +1,5 @@
-"""Showing a PostgreSQL DSN without its password."""
+"""Showing a PostgreSQL DSN without its password: in logs, errors, ``taskyard settings``
+and ``status``. One helper, used by the settings and the postgres backend alike."""
 
 from __future__ import annotations
 
@@ -39,17 +40,3 @@ def redact_dsn(dsn: str) -> str:
             )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
-
-def scrub(text: str, dsn: str) -> str:
-    """``text`` (an error message) with the DSN's password removed wherever it appears."""
-    try:
-        password = urlsplit(dsn).password if "://" in dsn else None
-    except ValueError:
-        password = None
-    if password:
-        text = text.replace(password, "***")
-    for key, value in parse_qsl(urlsplit(dsn).query if "://" in dsn else "",
-                                keep_blank_values=True):  # fmt: skip
-        if key.lower() in _SECRET_KEYS and value:
-            text = text.replace(value, "***")
-    return text.replace(dsn, redact_dsn(dsn)) if dsn else text
