@@ -1,0 +1,286 @@
+"""The PostgreSQL store on the real server: schema refusals, batching, wake-ups, health."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from taskyard.backends.postgres import PostgresStore, PostgresTaskManager, redact_dsn
+from taskyard.backends.postgres.schema import SCHEMA_VERSION
+from taskyard.framework.engine import EngineConfig
+from taskyard.framework.errors import (
+    ConfigurationError,
+    ForeignDatabase,
+    NotADatabase,
+    SchemaTooNew,
+    StoreUnavailable,
+)
+from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, new_task_id, utcnow
+from taskyard.testing import wait_until
+from tests.pg_support import create_database, drop_database, postgres_dsn, schema_for
+
+__all__ = ["postgres_dsn"]
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def store(postgres_dsn: str, request: pytest.FixtureRequest) -> AsyncIterator[PostgresStore]:
+    made = PostgresStore(postgres_dsn, schema_name=schema_for(request.node.nodeid), pool_size=3)
+    await made.open()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def sql(dsn: str, statement: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(statement, *args)
+        return rows
+    finally:
+        await conn.close()
+
+
+def record(**fields: object) -> TaskRecord:
+    return TaskRecord(id=str(fields.pop("id", new_task_id())), type="t", payload={}, **fields)  # type: ignore[arg-type]
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+async def test_a_new_schema_is_created_at_the_current_version(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, schema_name="fresh_schema", pool_size=2)
+    await store.open()
+    try:
+        assert store.migrations_applied == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        await store.close()
+    again = PostgresStore(postgres_dsn, schema_name="fresh_schema", pool_size=2)
+    await again.open()
+    await again.close()
+    assert again.migrations_applied == []
+    options = await sql(
+        postgres_dsn,
+        "SELECT reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'fresh_schema' AND c.relname = 'taskyard_tasks'",
+    )
+    assert "autovacuum_vacuum_scale_factor=0.01" in options[0][0]
+
+
+async def test_a_newer_schema_is_refused_unchanged(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, schema_name="from_the_future", pool_size=2)
+    await store.open()
+    await store.close()
+    await sql(
+        postgres_dsn,
+        "INSERT INTO from_the_future.taskyard_schema_version (version, name) VALUES ($1, 'x')",
+        SCHEMA_VERSION + 1,
+    )
+    with pytest.raises(SchemaTooNew, match="upgrade taskyard"):
+        await PostgresStore(postgres_dsn, schema_name="from_the_future").open()
+
+
+async def test_a_foreign_table_in_the_way_is_refused_unchanged(postgres_dsn: str) -> None:
+    await sql(postgres_dsn, "CREATE SCHEMA theirs")
+    await sql(postgres_dsn, "CREATE TABLE theirs.taskyard_tasks (name text)")
+    await sql(postgres_dsn, "CREATE TABLE theirs.invoices (n int)")
+    with pytest.raises(ForeignDatabase, match="postgres_schema"):
+        await PostgresStore(postgres_dsn, schema_name="theirs").open()
+    tables = await sql(postgres_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'theirs'")
+    assert sorted(row[0] for row in tables) == ["invoices", "taskyard_tasks"]
+
+
+async def test_other_tables_beside_ours_are_left_alone(postgres_dsn: str) -> None:
+    await sql(postgres_dsn, "CREATE SCHEMA shared_schema")
+    await sql(postgres_dsn, "CREATE TABLE shared_schema.invoices (n int)")
+    store = PostgresStore(postgres_dsn, schema_name="shared_schema", pool_size=2)
+    await store.open()
+    await store.close()
+    assert store.migrations_applied == [1]
+
+
+async def test_a_server_that_is_not_postgresql_is_refused_before_anything_is_written() -> None:
+    name, dsn = create_database()
+    try:
+        # a look-alike: version() answers as another product would
+        await sql(dsn, "CREATE SCHEMA lookalike")
+        await sql(
+            dsn,
+            "CREATE FUNCTION lookalike.version() RETURNS text LANGUAGE sql"
+            " AS $$ SELECT 'CockroachDB CCL v23.1.0' $$",
+        )
+        await sql(dsn, f'ALTER DATABASE "{name}" SET search_path = lookalike, pg_catalog')
+        with pytest.raises(NotADatabase, match="not PostgreSQL"):
+            await PostgresStore(dsn).open()
+        schemas = await sql(dsn, "SELECT nspname FROM pg_namespace WHERE nspname = 'taskyard'")
+        assert schemas == []
+    finally:
+        drop_database(name)
+
+
+async def test_a_bad_schema_name_is_refused_before_connecting() -> None:
+    with pytest.raises(ConfigurationError, match="postgres_schema"):
+        PostgresStore("postgresql://127.0.0.1:5432/test", schema_name='x"; DROP TABLE y; --')
+
+
+async def test_an_unreachable_server_is_unavailable_and_the_password_never_shows() -> None:
+    dsn = "postgresql://app:hunter2@127.0.0.1:9/nowhere?password=hunter2"
+    store = PostgresStore(dsn, connect_timeout=2)
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.open()
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(store)
+    assert "app:***@127.0.0.1:9/nowhere" in str(caught.value)
+
+
+def test_redact_dsn_hides_every_password() -> None:
+    assert redact_dsn("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_dsn("postgresql://h/db?password=s3&sslmode=require") == (
+        "postgresql://h/db?password=***&sslmode=require"
+    )
+    assert redact_dsn("host=h password='a b' user=u") == "host=h password=*** user=u"
+    assert redact_dsn("postgresql://127.0.0.1:5432/test") == "postgresql://127.0.0.1:5432/test"
+
+
+# -- the store's statements -------------------------------------------------------------------
+
+
+async def test_concurrent_adds_share_one_statement(store: PostgresStore) -> None:
+    records = [record(priority=n % 3) for n in range(64)]
+    ids = await asyncio.gather(*(store.add([one]) for one in records))
+    assert [i[0] for i in ids] == [one.id for one in records]
+    rows = await sql(store.dsn, f"SELECT COUNT(DISTINCT xmin::text) FROM {store.tasks_table}")
+    assert rows[0][0] < 64  # one transaction per group, not per caller
+
+
+async def test_idempotency_keys_and_caller_ids_in_one_batch(store: PostgresStore) -> None:
+    first = record(id="a", idempotency_key="k1")
+    ids = await store.add([first, record(id="b", idempotency_key="k1"), record(id="a")])
+    assert ids == ["a", "a", "a"]
+    assert (await store.add([record(id="c", idempotency_key="k1")])) == ["a"]
+    assert (await store.count_by_status())[TaskStatus.QUEUED] == 1
+
+
+async def test_claims_skip_locked_rows_and_respect_order(store: PostgresStore) -> None:
+    await store.add([record(id=f"p{n}", priority=n % 2) for n in range(6)])
+    now = utcnow()
+    first = await store.claim(limit=3, now=now, worker_id="w1", lease_seconds=5)
+    assert [r.id for r in first] == ["p0", "p2", "p4"]  # priority, then scheduling order
+    one, two = await asyncio.gather(
+        store.claim(limit=2, now=now, worker_id="w2", lease_seconds=5),
+        store.claim(limit=2, now=now, worker_id="w3", lease_seconds=5),
+    )
+    assert not {r.id for r in one} & {r.id for r in two}
+    assert {r.id for r in one} | {r.id for r in two} == {"p1", "p3", "p5"}
+    second = one + two
+    # outcomes are applied by token, in one statement
+    applied = await store.finish(
+        [
+            Outcome(r.id, r.lease_token or "", TaskStatus.COMPLETED, utcnow(), result_json="1")
+            for r in first
+        ]
+        + [Outcome(second[0].id, "not-the-token", TaskStatus.COMPLETED, utcnow())]
+    )
+    assert applied == [True] * len(first) + [False]
+    lost = await store.renew_leases(
+        [(r.id, r.lease_token or "") for r in second] + [(first[0].id, "gone")],
+        until=utcnow() + timedelta(seconds=30),
+    )
+    assert lost == [first[0].id]
+
+
+async def test_expired_leases_come_back_by_the_token_rule(store: PostgresStore) -> None:
+    past = utcnow() - timedelta(seconds=60)
+    await store.add(
+        [
+            record(id="x", max_attempts=2, run_after=past),
+            record(id="y", max_attempts=1, run_after=past),
+        ]
+    )
+    claimed = await store.claim(limit=2, now=past, worker_id="dead", lease_seconds=1)
+    assert len(claimed) == 2
+    recovered = {r.id: r for r in await store.recover_expired(now=utcnow())}
+    assert recovered["x"].status is TaskStatus.QUEUED and recovered["x"].lease_token is None
+    assert recovered["y"].status is TaskStatus.FAILED
+    assert "lease expired" in (recovered["y"].error or "")
+    token = next(r.lease_token for r in claimed if r.id == "x")
+    assert await store.finish([Outcome("x", token or "", TaskStatus.COMPLETED, utcnow())]) == [
+        False
+    ]
+
+
+async def test_operations_queries(store: PostgresStore) -> None:
+    await store.add([record(id="q1"), record(id="q2")])
+    [claimed] = await store.claim(limit=1, now=utcnow(), worker_id="w", lease_seconds=5)
+    await store.finish(
+        [Outcome(claimed.id, claimed.lease_token or "", TaskStatus.FAILED, utcnow(), error="x")]
+    )
+    assert await store.present(["q1", "q2", "zz"]) == {"q1", "q2"}
+    retried = await store.retry(claimed.id, now=utcnow())
+    assert isinstance(retried, TaskRecord) and retried.attempts == 0
+    assert await store.retry("q2", now=utcnow()) is TaskStatus.QUEUED
+    assert await store.retry("nope", now=utcnow()) is None
+    await store.cancel("q1", now=utcnow())
+    later = utcnow() + timedelta(seconds=1)
+    assert await store.count_finished([TaskStatus.CANCELLED], before=later) == 1
+    assert await store.purge([TaskStatus.CANCELLED, TaskStatus.QUEUED], before=later) == 1
+    assert await store.present(["q1", "q2"]) == {"q2"}
+    await store.record_worker("w1", {"concurrency": 2})
+    assert [w["worker_id"] for w in await store.list_workers()] == ["w1"]
+    assert await store.prune_workers(silent_since=utcnow() + timedelta(seconds=1)) == ["w1"]
+    assert (await store.vacuum())[0].startswith("VACUUM (ANALYZE)")
+    await store.analyze()
+    stats = await store.table_stats()
+    assert set(stats) == {"taskyard_tasks", "taskyard_runs", "taskyard_workers"}
+    assert stats["taskyard_tasks"]["bytes"] > 0 and stats["taskyard_tasks"]["live_rows"] >= 1
+    assert await store.reindex() == [f"REINDEX TABLE CONCURRENTLY {store.tasks_table}"]
+    assert [r.id for r in await store.snapshot([TaskStatus.QUEUED])] == ["q2"]
+
+
+# -- wake-ups and health ------------------------------------------------------------------------
+
+
+async def test_notify_wakes_a_worker_of_another_store_at_once(postgres_dsn: str) -> None:
+    schema = "wakeups"
+    config = EngineConfig(poll_interval=30.0)  # only NOTIFY can wake it in time
+    worker = PostgresTaskManager(config, dsn=postgres_dsn, schema=schema, pool_size=2)
+    producer = PostgresTaskManager(
+        EngineConfig(run_worker=False), dsn=postgres_dsn, schema=schema, pool_size=2
+    )
+    done = asyncio.Event()
+
+    async def handler(payload: dict[str, object]) -> None:
+        done.set()
+
+    await worker.register_task("wake", handler)
+    await producer.register_task("wake", handler)
+    async with worker, producer:
+        store = worker.store
+        assert isinstance(store, PostgresStore)
+        await wait_until(lambda: store.listening, timeout=10, message="LISTEN up")
+        await asyncio.sleep(0)  # let the first idle poll start its 30 s wait
+        await producer.schedule_task("wake", {})
+        await asyncio.wait_for(done.wait(), timeout=10)
+
+
+async def test_a_lost_listen_connection_is_reopened_and_health_says_so(
+    store: PostgresStore,
+) -> None:
+    await wait_until(lambda: store.listening, timeout=10, message="LISTEN up")
+    assert await store.health() == ("ok", "")
+    changes: list[bool] = []
+    store.set_wakeup(lambda: changes.append(True))
+    await sql(
+        store.dsn,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'taskyard-listen' AND datname = current_database()",
+    )
+    await wait_until(lambda: not store.listening, timeout=10, message="LISTEN lost")
+    assert await store.changed_elsewhere()  # polling covers the gap
+    await wait_until(lambda: store.listening, timeout=10, message="LISTEN re-opened")
+    assert changes  # whatever was written meanwhile is looked for
+    assert (await store.health())[0] == "ok"
