@@ -32,6 +32,7 @@ PHASE_TITLES = {
     "6": "pickup latency",
     "7": "realistic handler (sleep 5 ms, concurrency 50)",
     "8": "worker memory by queue depth",
+    "9": "PostgreSQL: raw asyncpg, taskyard, procrastinate, pgqueuer",
 }
 SHORT_TITLES = {
     "1": "enqueue, sequential",
@@ -145,7 +146,7 @@ def throughput_table(results: Results) -> Table:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     raw_single = results.limit(RAW_SINGLE)
     raw_lifecycle = results.limit(RAW_LIFECYCLE)
-    phases = sorted({r.phase for r in results.throughput})
+    phases = sorted({r.phase for r in results.throughput} - {"9"})
     for index, phase in enumerate(phases):
         if index:
             table.add_section()
@@ -163,6 +164,63 @@ def throughput_table(results: Results) -> Table:
                 r.na or r.note,
             )
     return table
+
+
+def postgres_table(results: Results) -> Table:
+    """Phase 9 against its own limits: the raw asyncpg figure of the same kind of work."""
+    from benchmarks import postgres as pg
+
+    table = Table(title="Phase 9: PostgreSQL, tasks/s (median; runs interleaved)")
+    for column in ("system", "tasks/s", "x raw asyncpg", "runs", "note"):
+        table.add_column(column, justify="right" if column in ("tasks/s", "x raw asyncpg",
+                                                               "runs") else "left")  # fmt: skip
+    for r in (r for r in results.throughput if r.phase == "9"):
+        if "drain" in r.system:
+            reference = results.rate("9", pg.RAW_PG_DRAIN)
+        elif "callers" in r.system:
+            reference = results.rate("9", pg.RAW_PG_CALLERS)
+        else:
+            reference = results.rate("9", pg.RAW_PG_SINGLE)
+        runs = f"{min(r.rates):,.0f}-{max(r.rates):,.0f}" if len(r.rates) > 1 else ""
+        table.add_row(r.system, _rate(r.rate), _ratio(r.rate, reference), runs, r.na or r.note)
+    return table
+
+
+def postgres_targets(results: Results, check: Callable[..., None]) -> None:
+    from benchmarks import postgres as pg
+
+    def rate(system: str) -> float | None:
+        return results.rate("9", system)
+
+    def at_least(name: str, ours: str, reference: str, factor: float, unit: str) -> None:
+        check(
+            name,
+            (rate(ours), rate(reference)),
+            lambda a, b: Target(name, f"{a:,.0f} vs {b:,.0f}/s = {a / b:.2f}x {unit}",
+                                a >= factor * b),
+        )  # fmt: skip
+
+    at_least("pg enqueue one at a time >= 0.8x raw single INSERT", pg.TY_SEQ, pg.RAW_PG_SINGLE,
+             0.8, "raw")  # fmt: skip
+    at_least("pg enqueue, 64 callers >= 3x raw 64 callers", pg.TY_CALLERS, pg.RAW_PG_CALLERS, 3,
+             "raw")  # fmt: skip
+    at_least("pg drain by 2 processes >= 0.5x raw batched drain", pg.TY_DRAIN, pg.RAW_PG_DRAIN,
+             0.5, "raw")  # fmt: skip
+    at_least("pg drain >= 1.5x pgqueuer", pg.TY_DRAIN, pg.PGQ_DRAIN, 1.5, "pgqueuer")
+    at_least("pg drain >= 10x procrastinate", pg.TY_DRAIN, pg.PROC_DRAIN, 10, "procrastinate")
+    for quiet, loud, what in ((pg.TY_SEQ_QUIET, pg.TY_SEQ, "one at a time"),
+                              (pg.TY_CALLERS_QUIET, pg.TY_CALLERS, "64 callers")):  # fmt: skip
+        label = f"NOTIFY costs enqueue ({what}) <= 10%"
+
+        def verdict(on: float, off: float, label: str = label) -> Target:
+            cost = f"{on:,.0f} on vs {off:,.0f}/s off = {1 - on / off:+.0%}"
+            return Target(label, cost, on >= 0.9 * off)
+
+        check(label, (rate(loud), rate(quiet)), verdict)
+    name = "pg cross-process pickup p50 < 10 ms with NOTIFY"
+    found = [lat.percentile(50) * 1000 for lat in results.latency
+             if lat.system == "taskyard postgres" and lat.note == "NOTIFY on"]  # fmt: skip
+    check(name, (found[0] if found else None,), lambda p50: Target(name, f"{p50:.1f} ms", p50 < 10))
 
 
 def _first(results: Results, phase: str) -> Throughput:
@@ -259,6 +317,8 @@ def targets(results: Results) -> list[Target]:
             sqlite >= 0.8 * memory,
         ),
     )
+    if any(r.phase == "9" for r in results.throughput):
+        postgres_targets(results, check)
     name = f"worker memory flat in depth (RSS growth <= {RSS_SLACK_MIB} MiB, phase 8)"
     if len(results.memory) >= 2:
         shallow = min(results.memory, key=lambda m: m.depth)
@@ -295,6 +355,8 @@ def render(results: Results, console: Console) -> None:
     console.print(machine_table(results.machine))
     if results.throughput:
         console.print(throughput_table(results))
+    if any(r.phase == "9" for r in results.throughput):
+        console.print(postgres_table(results))
     if results.latency:
         console.print(latency_table(results))
     if results.memory:

@@ -54,6 +54,7 @@ PHASE_NAMES = {
     "latency": "6",
     "realistic": "7",
     "rss": "8",
+    "postgres": "9",
 }
 
 
@@ -301,6 +302,15 @@ class Bench:
         self.echo(f"  phase 6 huey across processes: p50 {out[-1].percentile(50) * 1e3:.1f} ms")
         return out
 
+    def phase9(self, latency_samples: int) -> tuple[list[Throughput], list[Latency]]:
+        from benchmarks import postgres
+
+        reason = postgres.available()
+        if reason is not None:
+            self.echo(f"  phase 9 skipped: no PostgreSQL at {postgres.ADMIN_DSN} ({reason})")
+            return [not_applicable("9", "PostgreSQL", "raw", f"n/a: no server ({reason})")], []
+        return postgres.phase(self.tasks, self.repeats, workdir, self.echo, latency_samples)
+
     def phase7(self) -> list[Throughput]:
         return [
             self.measure_async(
@@ -372,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "6": lambda: results.latency.extend(bench.phase6(args.latency_samples, args.cross_samples)),
         "7": lambda: results.throughput.extend(bench.phase7()),
         "8": lambda: results.memory.extend(phase8(bench, args.rss_depth)),
+        "9": lambda: _extend(results, bench.phase9(args.cross_samples)),
     }
     for phase in phases:
         console.rule(f"phase {phase}: {PHASE_TITLES[phase]}")
@@ -384,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(to_json(results), indent=2))
         console.log(f"results written to {args.json}")
     return 0
+
+
+def _extend(results: Results, found: tuple[list[Throughput], list[Latency]]) -> None:
+    results.throughput.extend(found[0])
+    results.latency.extend(found[1])
 
 
 def phase8(bench: Bench, depth: int) -> list[Any]:

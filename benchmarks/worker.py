@@ -1,9 +1,10 @@
 """A taskyard worker process for the benchmarks, run by the benchmark itself:
 
     python -m benchmarks.worker --db QUEUE.db [--concurrency 100] [--poll-interval 0.05]
+    python -m benchmarks.worker --dsn postgresql://... [--no-notify] ...
 
-It builds a QueuedTaskManager, prints ``loaded``, waits for a ``go`` line on stdin, then
-runs :func:`taskyard.worker.serve` until SIGTERM.
+It builds a QueuedTaskManager (or, with --dsn, a PostgresTaskManager), prints
+``loaded``, waits for a ``go`` line on stdin, then runs :func:`taskyard.worker.serve` until SIGTERM.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ async def register(manager: TaskManager) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db")
+    parser.add_argument("--dsn", help="PostgreSQL: run on this database instead of a file")
+    parser.add_argument("--no-notify", action="store_true", help="PostgreSQL: poll only")
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--poll-interval", type=float, default=0.05)
     args = parser.parse_args(argv)
     config = EngineConfig(concurrency=args.concurrency, poll_interval=args.poll_interval)
-    manager = QueuedTaskManager(config, db_path=args.db, synchronous="NORMAL")
+    manager: TaskManager
+    if args.dsn:
+        from taskyard.backends.postgres import PostgresTaskManager
+
+        manager = PostgresTaskManager(config, dsn=args.dsn, notify=not args.no_notify)
+    else:
+        manager = QueuedTaskManager(config, db_path=args.db, synchronous="NORMAL")
     print("loaded", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
