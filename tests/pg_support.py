@@ -1,7 +1,7 @@
 """The PostgreSQL server the postgres tests use, and a fresh database per test module.
 
 The server is the one at 127.0.0.1:5432 (trust auth, database ``test``), or the one
-``TASKYARD_TEST_POSTGRES`` names (a DSN of an existing database the tests may create
+``TEST_POSTGRES_DSN`` names (a DSN of an existing database the tests may create
 databases from). Without a server the tests skip, saying how to run them; with
 ``CI=true`` a missing server fails them instead.
 """

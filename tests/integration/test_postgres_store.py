@@ -284,3 +284,29 @@ async def test_a_lost_listen_connection_is_reopened_and_health_says_so(
     await wait_until(lambda: store.listening, timeout=10, message="LISTEN re-opened")
     assert changes  # whatever was written meanwhile is looked for
     assert (await store.health())[0] == "ok"
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def test_runs_are_kept_in_the_database_across_registries(postgres_dsn: str) -> None:
+    from taskyard.backends.postgres import PostgresRunPersistence
+    from taskyard.framework.runs import Run, RunRegistry, RunStatus
+    from taskyard.providers import make_registry
+
+    persistence = PostgresRunPersistence(postgres_dsn, schema_name="runs_here")
+    registry = RunRegistry(persistence)
+    run = registry.add_run(Run(module_id="nightly", parameters={"day": 3}))
+    run.mark_finished(RunStatus.COMPLETED)
+    registry.save_run(run)
+    gone = registry.add_run(Run(module_id="temporary"))
+    registry.add_run(gone)
+    persistence.remove([], [gone.run_id])
+    persistence.close()  # writes what is pending
+
+    settings = {"postgres_dsn": postgres_dsn, "postgres_schema": "runs_here"}
+    again = make_registry({"max_history": 10, "history_file": ""}, settings, "postgres")
+    found = again.get_run(run.run_id)
+    assert found is not None and found.status is RunStatus.COMPLETED
+    assert found.parameters == {"day": 3}
+    assert again.get_run(gone.run_id) is None
