@@ -310,3 +310,43 @@ def test_runs_are_kept_in_the_database_across_registries(postgres_dsn: str) -> N
     assert found is not None and found.status is RunStatus.COMPLETED
     assert found.parameters == {"day": 3}
     assert again.get_run(gone.run_id) is None
+
+
+async def test_finish_and_renew_look_tasks_up_by_id_whatever_the_statistics_say(
+    store: PostgresStore,
+) -> None:
+    """After a fill and ANALYZE the planner believes nothing runs; a batch of outcomes
+    must still be joined by id (linear), never by scanning the running tasks once per
+    outcome (quadratic: seconds per flush with thousands of tasks running)."""
+    await store.add([record() for _ in range(2000)])
+    await sql(store.dsn, f"ANALYZE {store.tasks_table}")
+    claimed = await store.claim(limit=1000, now=utcnow(), worker_id="w", lease_seconds=30)
+    ids = [r.id for r in claimed]
+    tokens = [r.lease_token for r in claimed]
+    conn = await asyncpg.connect(store.dsn)
+    try:
+        for statement, args in (
+            (store._sql_renew, (ids, tokens, utcnow())),
+            (
+                store._sql_finish,
+                (
+                    ids,
+                    tokens,
+                    ["completed"] * len(ids),
+                    [None] * len(ids),
+                    [None] * len(ids),
+                    [utcnow()] * len(ids),
+                    [None] * len(ids),
+                    [False] * len(ids),
+                ),
+            ),
+        ):
+            for generic in (False, True):  # the custom plan, then the generic one
+                if generic:
+                    await conn.execute("SET plan_cache_mode = force_generic_plan")
+                plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {statement}", *args))
+                assert "taskyard_tasks_leases" not in plan, plan
+                assert "taskyard_tasks_id_key" in plan or "Hash Join" in plan, plan
+            await conn.execute("RESET plan_cache_mode")
+    finally:
+        await conn.close()

@@ -117,6 +117,7 @@ class PostgresStore(TaskStore):
         # group commit of adds
         self._adds: list[tuple[Sequence[TaskRecord], asyncio.Future[list[str]]]] = []
         self._add_writer: asyncio.Task[None] | None = None
+        self._add_busy = False
         # NOTIFY throttle
         self._last_notify = 0.0
         self._trailing: asyncio.TimerHandle | None = None
@@ -144,6 +145,15 @@ class PostgresStore(TaskStore):
             " wake AS (SELECT pg_notify($12, '') WHERE $13::bool)"
             " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
         )
+        self._sql_add_one = (  # the same for one task, without the arrays
+            "WITH ins AS ("
+            f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
+            " created_at, updated_at, run_after, timeout, idempotency_key)"
+            " VALUES ($1, $2, 'queued', $3, $4, $5, $6::json, $7, $8, $9, $10, $11)"
+            " ON CONFLICT DO NOTHING RETURNING id),"
+            " wake AS (SELECT pg_notify($12, '') WHERE $13::bool)"
+            " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
+        )
         self._sql_claim = (
             f"WITH next AS (SELECT seq FROM {t}"
             " WHERE status = 'queued' AND run_after <= $1"
@@ -155,6 +165,11 @@ class PostgresStore(TaskStore):
             " RETURNING t.seq, t.id, t.type, t.priority, t.attempts, t.max_attempts, t.payload,"
             " t.run_after, t.timeout, t.created_at"
         )
+        # finish and renew join the batch to the table by id (unique index) and match the
+        # token, nothing else: a lease token is set by a claim and cleared by every move
+        # out of RUNNING, so it implies the status. A `status = 'running'` condition here
+        # would invite the planner, when its statistics say few tasks run (after a fill),
+        # to scan the partial lease index once per batch row: quadratic, seconds per flush.
         self._sql_finish = (
             f"UPDATE {t} AS t SET status = o.status,"
             " attempts = CASE WHEN o.release THEN t.attempts - 1 ELSE t.attempts END,"
@@ -167,13 +182,13 @@ class PostgresStore(TaskStore):
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
             " $6::timestamptz[], $7::timestamptz[], $8::bool[])"
             " AS o(id, token, status, result, error, at, run_after, release)"
-            " WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'"
+            " WHERE t.id = o.id AND t.lease_token = o.token"
             " RETURNING t.id"
         )
         self._sql_renew = (
             f"UPDATE {t} AS t SET lease_expires_at = $3"
             " FROM unnest($1::text[], $2::text[]) AS l(id, token)"
-            " WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'"
+            " WHERE t.id = l.id AND t.lease_token = l.token"
             " RETURNING t.id"
         )
         self._sql_recover = (
@@ -414,13 +429,25 @@ class PostgresStore(TaskStore):
     # -- TaskStore: writes -----------------------------------------------------------------
 
     async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        """Group commit: a caller that finds no insert in flight sends its own at once
+        (no hop through a task); callers arriving meanwhile queue up, and the writer
+        task sends everything queued in the next statement, and so on."""
         if self._pool is None or self._closing:
             raise ManagerStateError(f"{self!r} is not open")
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._adds.append((records, future))
-        if self._add_writer is None:
-            self._add_writer = asyncio.create_task(self._write_adds(), name="taskyard-pg-add")
-        return await future
+        if self._add_busy:
+            future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+            self._adds.append((records, future))
+            return await future
+        self._add_busy = True
+        try:
+            return await self._insert(records)
+        finally:
+            if self._adds:
+                self._add_writer = asyncio.create_task(
+                    self._write_adds(), name="taskyard-pg-add"
+                )
+            else:
+                self._add_busy = False
 
     async def _write_adds(self) -> None:
         """Group commit: everything that queued up while the last insert was in flight
@@ -446,19 +473,24 @@ class PostgresStore(TaskStore):
                     start += len(part)
         finally:
             self._add_writer = None
+            self._add_busy = False
 
     async def _insert(self, records: Sequence[TaskRecord]) -> list[str]:
-        columns: list[list[Any]] = [[] for _ in range(11)]
-        for record in records:
-            values = (
+        rows_of: list[tuple[Any, ...]] = [
+            (
                 record.id, record.type, record.priority, record.attempts, record.max_attempts,
                 record.payload_json or dumps(record.payload), record.created_at,
                 record.updated_at, record.run_after, record.timeout, record.idempotency_key,
-            )  # fmt: skip
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
+            )
+            for record in records
+        ]  # fmt: skip
+        args: list[Any]
+        if len(rows_of) == 1:
+            sql, args = self._sql_add_one, list(rows_of[0])
+        else:
+            sql, args = self._sql_add, [list(column) for column in zip(*rows_of, strict=True)]
         async with self._conn() as conn:
-            rows = await conn.fetch(self._sql_add, *columns, self.channel, self._want_notify())
+            rows = await conn.fetch(sql, *args, self.channel, self._want_notify())
             inserted = {row[0] for row in rows}
             keys = [
                 record.idempotency_key
