@@ -349,3 +349,19 @@ async def test_a_server_restart_mid_run_loses_nothing(cluster: Cluster, tmp_path
         assert set(executions.values()) <= {1, 2}
     finally:
         workers.close()
+
+
+async def test_a_store_opened_before_its_server_starts_waits_for_it(cluster: Cluster) -> None:
+    cluster.stop()
+    store = PostgresStore(cluster.dsn, pool_size=1, connect_timeout=1.0, open_retry=60)
+    opening = asyncio.create_task(store.open())
+    try:
+        done, _ = await asyncio.wait([opening], timeout=0.5)
+        assert not done  # the server is down: still trying, no error
+        await asyncio.to_thread(cluster.start)
+        await asyncio.wait_for(opening, timeout=60)
+        assert store.migrations_applied == [1]
+        assert (await store.health())[0] in ("ok", "degraded")  # LISTEN may still be coming
+    finally:
+        opening.cancel()
+        await store.close()

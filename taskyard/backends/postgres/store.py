@@ -34,7 +34,12 @@ from loguru import logger
 from taskyard.backends.postgres import schema
 from taskyard.backends.postgres.errors import translate
 from taskyard.framework.dsn import redact_dsn
-from taskyard.framework.errors import ManagerStateError, StoreError, TaskyardError
+from taskyard.framework.errors import (
+    ManagerStateError,
+    StoreError,
+    StoreUnavailable,
+    TaskyardError,
+)
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, dumps
 from taskyard.framework.store import Capability, TaskStore
 
@@ -100,8 +105,10 @@ class PostgresStore(TaskStore):
         notify_interval: float = 0.005,
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
+        open_retry: float = 0.0,
     ) -> None:
         self.dsn = dsn
+        self.open_retry = open_retry
         self.schema = schema_name
         self._q = schema.quoted_schema(schema_name)
         self.pool_size = max(1, int(pool_size))
@@ -237,8 +244,26 @@ class PostgresStore(TaskStore):
         return conn
 
     async def open(self) -> None:
+        """Connect, check and migrate the schema, and start listening. While the server
+        cannot be reached, keep trying with backoff for up to ``open_retry`` seconds
+        (a worker started before its database); other refusals are raised at once."""
         if self._pool is not None:
             return
+        deadline = time.monotonic() + self.open_retry
+        backoff = 0.2
+        while True:
+            try:
+                await self._open()
+                return
+            except StoreUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                logger.warning("taskyard: {}; trying again in {:.1f} s", exc, min(backoff, left))
+                await asyncio.sleep(min(backoff, left))
+                backoff = min(backoff * 2, 5.0)
+
+    async def _open(self) -> None:
         self._closing = False
         conn = await self._connect("migrate")
         try:
