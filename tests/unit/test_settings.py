@@ -345,6 +345,10 @@ def test_engine_config_refuses_an_incomplete_section() -> None:
 def test_redact_dsn_hides_only_the_password() -> None:
     assert redact_dsn("postgresql://app:s3cret@db:5432/app") == "postgresql://app:***@db:5432/app"
     assert redact_dsn("postgresql://127.0.0.1:5432/test") == "postgresql://127.0.0.1:5432/test"
+    assert redact_dsn("postgresql://app@db/app?password=s3cret&sslmode=require") == (
+        "postgresql://app@db/app?password=***&sslmode=require"
+    )
+    assert redact_dsn("host=db user=app password=s3cret") == "host=db user=app password=***"
 
 
 # -- logging --------------------------------------------------------------------------------
