@@ -12,7 +12,7 @@ from taskyard.backends.fallback import FallbackStore
 from taskyard.backends.memory import InMemoryStore
 from taskyard.backends.sqlite import SqliteStore
 from taskyard.framework.engine import TaskEngine
-from taskyard.framework.errors import BackendNotAvailable, ConfigurationError
+from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.events import EventBus
 from taskyard.framework.orchestrator import TaskOrchestrator
 from taskyard.framework.runs import Run, RunRegistry, RunStatus
