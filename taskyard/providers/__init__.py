@@ -166,11 +166,15 @@ def make_selected_store(task_execution: Mapping[str, Any]) -> TaskStore:
 def make_ops_store(task_execution: Mapping[str, Any]) -> StoreOperations:
     """A new store for the operations tools (export, import, validate, rollback): the
     durable storage the settings select. The SQLite file when the backend or a canary
-    uses it (the fallback's memory belongs to its process), else an InMemoryStore:
-    nothing durable to work on."""
+    uses it (the fallback's memory belongs to its process), else the PostgreSQL schema
+    when one of them is postgres, else an InMemoryStore: nothing durable to work on."""
     names = [effective_backend(task_execution), canary_backend(task_execution) or ""]
     if any(name.startswith("sqlite") for name in names):
         return sqlite_store(task_execution)
+    if "postgres" in names:
+        store = make_postgres_store(task_execution)
+        assert isinstance(store, StoreOperations)
+        return store
     return InMemoryStore()
 
 

@@ -11,6 +11,9 @@ from taskyard.backends.memory import InMemoryStore
 from taskyard.backends.sqlite import SqliteStore
 from taskyard.framework.operations import StoreOperations
 from taskyard.testing.operations import StoreOperationsContract
+from tests.pg_support import postgres_dsn, require_postgres, schema_for
+
+__all__ = ["postgres_dsn"]
 
 STORES: dict[str, Callable[[Path], StoreOperations]] = {
     "in-memory": lambda path: InMemoryStore(),
@@ -20,11 +23,18 @@ STORES: dict[str, Callable[[Path], StoreOperations]] = {
 }
 
 
-@pytest.fixture(params=list(STORES), ids=list(STORES))
+@pytest.fixture(params=[*STORES, "postgres"], ids=[*STORES, "postgres"])
 async def ops_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoreOperations]:
-    store = STORES[request.param](tmp_path)
+    if request.param == "postgres":
+        require_postgres()
+        from taskyard.backends.postgres import PostgresStore
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        store: StoreOperations = PostgresStore(dsn, schema_name=schema_for(tmp_path), pool_size=2)
+    else:
+        store = STORES[request.param](tmp_path)
     await store.open()
     try:
         yield store

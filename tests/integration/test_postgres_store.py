@@ -16,6 +16,7 @@ from taskyard.framework.errors import (
     ConfigurationError,
     ForeignDatabase,
     NotADatabase,
+    OperationNotSupported,
     SchemaTooNew,
     StoreUnavailable,
 )
@@ -213,32 +214,31 @@ async def test_expired_leases_come_back_by_the_token_rule(store: PostgresStore) 
     ]
 
 
-async def test_operations_queries(store: PostgresStore) -> None:
+async def test_postgres_maintenance(store: PostgresStore) -> None:
     await store.add([record(id="q1"), record(id="q2")])
-    [claimed] = await store.claim(limit=1, now=utcnow(), worker_id="w", lease_seconds=5)
-    await store.finish(
-        [Outcome(claimed.id, claimed.lease_token or "", TaskStatus.FAILED, utcnow(), error="x")]
-    )
-    assert await store.present(["q1", "q2", "zz"]) == {"q1", "q2"}
-    retried = await store.retry(claimed.id, now=utcnow())
-    assert isinstance(retried, TaskRecord) and retried.attempts == 0
-    assert await store.retry("q2", now=utcnow()) is TaskStatus.QUEUED
-    assert await store.retry("nope", now=utcnow()) is None
-    await store.cancel("q1", now=utcnow())
-    later = utcnow() + timedelta(seconds=1)
-    assert await store.count_finished([TaskStatus.CANCELLED], before=later) == 1
-    assert await store.purge([TaskStatus.CANCELLED, TaskStatus.QUEUED], before=later) == 1
-    assert await store.present(["q1", "q2"]) == {"q2"}
-    await store.record_worker("w1", {"concurrency": 2})
-    assert [w["worker_id"] for w in await store.list_workers()] == ["w1"]
-    assert await store.prune_workers(silent_since=utcnow() + timedelta(seconds=1)) == ["w1"]
-    assert (await store.vacuum())[0].startswith("VACUUM (ANALYZE)")
-    await store.analyze()
+    assert (await store.vacuum_analyze())[0].startswith("VACUUM (ANALYZE)")
     stats = await store.table_stats()
     assert set(stats) == {"taskyard_tasks", "taskyard_runs", "taskyard_workers"}
-    assert stats["taskyard_tasks"]["bytes"] > 0 and stats["taskyard_tasks"]["live_rows"] >= 1
+    assert stats["taskyard_tasks"]["bytes"] > 0 and stats["taskyard_tasks"]["live_rows"] == 2
+    assert stats["taskyard_tasks"]["last_vacuum"] is not None
     assert await store.reindex() == [f"REINDEX TABLE CONCURRENTLY {store.tasks_table}"]
-    assert [r.id for r in await store.snapshot([TaskStatus.QUEUED])] == ["q2"]
+    assert all(sql.startswith("ANALYZE") for sql in await store.optimize())
+    info = await store.storage_info()
+    assert info.schema_version == SCHEMA_VERSION and "PostgreSQL queue" in info.path
+    with pytest.raises(OperationNotSupported, match="pg_dump"):
+        await store.backup_to("/nowhere")
+
+
+async def test_operations_tools_do_not_create_a_queue(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, schema_name="not_there_yet")
+    with pytest.raises(StoreUnavailable, match="db init"):
+        await store.open_existing()
+    figures = await store.initialize()
+    assert (figures.created, figures.from_version, figures.applied) == (True, 0, [1])
+    again = await store.initialize()
+    assert (again.created, again.from_version, again.applied) == (False, 1, [])
+    await store.open_existing()
+    await store.close()
 
 
 # -- wake-ups and health ------------------------------------------------------------------------

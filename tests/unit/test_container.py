@@ -133,6 +133,7 @@ def test_postgres_is_wired_from_the_settings_and_never_shows_the_password() -> N
     assert (store.schema, store.pool_size) == ("queue_a", 3)
     assert "hunter2" not in repr(store) and "hunter2" not in store.where
     assert "app:***@db.internal:5433/jobs" in store.where
+    assert isinstance(container.ops_store(), PostgresStore)  # the operations tools' store
 
 
 def test_a_wrong_backend_name_fails_when_the_container_is_built(

@@ -33,6 +33,7 @@ from loguru import logger
 
 from taskyard.backends.postgres import schema
 from taskyard.backends.postgres.errors import translate
+from taskyard.backends.postgres.operations import PostgresOperations
 from taskyard.framework.dsn import redact_dsn
 from taskyard.framework.errors import (
     ManagerStateError,
@@ -41,7 +42,7 @@ from taskyard.framework.errors import (
     TaskyardError,
 )
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, dumps
-from taskyard.framework.store import Capability, TaskStore
+from taskyard.framework.store import Capability
 
 COLUMNS = (
     "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
@@ -90,7 +91,7 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
     )
 
 
-class PostgresStore(TaskStore):
+class PostgresStore(PostgresOperations):
     """Tasks in one PostgreSQL schema, shared by any number of processes on any hosts."""
 
     capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
@@ -739,175 +740,3 @@ class PostgresStore(TaskStore):
             f"SELECT {COLUMNS} FROM {self.tasks_table}{where} ORDER BY seq", *params
         )
         return [row_to_record(row) for row in rows]
-
-    # -- for the operations layer ----------------------------------------------------------
-
-    async def present(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are stored."""
-        rows = await self._fetch(
-            f"SELECT id FROM {self.tasks_table} WHERE id = ANY($1::text[])", list(ids)
-        )
-        return {row[0] for row in rows}
-
-    async def retry(self, task_id: str, *, now: datetime) -> TaskRecord | TaskStatus | None:
-        """Put a failed or cancelled task back in the queue, due ``now``, attempts, error,
-        result and times reset. Returns the task as it is now, the status that refused
-        it (queued, running, completed), or None for an unknown id."""
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE {self.tasks_table} SET status = 'queued', attempts = 0, run_after = $1,"
-                " updated_at = $1, started_at = NULL, finished_at = NULL, result = NULL,"
-                " error = NULL, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"
-                " WHERE id = $2 AND status IN ('failed', 'cancelled')"
-                f" RETURNING {COLUMNS}",
-                now,
-                task_id,
-            )
-            if row is not None:
-                if self.notify:
-                    await conn.execute("SELECT pg_notify($1, '')", self.channel)
-                return row_to_record(row)
-            found = await conn.fetchval(
-                f"SELECT status FROM {self.tasks_table} WHERE id = $1", task_id
-            )
-        return None if found is None else TaskStatus(found)
-
-    async def count_finished(
-        self, statuses: Sequence[TaskStatus], *, before: datetime, task_type: str | None = None
-    ) -> int:
-        """How many tasks of ``statuses`` finished before ``before`` (purge's dry run)."""
-        rows = await self._fetch(
-            f"SELECT COUNT(*) FROM {self.tasks_table} WHERE status = ANY($1::text[])"
-            " AND COALESCE(finished_at, updated_at) < $2 AND ($3::text IS NULL OR type = $3)",
-            [str(status) for status in statuses],
-            before,
-            task_type,
-        )
-        return int(rows[0][0])
-
-    async def purge(
-        self,
-        statuses: Sequence[TaskStatus],
-        *,
-        before: datetime,
-        task_type: str | None = None,
-        batch: int = 5000,
-    ) -> int:
-        """Delete up to ``batch`` tasks of ``statuses`` that finished before ``before``
-        (one short transaction; call again until it returns less than ``batch``). Only
-        finished statuses are ever deleted."""
-        wanted = [str(status) for status in statuses if status.is_terminal]
-        rows = await self._fetch(
-            f"WITH doomed AS (SELECT seq FROM {self.tasks_table} WHERE status = ANY($1::text[])"
-            " AND COALESCE(finished_at, updated_at) < $2 AND ($3::text IS NULL OR type = $3)"
-            " LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            f" DELETE FROM {self.tasks_table} AS t USING doomed WHERE t.seq = doomed.seq"
-            " RETURNING 1",
-            wanted,
-            before,
-            task_type,
-            batch,
-        )
-        return len(rows)
-
-    async def list_workers(self) -> list[dict[str, Any]]:
-        """The worker records: id, hostname, pid, started_at, last_heartbeat, info."""
-        rows = await self._fetch(
-            "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info"
-            f" FROM {self._q}.taskyard_workers ORDER BY worker_id"
-        )
-        return [
-            {
-                "worker_id": row[0], "hostname": row[1], "pid": row[2], "started_at": row[3],
-                "last_heartbeat": row[4], "info": json.loads(row[5]),
-            }
-            for row in rows
-        ]  # fmt: skip
-
-    async def prune_workers(self, *, silent_since: datetime, dry_run: bool = False) -> list[str]:
-        """Forget (or, dry, list) the workers whose last heartbeat is before ``silent_since``."""
-        if dry_run:
-            sql = f"SELECT worker_id FROM {self._q}.taskyard_workers WHERE last_heartbeat < $1"
-        else:
-            sql = (
-                f"DELETE FROM {self._q}.taskyard_workers WHERE last_heartbeat < $1"
-                " RETURNING worker_id"
-            )
-        return sorted(str(row[0]) for row in await self._fetch(sql, silent_since))
-
-    TABLES = ("taskyard_tasks", "taskyard_runs", "taskyard_workers")
-
-    async def vacuum(self, *, analyze: bool = True) -> list[str]:
-        """``VACUUM (ANALYZE)`` of taskyard's tables; returns the statements run."""
-        done: list[str] = []
-        async with self._conn() as conn:
-            for table in self.TABLES:
-                sql = f"VACUUM {'(ANALYZE) ' if analyze else ''}{self._q}.{table}"
-                await conn.execute(sql, timeout=None)
-                done.append(sql)
-        return done
-
-    async def analyze(self) -> list[str]:
-        """``ANALYZE`` of taskyard's tables: fresh statistics for the planner."""
-        done: list[str] = []
-        async with self._conn() as conn:
-            for table in self.TABLES:
-                sql = f"ANALYZE {self._q}.{table}"
-                await conn.execute(sql)
-                done.append(sql)
-        return done
-
-    async def reindex(self) -> list[str]:
-        """``REINDEX TABLE CONCURRENTLY`` of the tasks table (its indexes bloat under a
-        busy queue); no lock that blocks workers is taken."""
-        sql = f"REINDEX TABLE CONCURRENTLY {self.tasks_table}"
-        async with self._conn() as conn:
-            await conn.execute(sql, timeout=None)
-        return [sql]
-
-    async def table_stats(self) -> dict[str, dict[str, int | None]]:
-        """Per table: live and dead rows (the statistics collector's estimates), total
-        size in bytes (with indexes and TOAST), and the last (auto)vacuum as epoch
-        seconds or None."""
-        rows = await self._fetch(
-            "SELECT c.relname, COALESCE(s.n_live_tup, 0), COALESCE(s.n_dead_tup, 0),"
-            " pg_total_relation_size(c.oid),"
-            " EXTRACT(EPOCH FROM GREATEST(s.last_vacuum, s.last_autovacuum))::bigint"
-            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
-            " WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname = ANY($2::text[])",
-            self.schema,
-            list(self.TABLES),
-        )
-        return {
-            row[0]: {
-                "live_rows": int(row[1]), "dead_rows": int(row[2]), "bytes": int(row[3]),
-                "last_vacuum": None if row[4] is None else int(row[4]),
-            }
-            for row in rows
-        }  # fmt: skip
-
-    async def oldest_queued(self, *, now: datetime) -> datetime | None:
-        """The ``run_after`` of the longest-waiting due task, or None."""
-        rows = await self._fetch(
-            f"SELECT MIN(run_after) FROM {self.tasks_table}"
-            " WHERE status = 'queued' AND run_after <= $1",
-            now,
-        )
-        value: datetime | None = rows[0][0]
-        return value
-
-    async def finished_since(self, since: datetime) -> dict[TaskStatus, int]:
-        """How many tasks reached each terminal status since ``since`` (throughput)."""
-        rows = await self._fetch(
-            f"SELECT status, COUNT(*) FROM {self.tasks_table}"
-            " WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= $1"
-            " GROUP BY status",
-            since,
-        )
-        return {TaskStatus(row[0]): int(row[1]) for row in rows}
-
-    async def drop_schema(self) -> None:
-        """Drop the whole schema (tests and ``db reset``-like tools; irreversible)."""
-        async with self._conn() as conn:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {self._q} CASCADE")

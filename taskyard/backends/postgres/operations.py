@@ -1,0 +1,481 @@
+"""The PostgreSQL store's answers to the store-operations interface
+(:class:`~taskyard.framework.operations.StoreOperations`): every query the operations
+tools need, against the queue's schema, in one place. Also the PostgreSQL-only
+maintenance (``VACUUM (ANALYZE)``, ``REINDEX CONCURRENTLY``, dead rows and sizes).
+
+:class:`PostgresOperations` is a base of :class:`~taskyard.backends.postgres.PostgresStore`;
+it uses the store's pooled connections (``_conn``/``_fetch``).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+import uuid
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from taskyard.backends.postgres import schema
+from taskyard.framework.errors import (
+    IntegrityError,
+    OperationNotSupported,
+    OperationRefused,
+    StoreUnavailable,
+    TaskNotFound,
+)
+from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, utcnow
+from taskyard.framework.operations import (
+    FINISHED,
+    STATUSES,
+    InitFigures,
+    IntegrityFindings,
+    QueueFigures,
+    StorageInfo,
+    StoreOperations,
+    WorkerRecord,
+)
+
+SCRATCH_PREFIX = "taskyard-validate-"
+TABLES = ("taskyard_tasks", "taskyard_runs", "taskyard_workers")
+
+INVARIANTS = {
+    "running tasks without a lease": (
+        "status = 'running' AND (lease_token IS NULL OR lease_expires_at IS NULL)"
+    ),
+    "queued tasks holding a lease": "status = 'queued' AND lease_token IS NOT NULL",
+    "finished tasks without finished_at": (
+        "status IN ('completed', 'failed', 'cancelled') AND finished_at IS NULL"
+    ),
+    "tasks with more attempts than allowed": "attempts > max_attempts",
+}
+"""taskyard's invariants; payloads are JSON by the column's type."""
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class PostgresOperations(StoreOperations):
+    """The store operations of :class:`~taskyard.backends.postgres.PostgresStore`."""
+
+    schema: str
+    where: str
+    tasks_table: str
+    _q: str
+    migrations_applied: list[int]
+
+    @abc.abstractmethod
+    def _conn(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection; driver errors leave as taskyard errors."""
+
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One statement on a pooled connection."""
+
+    @abc.abstractmethod
+    async def _connect(self, role: str) -> asyncpg.Connection:
+        """A connection of its own (not from the pool)."""
+
+    def unsupported(self, what: str, operation: str) -> OperationNotSupported:
+        return OperationNotSupported(
+            f"{operation} is a file operation; {self!r} is a PostgreSQL schema ({what}). "
+            "Use the server's own tools (VACUUM, pg_dump --schema="
+            f"{self.schema} --format=custom, pg_restore), or export and import the tasks "
+            "(taskyard export / taskyard import)"
+        )
+
+    # -- opening ------------------------------------------------------------------------------
+
+    async def open_existing(self) -> None:
+        conn = await self._connect("ops")
+        try:
+            version = await schema.stored_version(conn, self.schema, self.where)
+        finally:
+            await conn.close()
+        if version == 0:
+            raise StoreUnavailable(
+                f"{self.where}: there is no taskyard queue in schema {self.schema!r} yet; "
+                "create it with `taskyard db init` or by starting a worker"
+            )
+        await self.open()
+
+    async def initialize(self) -> InitFigures:
+        conn = await self._connect("migrate")
+        try:
+            before = await schema.stored_version(conn, self.schema, self.where)
+            applied = await schema.migrate(conn, self.schema, self.where)
+        finally:
+            await conn.close()
+        return InitFigures(
+            location=self.where,
+            created=before == 0 and bool(applied),
+            from_version=before,
+            to_version=schema.SCHEMA_VERSION,
+            applied=applied,
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _filters(
+        self, statuses: Sequence[TaskStatus] | None, task_type: str | None
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses is not None:
+            params.append([str(status) for status in statuses])
+            where.append(f"status = ANY(${len(params)}::text[])")
+        if task_type is not None:
+            params.append(task_type)
+            where.append(f"type = ${len(params)}")
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    async def count_tasks(
+        self, *, statuses: Sequence[TaskStatus] | None = None, task_type: str | None = None
+    ) -> int:
+        where, params = self._filters(statuses, task_type)
+        rows = await self._fetch(f"SELECT COUNT(*) FROM {self.tasks_table}{where}", *params)
+        return int(rows[0][0])
+
+    async def present(self, ids: Collection[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = await self._fetch(
+            f"SELECT id FROM {self.tasks_table} WHERE id = ANY($1::text[])", list(ids)
+        )
+        return {row[0] for row in rows}
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        async with self._conn() as conn:
+            return await self._workers(conn)
+
+    async def _workers(self, conn: asyncpg.Connection) -> list[WorkerRecord]:
+        rows = await conn.fetch(
+            "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info"
+            f" FROM {self._q}.taskyard_workers ORDER BY started_at, worker_id"
+        )
+        return [
+            WorkerRecord(row[0], row[1], row[2], row[3].timestamp(), row[4].timestamp(),
+                         _json_object(row[5]))
+            for row in rows
+        ]  # fmt: skip
+
+    async def queue_figures(self, *, now: float, window: float) -> QueueFigures:
+        """One REPEATABLE READ transaction: one consistent picture."""
+        t = self.tasks_table
+        at, since = _at(now), _at(now - window)
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
+                                                          readonly=True):  # fmt: skip
+            by_type: dict[str, dict[str, int]] = {}
+            for task_type, status, count in await conn.fetch(
+                f"SELECT type, status, COUNT(*) FROM {t} GROUP BY type, status"
+            ):
+                by_type.setdefault(task_type, dict.fromkeys(STATUSES, 0))[status] = int(count)
+            due, delayed, waiting = await conn.fetchrow(
+                "SELECT COUNT(*) FILTER (WHERE run_after <= $1),"
+                " COUNT(*) FILTER (WHERE run_after > $1), COUNT(*) FILTER (WHERE attempts > 0)"
+                f" FROM {t} WHERE status = 'queued'",
+                at,
+            )
+            oldest = await conn.fetchrow(
+                f"SELECT id, run_after FROM {t} WHERE status = 'queued' AND run_after <= $1"
+                " ORDER BY run_after LIMIT 1",
+                at,
+            )
+            expired, oldest_expiry = await conn.fetchrow(
+                f"SELECT COUNT(*), MIN(lease_expires_at) FROM {t}"
+                " WHERE status = 'running' AND lease_expires_at < $1",
+                at,
+            )
+            finished_by_type: dict[str, dict[str, int]] = {}
+            retried = retries = 0
+            for task_type, status, count, retried_here, retries_here in await conn.fetch(
+                "SELECT type, status, COUNT(*), COUNT(*) FILTER (WHERE attempts > 1),"
+                f" COALESCE(SUM(GREATEST(attempts - 1, 0)), 0) FROM {t}"
+                " WHERE finished_at >= $1 AND status IN ('completed', 'failed', 'cancelled')"
+                " GROUP BY type, status",
+                since,
+            ):
+                finished_by_type.setdefault(task_type, dict.fromkeys(FINISHED, 0))[status] = int(
+                    count
+                )
+                retried += int(retried_here)
+                retries += int(retries_here)
+            durations = [
+                float(row[0])
+                for row in await conn.fetch(
+                    "SELECT EXTRACT(EPOCH FROM finished_at - started_at) FROM"
+                    f" {t} WHERE finished_at >= $1 AND status IN ('completed', 'failed')"
+                    " AND started_at IS NOT NULL",
+                    since,
+                )
+            ]
+            workers = await self._workers(conn)
+            storage = await self._storage(conn)
+        return QueueFigures(
+            now=now,
+            window=window,
+            depth_by_type=by_type,
+            queued_due=int(due),
+            queued_delayed=int(delayed),
+            waiting_retry=int(waiting),
+            oldest_due=None if oldest is None else (oldest[0], oldest[1].timestamp()),
+            expired_leases=int(expired),
+            oldest_expired_lease=_epoch(oldest_expiry),
+            finished_by_type=finished_by_type,
+            retried_tasks=retried,
+            retries=retries,
+            processing_seconds=durations,
+            workers=workers,
+            storage=storage,
+        )
+
+    async def storage_info(self) -> StorageInfo:
+        async with self._conn() as conn:
+            return await self._storage(conn)
+
+    async def _storage(self, conn: asyncpg.Connection) -> StorageInfo:
+        """The schema's size (tables, indexes, TOAST) and version; no WAL or pages of
+        its own on a server."""
+        size = await conn.fetchval(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relkind = 'r'",
+            self.schema,
+        )
+        version = await conn.fetchval(
+            f"SELECT COALESCE(MAX(version), 0) FROM {self._q}.{schema.VERSION_TABLE}"
+        )
+        return StorageInfo(path=self.where, size_bytes=int(size), schema_version=int(version))
+
+    # -- changing tasks -----------------------------------------------------------------------
+
+    async def retry(self, task_id: str, *, now: float) -> TaskRecord:
+        from taskyard.backends.postgres.store import COLUMNS, row_to_record
+
+        at = _at(now)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE {self.tasks_table} SET status = 'queued', attempts = 0,"
+                " run_after = $1, updated_at = $1, started_at = NULL, finished_at = NULL,"
+                " result = NULL, error = NULL, lease_token = NULL, lease_expires_at = NULL,"
+                " worker_id = NULL WHERE id = $2 AND status IN ('failed', 'cancelled')"
+                f" RETURNING {COLUMNS}",
+                at,
+                task_id,
+            )
+            if row is not None:
+                await conn.execute("SELECT pg_notify($1, '')", f"taskyard_{self.schema}")
+                return row_to_record(row)
+            found = await conn.fetchval(
+                f"SELECT status FROM {self.tasks_table} WHERE id = $1", task_id
+            )
+        if found is None:
+            raise TaskNotFound(f"no task has the id {task_id!r}")
+        raise OperationRefused(
+            f"task {task_id} is {found}; only failed or cancelled tasks can be retried"
+        )
+
+    _FINISHED_WHERE = (
+        "status = ANY($1::text[]) AND COALESCE(finished_at, updated_at) < $2"
+        " AND ($3::text IS NULL OR type = $3)"
+    )
+
+    async def count_finished(
+        self, *, statuses: Sequence[TaskStatus], before: float, task_type: str | None = None
+    ) -> int:
+        rows = await self._fetch(
+            f"SELECT COUNT(*) FROM {self.tasks_table} WHERE {self._FINISHED_WHERE}",
+            sorted(str(status) for status in statuses),
+            _at(before),
+            task_type,
+        )
+        return int(rows[0][0])
+
+    async def delete_finished(
+        self,
+        *,
+        statuses: Sequence[TaskStatus],
+        before: float,
+        task_type: str | None = None,
+        limit: int,
+    ) -> int:
+        wanted = sorted(str(status) for status in statuses if status.is_terminal)
+        rows = await self._fetch(
+            f"WITH doomed AS (SELECT seq FROM {self.tasks_table} WHERE {self._FINISHED_WHERE}"
+            " LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            f" DELETE FROM {self.tasks_table} AS t USING doomed WHERE t.seq = doomed.seq"
+            " RETURNING 1",
+            wanted,
+            _at(before),
+            task_type,
+            int(limit),
+        )
+        return len(rows)
+
+    async def forget_workers(self, *, silent_since: float, dry_run: bool = False) -> list[str]:
+        table = f"{self._q}.taskyard_workers"
+        if dry_run:
+            sql = f"SELECT worker_id FROM {table} WHERE last_heartbeat < $1"
+        else:
+            sql = f"DELETE FROM {table} WHERE last_heartbeat < $1 RETURNING worker_id"
+        return sorted(str(row[0]) for row in await self._fetch(sql, _at(silent_since)))
+
+    async def self_test(self) -> dict[str, Any]:
+        """A scratch task through the store's own statements, in one transaction that
+        is rolled back: nothing of it is ever visible to workers."""
+        started = time.perf_counter()
+        store: Any = self
+        token = uuid.uuid4().hex
+        task_id, task_type = SCRATCH_PREFIX + token, f"taskyard.validate.{token}"
+        now = utcnow()
+        async with self._conn() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                inserted = await conn.fetch(
+                    store._sql_add_one, task_id, task_type, 5, 0, 1, json.dumps({"v": token}),
+                    now, now, now, None, None, store.channel, False,
+                )  # fmt: skip
+                if [row[0] for row in inserted] != [task_id]:
+                    raise IntegrityError("the scratch task was not stored")
+                claimed = await conn.fetch(
+                    store._sql_claim, now, token, now, "taskyard-validate", [task_type], 1
+                )
+                if [row[1] for row in claimed] != [task_id]:
+                    raise IntegrityError(f"claiming the scratch task returned {len(claimed)}")
+                outcome = Outcome(task_id, token, TaskStatus.COMPLETED, utcnow())
+                done = await conn.fetch(
+                    store._sql_finish, [task_id], [token], [str(outcome.status)],
+                    [json.dumps(token)], [None], [outcome.finished_at], [None], [False],
+                )  # fmt: skip
+                if [row[0] for row in done] != [task_id]:
+                    raise IntegrityError("completing the scratch task was refused")
+                row = await conn.fetchrow(
+                    f"SELECT status, attempts, result FROM {self.tasks_table} WHERE id = $1",
+                    task_id,
+                )
+                if row is None or tuple(row) != ("completed", 1, json.dumps(token)):
+                    raise IntegrityError(f"the scratch task reads back as {row!r}")
+            finally:
+                await transaction.rollback()
+        return {"task_id": task_id, "seconds": time.perf_counter() - started}
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    async def check_integrity(self, *, quick: bool = False) -> IntegrityFindings:
+        """The server keeps its own files consistent; taskyard checks its invariants
+        and that every index of the schema is valid (not left over from a failed
+        ``REINDEX CONCURRENTLY``)."""
+        storage: list[str] = []
+        broken: list[str] = []
+        async with self._conn() as conn:
+            invalid = await conn.fetch(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = $1 AND NOT i.indisvalid",
+                self.schema,
+            )
+            storage = [f"invalid index {row[0]}" for row in invalid] or ["ok"]
+            for name, condition in INVARIANTS.items():  # the conditions are constants
+                sql = f"SELECT COUNT(*) FROM {self.tasks_table} WHERE {condition}"
+                number = int(await conn.fetchval(sql))
+                if number:
+                    broken.append(f"{number} {name}")
+        return IntegrityFindings(storage, broken)
+
+    async def optimize(self) -> list[str]:
+        """``ANALYZE`` of taskyard's tables, then ``REINDEX CONCURRENTLY`` of the tasks
+        table when its indexes are more than twice the size of its live rows' share."""
+        done = await self.analyze()
+        if await self._indexes_bloated():
+            done += await self.reindex()
+        return done
+
+    async def _indexes_bloated(self) -> bool:
+        rows = await self._fetch(
+            "SELECT pg_indexes_size(c.oid), pg_relation_size(c.oid),"
+            " COALESCE(s.n_live_tup, 0), COALESCE(s.n_dead_tup, 0)"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+            " WHERE n.nspname = $1 AND c.relname = 'taskyard_tasks'",
+            self.schema,
+        )
+        if not rows:
+            return False
+        indexes, _, live, dead = (int(value) for value in rows[0])
+        return indexes > 8 * 1024 * 1024 and dead > 2 * max(live, 1)
+
+    async def vacuum_analyze(self) -> list[str]:
+        """``VACUUM (ANALYZE)`` of taskyard's tables; returns the statements run."""
+        done: list[str] = []
+        async with self._conn() as conn:
+            for table in TABLES:
+                sql = f"VACUUM (ANALYZE) {self._q}.{table}"
+                await conn.execute(sql, timeout=None)
+                done.append(sql)
+        return done
+
+    async def analyze(self) -> list[str]:
+        """``ANALYZE`` of taskyard's tables: fresh statistics for the planner."""
+        done: list[str] = []
+        async with self._conn() as conn:
+            for table in TABLES:
+                sql = f"ANALYZE {self._q}.{table}"
+                await conn.execute(sql)
+                done.append(sql)
+        return done
+
+    async def reindex(self) -> list[str]:
+        """``REINDEX TABLE CONCURRENTLY`` of the tasks table (its indexes bloat under a
+        busy queue); no lock that blocks workers is taken."""
+        sql = f"REINDEX TABLE CONCURRENTLY {self.tasks_table}"
+        async with self._conn() as conn:
+            await conn.execute(sql, timeout=None)
+        return [sql]
+
+    async def table_stats(self) -> dict[str, dict[str, int | None]]:
+        """Per table: live and dead rows (the statistics collector's estimates), total
+        size in bytes (with indexes and TOAST), and the last (auto)vacuum as epoch
+        seconds or None: what ``status`` and ``metrics`` report on PostgreSQL."""
+        rows = await self._fetch(
+            "SELECT c.relname, COALESCE(s.n_live_tup, 0), COALESCE(s.n_dead_tup, 0),"
+            " pg_total_relation_size(c.oid),"
+            " EXTRACT(EPOCH FROM GREATEST(s.last_vacuum, s.last_autovacuum))::bigint"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+            " WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname = ANY($2::text[])",
+            self.schema,
+            list(TABLES),
+        )
+        return {
+            row[0]: {
+                "live_rows": int(row[1]), "dead_rows": int(row[2]), "bytes": int(row[3]),
+                "last_vacuum": None if row[4] is None else int(row[4]),
+            }
+            for row in rows
+        }  # fmt: skip
+
+    async def drop_schema(self) -> None:
+        """Drop the whole schema (tests; irreversible)."""
+        async with self._conn() as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {self._q} CASCADE")
+
+
+__all__ = ["PostgresOperations"]
