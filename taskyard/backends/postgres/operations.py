@@ -167,14 +167,27 @@ class PostgresOperations(StoreOperations):
 
     async def _workers(self, conn: asyncpg.Connection) -> list[WorkerRecord]:
         rows = await conn.fetch(
-            "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info"
-            f" FROM {self._q}.taskyard_workers ORDER BY started_at, worker_id"
+            "SELECT worker_id, hostname, pid, started_at, last_heartbeat, info,"
+            f" stop_requested_at FROM {self._q}.taskyard_workers ORDER BY started_at, worker_id"
         )
         return [
             WorkerRecord(row[0], row[1], row[2], row[3].timestamp(), row[4].timestamp(),
-                         _json_object(row[5]))
+                         _json_object(row[5]), _epoch(row[6]))
             for row in rows
         ]  # fmt: skip
+
+    async def request_worker_stop(self, worker_ids: Collection[str]) -> list[str]:
+        wanted = sorted(set(worker_ids))
+        if not wanted:
+            return []
+        rows = await self._fetch(
+            f"UPDATE {self._q}.taskyard_workers SET stop_requested_at ="
+            " COALESCE(stop_requested_at, $1) WHERE worker_id = ANY($2::text[])"
+            " RETURNING worker_id",
+            datetime.now(UTC),
+            wanted,
+        )
+        return sorted(str(row[0]) for row in rows)
 
     async def queue_figures(self, *, now: float, window: float) -> QueueFigures:
         """One REPEATABLE READ transaction: one consistent picture."""

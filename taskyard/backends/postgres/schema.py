@@ -58,7 +58,10 @@ EXPECTED_COLUMNS = {
         "worker_id",
     },
     "taskyard_runs": {"run_id", "module_id", "status", "created_at", "data"},
-    "taskyard_workers": {"worker_id", "hostname", "pid", "started_at", "last_heartbeat", "info"},
+    "taskyard_workers": {
+        "worker_id", "hostname", "pid", "started_at", "last_heartbeat", "info",
+        "stop_requested_at",
+    },
 }  # fmt: skip
 
 

@@ -653,18 +653,20 @@ class PostgresStore(PostgresOperations):
     async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
         return [row_to_record(row) for row in await self._fetch(self._sql_recover, now)]
 
-    async def record_worker(self, worker_id: str, info: dict[str, object]) -> None:
+    async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
         async with self._conn() as conn:
-            await conn.execute(
+            stop = await conn.fetchval(
                 f"INSERT INTO {self._q}.taskyard_workers (worker_id, hostname, pid, started_at,"
                 " last_heartbeat, info) VALUES ($1, $2, $3, $4, $4, $5::json)"
-                " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = $4, info = $5::json",
+                " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = $4, info = $5::json"
+                " RETURNING stop_requested_at",
                 worker_id,
                 socket.gethostname(),
                 os.getpid(),
                 datetime.now(UTC),
                 json.dumps(info),
             )
+        return stop is not None
 
     async def forget_worker(self, worker_id: str) -> None:
         async with self._conn() as conn:

@@ -61,5 +61,6 @@ CREATE TABLE {schema}.taskyard_workers (
     pid            integer NOT NULL,
     started_at     timestamptz NOT NULL,
     last_heartbeat timestamptz NOT NULL,
-    info           json NOT NULL DEFAULT '{}'      -- concurrency, running, task types
+    info           json NOT NULL DEFAULT '{}',     -- concurrency, running, task types
+    stop_requested_at timestamptz                  -- `taskyard workers stop` asked it to stop
 );
