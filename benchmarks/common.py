@@ -50,10 +50,16 @@ class Throughput:
     rates: list[float] = field(default_factory=list)
     na: str | None = None
     note: str = ""
+    cpu_us: list[float] = field(default_factory=list)
+    """Process CPU microseconds per task of each repeat, where measured (phase 9)."""
 
     @property
     def rate(self) -> float | None:
         return statistics.median(self.rates) if self.rates else None
+
+    @property
+    def cpu(self) -> float | None:
+        return statistics.median(self.cpu_us) if self.cpu_us else None
 
 
 @dataclass

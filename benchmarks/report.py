@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import container_bench as cb
 from benchmarks.common import ROOT, Latency, Memory, Throughput
 
 RAW_SINGLE = "raw sqlite3, 1 commit/task"
@@ -33,6 +34,8 @@ PHASE_TITLES = {
     "7": "realistic handler (sleep 5 ms, concurrency 50)",
     "8": "worker memory by queue depth",
     "9": "PostgreSQL: raw asyncpg, taskyard, procrastinate, pgqueuer",
+    "10": "through the container, default settings",
+    "11": "no cost grows with work done",
 }
 SHORT_TITLES = {
     "1": "enqueue, sequential",
@@ -64,6 +67,7 @@ class Results:
     throughput: list[Throughput] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
     memory: list[Memory] = field(default_factory=list)
+    growth: list[cb.Growth] = field(default_factory=list)
     seconds: float = 0.0
 
     def find(self, phase: str, system: str) -> Throughput | None:
@@ -146,7 +150,7 @@ def throughput_table(results: Results) -> Table:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     raw_single = results.limit(RAW_SINGLE)
     raw_lifecycle = results.limit(RAW_LIFECYCLE)
-    phases = sorted({r.phase for r in results.throughput} - {"9"})
+    phases = sorted({r.phase for r in results.throughput} - {"9", "10"}, key=int)
     for index, phase in enumerate(phases):
         if index:
             table.add_section()
@@ -262,6 +266,174 @@ def memory_table(results: Results) -> Table:
     return table
 
 
+def container_table(results: Results) -> Table:
+    """Phase 10: one row per scenario, sqlite and in-memory side by side."""
+    table = Table(
+        title=f"Phase 10: through the container, default settings (median of {results.repeats},"
+        f" N = {results.tasks:,}); CPU = process CPU per task, aiosqlite's thread included"
+    )
+    for column in (
+        "concurrency",
+        "scenario",
+        "sqlite tasks/s",
+        "x raw 1-commit",
+        "sqlite CPU us/task",
+        "in-memory tasks/s",
+        "in-memory CPU us/task",
+        "sqlite / in-memory",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("concurrency", "scenario") else "right"
+        )
+    raw_single = results.limit(RAW_SINGLE)
+    bare = results.find("10", cb.BARE_CREATE_TASK)
+    if bare is not None:
+        table.add_row("—", cb.BARE_CREATE_TASK, "", "", "", _rate(bare.rate), _cpu(bare), "")
+    for concurrency in (None, 100):
+        label = "10 (shipped)" if concurrency is None else str(concurrency)
+        first = True
+        for scenario in cb.SCENARIOS:
+            sqlite = results.find("10", f"{cb.row_label('sqlite', concurrency)}: {scenario}")
+            memory = results.find("10", f"{cb.row_label('in-memory', concurrency)}: {scenario}")
+            if sqlite is None and memory is None:
+                continue
+            if first:
+                table.add_section()
+            table.add_row(
+                label if first else "",
+                scenario,
+                _rate(sqlite.rate if sqlite else None),
+                _ratio(sqlite.rate if sqlite else None, raw_single),
+                _cpu(sqlite),
+                _rate(memory.rate if memory else None),
+                _cpu(memory),
+                _ratio(sqlite.rate if sqlite else None, memory.rate if memory else None),
+            )
+            first = False
+    return table
+
+
+def _cpu(result: Throughput | None) -> str:
+    return "—" if result is None or result.cpu is None else f"{result.cpu:.1f}"
+
+
+def growth_table(results: Results) -> Table:
+    table = Table(
+        title="Phase 11: enqueue one at a time (worker running, tasks delayed), empty queue"
+        " vs after DEPTH more scheduled by the same manager"
+    )
+    for column in (
+        "backend",
+        "depth",
+        "empty: tasks/s",
+        "deep: tasks/s",
+        "deep / empty",
+        "fill, first 10% chunks",
+        "fill, last 10% chunks",
+        "fill s",
+    ):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for g in results.growth:
+        table.add_row(
+            g.backend,
+            f"{g.depth:,}",
+            _rate(g.empty_rate),
+            _rate(g.deep_rate),
+            f"{g.ratio:.2f}x",
+            _rate(g.first_chunk_rate),
+            _rate(g.last_chunk_rate),
+            f"{g.fill_seconds:.1f}",
+        )
+    return table
+
+
+def issue_targets(results: Results) -> list[Target]:
+    """The ratio targets of issue 13, from this run's figures."""
+    out: list[Target] = []
+    raw_single = results.limit(RAW_SINGLE)
+    raw_lifecycle = results.limit(RAW_LIFECYCLE)
+
+    def row(backend: str, scenario: str, concurrency: int | None = None) -> float | None:
+        return results.rate("10", f"{cb.row_label(backend, concurrency)}: {scenario}")
+
+    def ratio(name: str, value: float | None, reference: float | None, minimum: float) -> None:
+        if value is None or not reference:
+            out.append(Target(name, "not measured", None))
+        else:
+            out.append(Target(name, f"{value / reference:.2f}x", value >= minimum * reference))
+
+    delayed = row("sqlite", cb.DELAYED)
+    ratio(
+        "container sqlite, one at a time, delayed >= 0.25x raw 1-commit", delayed, raw_single, 0.25
+    )
+    producer = row("sqlite", cb.DELAYED_PRODUCER)
+    name = "... and within 1.5x of producer-only (producer-only / worker running)"
+    if delayed is None or producer is None:
+        out.append(Target(name, "not measured", None))
+    else:
+        out.append(Target(name, f"{producer / delayed:.2f}x", producer <= 1.5 * delayed))
+    ratio(
+        "container sqlite, 64 producers then all done >= 0.35x raw 1-commit",
+        row("sqlite", cb.PRODUCERS_DONE),
+        raw_single,
+        0.35,
+    )
+    ratio(
+        "schedule_many put-then-drain sqlite >= 2x raw 3-commit (phase 4)",
+        results.rate("4", "taskyard sqlite"),
+        raw_lifecycle,
+        2.0,
+    )
+    ratio(
+        "container in-memory, 64 producers >= 0.3x bare create_task",
+        row("in-memory", cb.PRODUCERS_DONE),
+        results.rate("10", cb.BARE_CREATE_TASK),
+        0.3,
+    )
+    ratio(
+        "container sqlite end-to-end >= 0.5x in-memory (64 producers)",
+        row("sqlite", cb.PRODUCERS_DONE),
+        row("in-memory", cb.PRODUCERS_DONE),
+        0.5,
+    )
+    ratio(
+        "realistic handler: in-memory >= 0.85x ideal 10,000/s (phase 7)",
+        results.rate("7", "taskyard in-memory"),
+        10_000.0,
+        0.85,
+    )
+    ratio(
+        "realistic handler: in-memory / bare asyncio sleepers (phase 7, for reference)",
+        results.rate("7", "taskyard in-memory"),
+        results.rate("7", "bare asyncio, 50 coroutines sleeping"),
+        0.85,
+    )
+    ratio(
+        "realistic handler: sqlite >= 0.8x in-memory, default settings (phase 7)",
+        results.rate("7", "taskyard sqlite"),
+        results.rate("7", "taskyard in-memory"),
+        0.8,
+    )
+    ratio(
+        "two worker processes >= 1.3x one (phase 5)",
+        results.rate("5", "taskyard sqlite, 2 worker processes"),
+        results.rate("5", "taskyard sqlite, 1 worker process"),
+        1.3,
+    )
+    enqueue = results.rate("1", "taskyard sqlite")
+    ratio("enqueue one at a time >= best peer (phase 1)", enqueue, results.best_peer("1"), 1.0)
+    ratio("enqueue one at a time >= 0.6x raw 1-commit (phase 1)", enqueue, raw_single, 0.6)
+    for g in results.growth:
+        out.append(
+            Target(
+                f"{g.backend}: enqueue after {g.depth:,} within 20% of empty (phase 11)",
+                f"{g.ratio:.2f}x",
+                g.ratio >= 0.8,
+            )
+        )
+    return out
+
+
 def targets(results: Results) -> list[Target]:
     out: list[Target] = []
 
@@ -331,8 +503,8 @@ def targets(results: Results) -> list[Target]:
     return out
 
 
-def targets_table(found: list[Target]) -> Table:
-    table = Table(title="Targets")
+def targets_table(found: list[Target], title: str = "Targets") -> Table:
+    table = Table(title=title)
     table.add_column("target")
     table.add_column("measured", justify="right")
     table.add_column("result")
@@ -361,7 +533,12 @@ def render(results: Results, console: Console) -> None:
         console.print(latency_table(results))
     if results.memory:
         console.print(memory_table(results))
+    if any(r.phase == "10" for r in results.throughput):
+        console.print(container_table(results))
+    if results.growth:
+        console.print(growth_table(results))
     console.print(targets_table(targets(results)))
+    console.print(targets_table(issue_targets(results), "Targets of issue 13 (ratios, this run)"))
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     console.print(f"whole run: {results.seconds:.0f} s; load average at the end: {load}")
 
@@ -378,5 +555,7 @@ def to_json(results: Results) -> dict[str, Any]:
             for lat in results.latency
         ],
         "memory": [asdict(m) for m in results.memory],
+        "growth": [asdict(g) | {"ratio": g.ratio} for g in results.growth],
         "targets": [asdict(t) for t in targets(results)],
+        "issue_targets": [asdict(t) for t in issue_targets(results)],
     }

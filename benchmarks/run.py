@@ -22,11 +22,15 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from rich.console import Console
 
+from benchmarks import container_bench as cb
 from benchmarks import peers, raw
 from benchmarks import taskyard_bench as ty
 from benchmarks.common import (
     CALLERS,
     DRAIN_CONCURRENCY,
+    REALISTIC_CONCURRENCY,
+    REALISTIC_SLEEP,
+    SLOW_RUN,
     WORKER_POLL,
     Kind,
     Latency,
@@ -55,7 +59,13 @@ PHASE_NAMES = {
     "realistic": "7",
     "rss": "8",
     "postgres": "9",
+    "container": "10",
+    "growth": "11",
 }
+
+CONTAINER_BACKENDS = ("sqlite", "in-memory")
+CONTAINER_CONCURRENCIES = (None, DRAIN_CONCURRENCY)
+"""Phase 10 runs at the shipped concurrency (None: the settings' 10) and at 100."""
 
 
 class Bench:
@@ -312,7 +322,14 @@ class Bench:
         return postgres.phase(self.tasks, self.repeats, workdir, self.echo, latency_samples)
 
     def phase7(self) -> list[Throughput]:
-        return [
+        reference = self.measure(
+            "7",
+            "bare asyncio, 50 coroutines sleeping",
+            "raw",
+            partial(cb.bare_sleepers, slots=REALISTIC_CONCURRENCY, sleep=REALISTIC_SLEEP),
+            note="no queue: the event loop's own limit (timers fire up to 1 ms late)",
+        )
+        return [reference] + [
             self.measure_async(
                 "7",
                 f"taskyard {backend}" + (f", prefetch {prefetch}" if prefetch else ""),
@@ -320,9 +337,83 @@ class Bench:
                 note="ideal: 50 / 5 ms = 10,000/s"
                 + ("; claims overlap running handlers" if prefetch else "; default settings"),
             )
-            for prefetch in (0, ty.REALISTIC_CONCURRENCY)
+            for prefetch in (0, REALISTIC_CONCURRENCY)
             for backend in ty.BACKENDS
         ]
+
+    def measure_timed(
+        self,
+        phase: str,
+        system: str,
+        run: Callable[[Path, int], Coroutine[Any, Any, cb.Timed]],
+        *,
+        note: str = "",
+    ) -> Throughput:
+        """As :meth:`measure`, for runs that also report their CPU time."""
+        result = Throughput(phase, system, "taskyard", note=note)
+        for _ in range(self.repeats):
+            with workdir() as folder:
+                timed = asyncio.run(run(folder, self.tasks))
+            result.rates.append(self.tasks / timed.seconds)
+            result.cpu_us.append(timed.cpu / self.tasks * 1e6)
+            if timed.seconds > SLOW_RUN:
+                result.note = f"{note}; 1 run only: it took {timed.seconds:.0f} s".lstrip("; ")
+                break
+        runs = ", ".join(f"{rate:,.0f}" for rate in result.rates)
+        self.echo(
+            f"  phase {phase} {system}: {result.rate:,.0f} tasks/s, "
+            f"{result.cpu:.1f} CPU us/task (runs: {runs})"
+        )
+        return result
+
+    def phase10(self) -> list[Throughput]:
+        """Through the container, default settings (see benchmarks/container_bench.py)."""
+        out = [
+            self.measure_timed(
+                "10",
+                cb.BARE_CREATE_TASK,
+                lambda folder, n: cb.bare_create_task(folder, n),
+                note="the same no-op coroutines, no queue: the reference",
+            )
+        ]
+        for concurrency in CONTAINER_CONCURRENCIES:
+            for backend in CONTAINER_BACKENDS:
+                label = cb.row_label(backend, concurrency)
+                rows: list[tuple[str, Callable[[Path, int], Coroutine[Any, Any, cb.Timed]]]] = [
+                    (
+                        cb.DELAYED,
+                        partial(cb.one_at_a_time_delayed, backend, concurrency=concurrency),
+                    ),
+                    (cb.ONE_DONE, partial(cb.one_at_a_time_done, backend, concurrency=concurrency)),
+                    (
+                        cb.PRODUCERS_DONE,
+                        partial(cb.producers_done, backend, concurrency=concurrency),
+                    ),
+                    (cb.CHUNKS_DONE, partial(cb.chunks_done, backend, concurrency=concurrency)),
+                ]
+                if concurrency is None:
+                    rows.insert(
+                        1,
+                        (
+                            cb.DELAYED_PRODUCER,
+                            partial(cb.one_at_a_time_delayed, backend, run_worker=False),
+                        ),
+                    )
+                for scenario, run in rows:
+                    out.append(self.measure_timed("10", f"{label}: {scenario}", run))
+        return out
+
+
+def phase11(bench: Bench, depth: int) -> list[cb.Growth]:
+    out: list[cb.Growth] = []
+    with workdir() as folder:
+        found = asyncio.run(cb.growth("sqlite", folder, depth, bench.echo))
+    bench.echo(
+        f"  phase 11 sqlite: {found.empty_rate:,.0f}/s empty, {found.deep_rate:,.0f}/s after "
+        f"{depth:,} ({found.ratio:.2f}x); fill {found.fill_seconds:.1f} s"
+    )
+    out.append(found)
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -346,6 +437,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run phase 8 (1,000,000 queued tasks; about a minute more)",
     )
     parser.add_argument("--rss-depth", type=int, default=1_000_000)
+    parser.add_argument(
+        "--growth-depth",
+        type=int,
+        default=1_000_000,
+        help="phase 11: tasks scheduled between the two enqueue measurements (1000000)",
+    )
     parser.add_argument("--latency-samples", type=int, default=300, help="in-process (300)")
     parser.add_argument("--cross-samples", type=int, default=100, help="across processes (100)")
     return parser.parse_args(argv)
@@ -361,7 +458,7 @@ def selected_phases(only: str, with_rss: bool) -> list[str]:
         if phase not in PHASE_TITLES:
             raise SystemExit(f"unknown phase {item!r}; choose from {', '.join(PHASE_NAMES)}")
         chosen.append(phase)
-    return sorted(set(chosen))
+    return sorted(set(chosen), key=int)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,11 +480,13 @@ def main(argv: list[str] | None = None) -> int:
         "7": lambda: results.throughput.extend(bench.phase7()),
         "8": lambda: results.memory.extend(phase8(bench, args.rss_depth)),
         "9": lambda: _extend(results, bench.phase9(args.cross_samples)),
+        "10": lambda: results.throughput.extend(bench.phase10()),
+        "11": lambda: results.growth.extend(phase11(bench, args.growth_depth)),
     }
     for phase in phases:
         console.rule(f"phase {phase}: {PHASE_TITLES[phase]}")
         runners[phase]()
-    results.throughput.sort(key=lambda r: r.phase)
+    results.throughput.sort(key=lambda r: int(r.phase))
     results.seconds = time.perf_counter() - started
     render(results, console)
     if args.json:
