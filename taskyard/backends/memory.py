@@ -11,7 +11,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection, Sequence
-from copy import deepcopy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from taskyard.framework.models import (
     Outcome,
     TaskRecord,
     TaskStatus,
+    detached,
     dumps,
     loads,
     new_task_id,
@@ -78,6 +78,10 @@ class InMemoryStore(StoreOperations):
                 ids.append(record.id)
                 continue
             stored = record.copy()
+            if stored.payload_json is None:
+                stored.payload_json = dumps(stored.payload)
+            # the store's own copy of the payload: the caller may change theirs
+            stored.payload = detached(stored.payload, stored.payload_json)
             stored.seq = next(self._seq)
             record.seq = stored.seq
             self.tasks[stored.id] = stored
@@ -101,6 +105,8 @@ class InMemoryStore(StoreOperations):
             copy.lease_token = copy.lease_expires_at = copy.worker_id = None
             if copy.payload_json is None:
                 copy.payload_json = dumps(copy.payload)
+            copy.payload = detached(copy.payload, copy.payload_json)
+            copy.result = detached(copy.result, None)
             self.tasks[copy.id] = copy
             if key is not None:
                 self._by_key[key] = copy.id
@@ -111,11 +117,11 @@ class InMemoryStore(StoreOperations):
 
     def detach(self, task_ids: Collection[str]) -> list[TaskRecord]:
         """Remove these tasks from the store and return them (a move elsewhere)."""
-        detached = [self.tasks.pop(task_id) for task_id in task_ids if task_id in self.tasks]
-        for record in detached:
+        moved = [self.tasks.pop(task_id) for task_id in task_ids if task_id in self.tasks]
+        for record in moved:
             if record.idempotency_key is not None:
                 self._by_key.pop(record.idempotency_key, None)
-        return detached
+        return moved
 
     def _promote(self, now: datetime) -> None:
         horizon = to_epoch(now)
@@ -162,10 +168,11 @@ class InMemoryStore(StoreOperations):
         return claimed
 
     def _copy_out(self, record: TaskRecord) -> TaskRecord:
+        """A copy whose payload and result share nothing mutable with the store's, so a
+        handler or a caller mutating them changes nothing here (as with a durable store)."""
         copy = record.copy()
-        if record.payload_json is not None:
-            copy.payload = loads(record.payload_json)
-        copy.result = deepcopy(record.result)  # a caller mutating a status dict changes nothing
+        copy.payload = detached(record.payload, record.payload_json)
+        copy.result = detached(record.result, None)
         return copy
 
     def _holds(self, task_id: str, token: str) -> TaskRecord | None:
@@ -196,9 +203,7 @@ class InMemoryStore(StoreOperations):
             else:
                 record.finished_at = outcome.finished_at
                 record.error = outcome.error
-                record.result = (
-                    loads(outcome.result_json) if outcome.result_json is not None else None
-                )
+                record.result = _stored_result(outcome)
             applied.append(True)
         return applied
 
@@ -451,6 +456,16 @@ class InMemoryStore(StoreOperations):
 
     async def storage_info(self) -> StorageInfo:
         return StorageInfo(path="in-memory")
+
+
+def _stored_result(outcome: Outcome) -> object:
+    """The store's own copy of an outcome's result (what its JSON text decodes to)."""
+    text = outcome.result_json
+    if text is None or text == "null":
+        return None
+    if outcome.result is None:  # an outcome read back from JSON carries only the text
+        return loads(text)
+    return detached(outcome.result, text)
 
 
 class InMemoryTaskManager(TaskEngine):

@@ -6,18 +6,25 @@ status events live here; a backend only stores (:mod:`taskyard.framework.store`)
 
 Speed comes from batching: claims take as many tasks as there are free slots in one
 store call, and outcomes are flushed to the store in batches by one writer task, so
-a busy engine makes a handful of store calls per batch, not per task.
+a busy engine makes a handful of store calls per batch, not per task. And from
+deciding locally: the worker claims only when something it can run is due as far as
+this process knows (what it scheduled, put back, claimed, and what ``next_due`` said
+after a claim left nothing due), and asks the store again only when
+``changed_elsewhere()`` says another process wrote. Scheduling a task for later costs
+the worker nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import inspect
 import math
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import (
     Awaitable,
     Callable,
@@ -52,6 +59,7 @@ from taskyard.framework.models import (
     LATEST_RUN_AFTER,
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_RANGE,
+    TERMINAL_STATUSES,
     Outcome,
     TaskEvent,
     TaskRecord,
@@ -60,6 +68,7 @@ from taskyard.framework.models import (
     new_task_id,
     shown,
     text_problem,
+    to_epoch,
     utcnow,
 )
 from taskyard.framework.protocol import Handler
@@ -135,8 +144,55 @@ class _Registration:
 class _Running:
     record: TaskRecord
     task: asyncio.Task[None]
-    stop_reason: str | None = None  # "cancelled", "lease-lost", "shutdown"
+    stop_reason: str | None = None  # "cancelled", "lease-lost", "shutdown", "timeout"
     thread: Future[Any] | None = None  # a sync handler's call, while it runs
+    deadline: float | None = None  # loop time at which the attempt times out
+    timeout: float | None = None
+
+
+class _DebugGate:
+    """Whether a DEBUG record of this module could reach a loguru sink.
+
+    loguru decides that per call, after inspecting the caller's frame: about a
+    microsecond, three times per task, even when taskyard's logging is disabled (the
+    default for a library). This asks loguru once, and again at most once a second, so
+    enabling logging takes effect within a second (and at once for an engine started
+    after it)."""
+
+    __slots__ = ("_on", "_until")
+
+    def __init__(self) -> None:
+        self._on = True
+        self._until = 0.0
+
+    def refresh(self) -> bool:
+        self._until = time.monotonic() + 1.0
+        self._on = _debug_reachable()
+        return self._on
+
+    def __call__(self) -> bool:
+        if time.monotonic() < self._until:
+            return self._on
+        return self.refresh()
+
+
+def _debug_reachable() -> bool:
+    """loguru's own test (``Logger._log``): a handler at DEBUG or below, and this module
+    not disabled by ``logger.disable``. True when loguru's internals look different."""
+    try:
+        core = logger._core  # type: ignore[attr-defined]
+        if not core.handlers or core.min_level > _DEBUG_LEVEL:
+            return False
+        dotted = __name__ + "."
+        for prefix, status in core.activation_list:
+            if dotted[: len(prefix)] == prefix:
+                return bool(status)
+        return True
+    except Exception:
+        return True
+
+
+_DEBUG_LEVEL = 10
 
 
 class _State:
@@ -174,11 +230,23 @@ class TaskEngine:
         # Tasks scheduled through this manager and not yet seen finished (for wait_all and
         # the active-task calls), oldest first; bounded, because a producer-only manager
         # never sees its tasks finish unless someone asks.
-        self._scheduled_here: dict[str, None] = {}
+        self._scheduled_here: OrderedDict[str, None] = OrderedDict()
         self._adhoc: dict[str, asyncio.Task[None]] = {}
+        self._debug = _DebugGate()
+        # attempt deadlines, earliest first, and the one timer that watches them (a timer
+        # per attempt costs more than the attempt itself when the handler is quick)
+        self._deadlines: list[tuple[float, int, _Running]] = []
+        self._deadline_seq = 0
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._warned_untracked = False
         self._background: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        # what the claim loop knows about due work (see _claim_loop)
+        self._due_now = True
+        self._next_at: float | None = None  # epoch seconds: the earliest known delayed task
+        self._next_known = False  # _next_at includes the store's answer to next_due
+        self._next_poll = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._outcome_ready = asyncio.Event()
         self._intake = asyncio.Event()
         self._intake.set()
@@ -205,6 +273,7 @@ class TaskEngine:
             if self._state == _State.RUNNING:
                 return
             await self.store.open()
+            self._debug.refresh()
             self._state = _State.RUNNING
             self._wake = asyncio.Event()
             self.store.set_wakeup(self._notice_elsewhere)
@@ -249,6 +318,10 @@ class TaskEngine:
                 for task in claim_loop:
                     task.cancel()
             await self._drain(max(end - time.monotonic(), 0.0))
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+                self._deadline_timer = None
+            self._deadlines.clear()
             self._outcome_ready.set()
             # let the writer finish what it is writing: cancelled mid-write, a batch is lost
             # (bounded: a store that keeps refusing must not make stop() hang)
@@ -353,7 +426,7 @@ class TaskEngine:
             timeout=timeout,
             max_attempts=max_attempts,
         )
-        self._wake.set()
+        self._work_may_be_due()
 
     @property
     def registered_types(self) -> frozenset[str]:
@@ -466,15 +539,18 @@ class TaskEngine:
     async def _add(self, records: list[TaskRecord]) -> list[str]:
         if not self._intake.is_set():
             await self._intake.wait()  # paused while the tasks move to another store
-        await self._ensure_started()
+        if self._state != _State.RUNNING:
+            await self._ensure_started()
         ids = await self.store.add(records)
         self.stats["scheduled"] += len(records)
+        runs_here = self._handlers if self.config.run_worker else {}
         for record, task_id in zip(records, ids, strict=True):
             if record.id != task_id:  # an idempotency key matched an existing task
                 continue
             self._track(task_id)
             self._publish(record, TaskStatus.QUEUED)
-        self._wake.set()
+            if record.type in runs_here:
+                self._note_due(to_epoch(record.run_after))
         return ids
 
     # -- reading and cancelling --------------------------------------------------------------
@@ -631,7 +707,7 @@ class TaskEngine:
         Returns, per record, whether it was stored (False: the id was already there)."""
         await self._ensure_started()
         stored = await self.store.import_records(records) if records else []
-        self._wake.set()
+        self._work_may_be_due()
         return stored
 
     def switch_store(self, store: TaskStore) -> None:
@@ -692,7 +768,8 @@ class TaskEngine:
     def _track(self, task_id: str) -> None:
         self._scheduled_here[task_id] = None
         if len(self._scheduled_here) > self.config.tracked_tasks:
-            del self._scheduled_here[next(iter(self._scheduled_here))]
+            # the oldest, in O(1): a dict's front, after many deletions, is found by a scan
+            self._scheduled_here.popitem(last=False)
             if not self._warned_untracked:
                 self._warned_untracked = True
                 logger.warning(
@@ -721,74 +798,148 @@ class TaskEngine:
             await self._wake.wait()
 
     async def _claim_loop(self) -> None:
-        next_due: datetime | None = None
+        """Claim for free slots when something is due, and only then.
+
+        Whether something is due is decided locally (:meth:`_note_due`): tasks this
+        process scheduled or put back, and the store's answer to ``next_due`` after a
+        claim that left nothing due. The store is asked again only when
+        ``changed_elsewhere()`` says another process may have written (checked every
+        ``poll_interval``). Wake-ups that arrive while a claim is in flight coalesce
+        into one more turn of the loop.
+        """
+        loop = asyncio.get_running_loop()
+        self._due_now, self._next_at, self._next_known = True, None, False
+        self._next_poll = loop.time() + self.config.poll_interval
         failures = 0
-        while self._state == _State.RUNNING:
-            self._wake.clear()
-            want = self._free_slots() + self.config.prefetch - len(self._ready)
-            claimed: list[TaskRecord] = []
-            if want > 0 and self._handlers:
-                try:
-                    claimed = await self.store.claim(
-                        limit=want,
-                        now=utcnow(),
-                        worker_id=self.worker_id,
-                        lease_seconds=self.config.lease_seconds,
-                        types=frozenset(self._handlers),
-                    )
-                    if not claimed:
-                        next_due = await self.store.next_due(frozenset(self._handlers))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    # Whatever goes wrong, the loop goes on: a worker that stops claiming
-                    # while its heartbeat says it lives would hold up the queue unseen.
-                    failures += 1
-                    self._claim_error = _describe(exc)
-                    if isinstance(exc, StoreError):
-                        logger.warning("taskyard: claiming failed ({}); retrying", exc)
-                    else:
-                        logger.opt(exception=exc).error(
-                            "taskyard: claiming failed unexpectedly ({}); retrying", exc
-                        )
-                    pause = min(self.config.poll_interval * 2 ** min(failures - 1, 6), 5.0)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping_soon(), pause)
+        try:
+            while self._state == _State.RUNNING:
+                self._wake.clear()
+                if loop.time() >= self._next_poll:
+                    await self._poll()
                     continue
-                failures = 0
-                self._claim_error = None
-                self._ready.update((record.id, record) for record in claimed)
-                self._start_ready()
-                if claimed and len(claimed) == want:
-                    continue  # more may be due; come back once a slot frees
-            if self._state != _State.RUNNING:
-                break
-            await self._idle(want > 0 and not claimed, next_due)
+                if self._next_at is not None and self._next_at <= time.time():
+                    # a delayed task came due; which one is next is not known any more
+                    self._due_now, self._next_at, self._next_known = True, None, False
+                want = self._free_slots() + self.config.prefetch - len(self._ready)
+                if want > 0 and self._due_now and self._handlers:
+                    try:
+                        await self._claim(want)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        # Whatever goes wrong, the loop goes on: a worker that stops
+                        # claiming while its heartbeat says it lives would hold up the
+                        # queue unseen. Claim again, and ask again what is next.
+                        self._due_now, self._next_known = True, False
+                        failures += 1
+                        self._claim_error = _describe(exc)
+                        if isinstance(exc, StoreError):
+                            logger.warning("taskyard: claiming failed ({}); retrying", exc)
+                        else:
+                            logger.opt(exception=exc).error(
+                                "taskyard: claiming failed unexpectedly ({}); retrying", exc
+                            )
+                        pause = min(self.config.poll_interval * 2 ** min(failures - 1, 6), 5.0)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._stopping_soon(), pause)
+                        continue
+                    failures = 0
+                    self._claim_error = None
+                    continue
+                if self._state != _State.RUNNING:
+                    break
+                await self._idle(loop)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    async def _claim(self, want: int) -> None:
+        """One claim of up to ``want`` tasks, and, when it left nothing due and the next
+        due time is not known, the store's answer to ``next_due``. Raises what the
+        store raised (the loop records it and claims again after a pause)."""
+        self._due_now = False
+        types = frozenset(self._handlers)
+        claimed = await self.store.claim(
+            limit=want,
+            now=utcnow(),
+            worker_id=self.worker_id,
+            lease_seconds=self.config.lease_seconds,
+            types=types,
+        )
+        if claimed:
+            self._ready.update((record.id, record) for record in claimed)
+            self._start_ready()
+        if len(claimed) >= want:
+            self._due_now = True  # more may be due: claim again once a slot frees
+        elif not self._next_known:
+            # nothing else is due now: learn when something will be
+            self._learn_next(await self.store.next_due(types))
+
+    async def _poll(self) -> None:
+        """The periodic cheap check for work written by other processes."""
+        self._next_poll = asyncio.get_running_loop().time() + self.config.poll_interval
+        try:
+            changed = await self.store.changed_elsewhere()
+        except Exception as exc:  # cannot tell: claim, and the claim reports what fails
+            _log_unexpected(exc, "checking for work written elsewhere")
+            changed = True
+        if changed:
+            self._due_now, self._next_known = True, False
+
+    def _learn_next(self, due: datetime | None) -> None:
+        """The store's earliest queued ``run_after`` (None: nothing queued), read after a
+        claim left nothing due. Known from now on only if it lies ahead: a task that
+        came due since the claim is claimed next, and the store asked again after it."""
+        if due is None:
+            self._next_known = True
+            return
+        at = to_epoch(due)
+        if at <= time.time():
+            self._due_now, self._next_known = True, False
+            return
+        self._next_known = True
+        if self._next_at is None or at < self._next_at:
+            self._next_at = at
+
+    def _note_due(self, at: float) -> None:
+        """A task this worker can run is queued with ``run_after`` ``at`` (epoch seconds):
+        wake the claim loop if it is due, or due before anything known so far."""
+        if at <= time.time():
+            if not self._due_now:
+                self._due_now = True
+                self._wake.set()
+        elif self._next_at is None or at < self._next_at:
+            self._next_at = at
+            self._wake.set()  # the idle wait may have to end sooner
+
+    def _work_may_be_due(self) -> None:
+        """Something changed that local bookkeeping cannot follow (new handlers, imported
+        tasks): claim, and ask the store what is next."""
+        self._due_now, self._next_known = True, False
+        self._wake.set()
 
     def _start_ready(self) -> None:
         """Start claimed tasks while slots are free."""
         while self._ready and len(self._running) < self.config.concurrency:
             self._launch(self._ready.pop(next(iter(self._ready))))
 
-    async def _idle(self, nothing_due: bool, next_due: datetime | None) -> None:
-        """Wait for a local wake-up, the next delayed task, or work from another process."""
-        while True:
-            wait = self.config.poll_interval
-            if nothing_due and next_due is not None:
-                wait = min(wait, max((next_due - utcnow()).total_seconds(), 0.0))
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-            if self._wake.is_set() or not nothing_due:
-                return
-            if next_due is not None and next_due <= utcnow():
-                return
-            try:
-                if await self.store.changed_elsewhere():
-                    return
-            except Exception as exc:  # claim again: the claim reports what fails
-                _log_unexpected(exc, "checking for work written elsewhere")
-                return
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for a wake-up, the next delayed task or the next poll; one timer serves
+        every wait until its moment changes."""
+        at = self._next_poll
+        if self._next_at is not None:
+            at = min(at, loop.time() + max(self._next_at - time.time(), 0.0))
+        timer = self._timer
+        if timer is None or abs(timer.when() - at) > 0.001:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(at, self._on_timer)
+        await self._wake.wait()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     def _launch(self, record: TaskRecord) -> None:
         self.stats["claimed"] += 1
@@ -799,14 +950,18 @@ class TaskEngine:
     async def _execute(self, record: TaskRecord) -> None:
         registration = self._handlers.get(record.type)
         outcome: Outcome | None
+        entry = self._running.get(record.id)
         try:
             if registration is None:
                 raise PermanentFailure(f"no handler is registered for task type {record.type!r}")
-            outcome = await self._attempt(record, registration)
+            outcome = await self._attempt(record, registration, entry)
         except asyncio.CancelledError:
-            entry = self._running.get(record.id)
             reason = entry.stop_reason if entry else None
-            if entry is not None and entry.thread is not None and not entry.thread.done():
+            if reason == "timeout" and entry is not None and entry.timeout is not None:
+                # as asyncio.timeout did: the attempt fails (a sync handler's thread runs on)
+                self.stats["timed_out"] += 1
+                outcome = self._failure(record, f"timed out after {entry.timeout:g} s")
+            elif entry is not None and entry.thread is not None and not entry.thread.done():
                 # A sync handler cannot be interrupted: its thread runs on. Giving the
                 # task back now would let another worker run it beside that thread, so
                 # its lease is left to expire instead (after this process exits, the
@@ -836,36 +991,36 @@ class TaskEngine:
             )
         finally:
             self._running.pop(record.id, None)
-            if self._state == _State.RUNNING:
+            if self._ready and self._state == _State.RUNNING:
                 self._start_ready()
-            self._wake.set()
+            if self._due_now:
+                self._wake.set()  # a slot is free and more may be due
         if outcome is not None:
             self._outcomes.append((record, outcome))
             self._outcome_ready.set()
 
-    async def _attempt(self, record: TaskRecord, registration: _Registration) -> Outcome:
+    async def _attempt(
+        self, record: TaskRecord, registration: _Registration, entry: _Running | None
+    ) -> Outcome:
         timeout = (
             record.timeout
             or registration.timeout
             or self.config.task_timeouts.get(record.type)
             or self.config.default_timeout
         )
+        if timeout is not None and entry is not None:
+            self._watch_deadline(entry, timeout)
         try:
-            async with asyncio.timeout(timeout) as scope:
-                if registration.is_async:
-                    result = await registration.handler(record.payload)
-                else:
-                    assert self._pool is not None
-                    call = self._pool.submit(registration.handler, record.payload)
-                    entry = self._running.get(record.id)
-                    if entry is not None:
-                        entry.thread = call
-                    result = await asyncio.wrap_future(call)
-        except TimeoutError:
-            if not scope.expired():
-                return self._failure(record, "TimeoutError raised by the handler")
-            self.stats["timed_out"] += 1
-            return self._failure(record, f"timed out after {timeout:g} s")
+            if registration.is_async:
+                result = await registration.handler(record.payload)
+            else:
+                assert self._pool is not None
+                call = self._pool.submit(registration.handler, record.payload)
+                if entry is not None:
+                    entry.thread = call
+                result = await asyncio.wrap_future(call)
+        except TimeoutError:  # the handler's own: a time-out arrives as a cancellation
+            return self._failure(record, "TimeoutError raised by the handler")
         except Retry as request:
             return self._failure(record, str(request), delay=request.delay)
         except PermanentFailure as exc:
@@ -881,6 +1036,45 @@ class TaskEngine:
                 error=f"the handler's result cannot be stored: {_describe(exc)}",
             )
         return self._outcome(record, TaskStatus.COMPLETED, result=result, result_json=result_json)
+
+    def _watch_deadline(self, entry: _Running, timeout: float) -> None:
+        """Time the attempt out after ``timeout`` seconds. One timer watches every
+        deadline: it is moved only when an earlier deadline arrives (with one timeout
+        for all, never), and entries of finished attempts are dropped in bulk."""
+        loop = asyncio.get_running_loop()
+        entry.timeout = timeout
+        entry.deadline = deadline = loop.time() + timeout
+        self._deadline_seq += 1
+        heapq.heappush(self._deadlines, (deadline, self._deadline_seq, entry))
+        if len(self._deadlines) > 2 * len(self._running) + 1024:
+            self._deadlines = [item for item in self._deadlines if self._is_current(item[2])]
+            heapq.heapify(self._deadlines)
+        timer = self._deadline_timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._deadline_timer = loop.call_at(deadline, self._on_deadline)
+
+    def _is_current(self, entry: _Running) -> bool:
+        return self._running.get(entry.record.id) is entry
+
+    def _on_deadline(self) -> None:
+        self._deadline_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, _, entry = deadlines[0]
+            if not self._is_current(entry):
+                heapq.heappop(deadlines)
+                continue
+            if deadline > now:
+                self._deadline_timer = loop.call_at(deadline, self._on_deadline)
+                return
+            heapq.heappop(deadlines)
+            if entry.stop_reason is None:
+                entry.stop_reason = "timeout"
+                entry.task.cancel()
 
     def _failure(self, record: TaskRecord, error: str, *, delay: float | None = None) -> Outcome:
         if record.attempts >= record.max_attempts:
@@ -981,8 +1175,8 @@ class TaskEngine:
             for (record, outcome), ok in zip(batch, applied, strict=True):
                 if ok:
                     self._after_outcome(record, outcome)
-                    if outcome.status is TaskStatus.QUEUED:
-                        self._wake.set()  # the claim loop may be idle with nothing due
+                    if outcome.status is TaskStatus.QUEUED and record.type in self._handlers:
+                        self._note_due(to_epoch(outcome.run_after or outcome.finished_at))
 
     def _after_outcome(self, record: TaskRecord, outcome: Outcome) -> None:
         if outcome.release:
@@ -1016,21 +1210,24 @@ class TaskEngine:
         self._publish(record, outcome.status)
 
     def _publish(self, record: TaskRecord, status: TaskStatus) -> None:
-        if status.is_terminal:
+        if status in TERMINAL_STATUSES:
             self._scheduled_here.pop(record.id, None)
-            for waiter in self._waiters.pop(record.id, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
-        # one line per transition; the keyword arguments also land in the record's
-        # "extra" (JSON sinks); below the sink's level this costs well under a microsecond
-        logger.debug(
-            "taskyard task {task_id} ({task_type}) attempt {attempt}: {status}",
-            task_id=record.id,
-            task_type=record.type,
-            attempt=record.attempts,
-            status=str(status),
-        )
-        if self.events.has_subscribers:
+            waiters = self._waiters.pop(record.id, None)
+            if waiters:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        if self._debug():
+            # one line per transition; the keyword arguments also land in the record's
+            # "extra" (JSON sinks)
+            logger.debug(
+                "taskyard task {task_id} ({task_type}) attempt {attempt}: {status}",
+                task_id=record.id,
+                task_type=record.type,
+                attempt=record.attempts,
+                status=str(status),
+            )
+        if self.events.has_subscribers:  # an event object only for someone who listens
             self.events.publish(
                 TaskEvent(
                     task_id=record.id,
@@ -1115,8 +1312,8 @@ class TaskEngine:
                         record.status,
                     )
                     self._publish(record, record.status)
-                if recovered:
-                    self._wake.set()
+                    if record.status is TaskStatus.QUEUED and record.type in self._handlers:
+                        self._note_due(to_epoch(record.run_after))
             await asyncio.sleep(self.config.recovery)
 
     def __repr__(self) -> str:

@@ -215,6 +215,12 @@ CLAIMED = (
 )
 
 
+_ANY_DUE = (
+    "SELECT 1 FROM taskyard_tasks INDEXED BY taskyard_tasks_due"
+    " WHERE status = 'queued' AND run_after <= ? LIMIT 1"
+)
+
+
 def op_claim(
     limit: int, now: float, worker_id: str, expires: float, types: Collection[str] | None
 ) -> Operation:
@@ -232,6 +238,10 @@ def op_claim(
     )
 
     def run(conn: sqlite3.Connection) -> list[TaskRecord]:
+        # Nothing due, in O(log n) on the due index: return before the ready index is
+        # walked, which would visit every queued task that is not due yet.
+        if conn.execute(_ANY_DUE, (now,)).fetchone() is None:
+            return []
         token = uuid.uuid4().hex
         params = (now, token, expires, worker_id, limit, *type_param)
         rows = conn.execute(sql, params).fetchall()
@@ -378,6 +388,14 @@ def run_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list
     kept to its operation. An error of the transaction itself (busy, full, I/O,
     read-only) is raised for all of them, and nothing of the batch is committed.
     """
+    if len(operations) == 1:
+        only = operations[0]
+        if isinstance(only, AddOperation) and only.plain and len(only.records) == 1:
+            # one row: one statement is its own transaction (autocommit), which spares
+            # the BEGIN and COMMIT statements of the common one-at-a-time enqueue
+            record = only.records[0]
+            conn.execute(_INSERT, _insert_row(record))
+            return [[record.id]]
     conn.execute("BEGIN IMMEDIATE")
     try:
         try:
@@ -436,7 +454,7 @@ async def in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any, 
     return result
 
 
-INLINE_LIMIT = 8
+INLINE_LIMIT = 32
 """Operations on at most this many tasks may commit on the event loop when idle."""
 CHECKPOINT_EVERY = 1000
 """Inline commits between passive checkpoints, run by the thread's connection."""
