@@ -289,8 +289,9 @@ class TaskEngine:
             logger.debug("taskyard engine {} started on {}", self.worker_id, self.store)
 
     def _notice_elsewhere(self) -> None:
-        """The store heard of a write by another process: look for work now."""
-        self._wake.set()
+        """The store heard of a write by another process: look for work now (a claim,
+        and the store asked again what is due next)."""
+        self._work_may_be_due()
 
     async def stop(self, timeout: float | None = None) -> None:
         await self._shutdown(timeout)
