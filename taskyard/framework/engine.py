@@ -42,6 +42,7 @@ from typing import Any, Self
 
 from loguru import logger
 
+from taskyard.framework import tracing
 from taskyard.framework.errors import (
     InvalidTaskOptions,
     ManagerStateError,
@@ -542,7 +543,8 @@ class TaskEngine:
             await self._intake.wait()  # paused while the tasks move to another store
         if self._state != _State.RUNNING:
             await self._ensure_started()
-        ids = await self.store.add(records)
+        with tracing.producing(records):  # OpenTelemetry, when configured: a no-op check
+            ids = await self.store.add(records)
         self.stats["scheduled"] += len(records)
         runs_here = self._handlers if self.config.run_worker else {}
         for record, task_id in zip(records, ids, strict=True):
@@ -950,8 +952,9 @@ class TaskEngine:
 
     async def _execute(self, record: TaskRecord) -> None:
         registration = self._handlers.get(record.type)
-        outcome: Outcome | None
+        outcome: Outcome | None = None
         entry = self._running.get(record.id)
+        attempt = tracing.consuming(record)  # OpenTelemetry, when configured: a no-op check
         try:
             if registration is None:
                 raise PermanentFailure(f"no handler is registered for task type {record.type!r}")
@@ -991,6 +994,7 @@ class TaskEngine:
                 record, TaskStatus.FAILED, error=f"taskyard failed to run it: {_describe(exc)}"
             )
         finally:
+            attempt.done(outcome)
             self._running.pop(record.id, None)
             if self._ready and self._state == _State.RUNNING:
                 self._start_ready()
@@ -1025,8 +1029,10 @@ class TaskEngine:
         except Retry as request:
             return self._failure(record, str(request), delay=request.delay)
         except PermanentFailure as exc:
+            tracing.record_exception(exc)
             return self._outcome(record, TaskStatus.FAILED, error=str(exc) or "permanent failure")
         except Exception as exc:
+            tracing.record_exception(exc)
             return self._failure(record, _describe(exc))
         try:
             result_json = dumps(result, what="result")

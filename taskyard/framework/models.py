@@ -337,6 +337,9 @@ class TaskRecord:
     """Scheduling order, assigned by the store: equal priorities run in this order."""
     payload_json: str | None = None
     """The payload as compact JSON, when the engine has already encoded it."""
+    trace_context: dict[str, str] | None = None
+    """The W3C trace context (``traceparent``, maybe ``tracestate``) of the span that
+    scheduled the task, when tracing was on; every store keeps it, exports carry it."""
 
     def copy(self) -> TaskRecord:
         """A shallow copy (payload and result are shared: stores copy them as JSON)."""
@@ -421,20 +424,63 @@ def as_timedelta(value: float | int | timedelta) -> timedelta:
 
 # -- JSON forms of records (exports, imports, spill files) ---------------------------------
 
-RECORD_JSON_KEYS = (*STATUS_KEYS, "timeout", "idempotency_key")
-"""The fields of a record's JSON form: the status dict plus what scheduling set."""
+RECORD_JSON_KEYS = (*STATUS_KEYS, "timeout", "idempotency_key", "trace_context")
+"""The fields of a record's JSON form: the status dict plus what scheduling set
+(``trace_context`` may be absent: files written before it existed)."""
 
 _REQUIRED_TIMES = ("created_at", "updated_at", "run_after")
 _OPTIONAL_TIMES = ("started_at", "finished_at")
 
 
 def record_to_json(record: TaskRecord) -> dict[str, Any]:
-    """A record as a JSON object (``RECORD_JSON_KEYS``). Leases, the worker and ``seq``
+    """A record as a JSON object (``RECORD_JSON_KEYS``, ``trace_context`` only when the
+    task has one). Leases, the worker and ``seq``
     belong to the store that held it and are left out."""
     data = record.to_status()
     data["timeout"] = record.timeout
     data["idempotency_key"] = record.idempotency_key
+    if record.trace_context:  # only when tracing was on: older readers know no such key
+        data["trace_context"] = record.trace_context
     return data
+
+
+MAX_TRACE_CONTEXT_BYTES = 4096
+"""The largest trace context kept with a task, as JSON (a traceparent is 55 characters;
+W3C lets tracestate reach 512)."""
+
+
+def check_trace_context(value: Any) -> dict[str, str] | None:
+    """``value`` if it is a trace context a store can keep (None, or a small dict of str
+    to str); ValueError naming what is wrong otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    ):
+        raise ValueError(f"trace_context must be an object of strings or null, not {shown(value)}")
+    text = json.dumps(value, separators=(",", ":"))
+    if len(text) > MAX_TRACE_CONTEXT_BYTES or text_problem(text) is not None:
+        raise ValueError(
+            f"trace_context must be valid text of at most {MAX_TRACE_CONTEXT_BYTES} bytes"
+        )
+    return value
+
+
+def trace_context_text(value: dict[str, str] | None) -> str | None:
+    """A trace context as the text a SQL store keeps (None stays NULL)."""
+    return None if not value else json.dumps(value, separators=(",", ":"))
+
+
+def trace_context_from_text(text: str | None) -> dict[str, str] | None:
+    """The trace context :func:`trace_context_text` wrote; a damaged value reads as none
+    (a trace is a diagnostic: it never stops a task from running)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+        return check_trace_context(value)
+    except ValueError:
+        return None
 
 
 def parse_time(value: Any, what: str = "time") -> datetime | None:
@@ -464,6 +510,7 @@ def record_from_json(data: Any) -> TaskRecord:
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(map(str, unknown))}")
     missing = [key for key in STATUS_KEYS if key not in data]
+    trace_context = check_trace_context(data.get("trace_context"))
     if missing:
         raise ValueError(f"missing field(s): {', '.join(missing)}")
 
@@ -525,4 +572,5 @@ def record_from_json(data: Any) -> TaskRecord:
         run_after=times["run_after"],  # type: ignore[arg-type]
         started_at=times["started_at"],
         finished_at=times["finished_at"],
+        trace_context=trace_context,
     )

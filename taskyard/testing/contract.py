@@ -78,6 +78,8 @@ from taskyard.framework.models import (
     MAX_NESTING,
     PRIORITY_RANGE,
     STATUS_KEYS,
+    TaskRecord,
+    TaskStatus,
     utcnow,
 )
 from taskyard.framework.retry import RetryPolicy
@@ -1221,6 +1223,46 @@ class TaskManagerContract:
         assert again is not None
         assert again["payload"] == original
         assert again["result"] == {"name": original["name"], "list": [1]}
+
+    # -- trace context -----------------------------------------------------------------------
+
+    async def test_the_trace_context_is_kept_with_the_task(self, make_manager: MakeManager) -> None:
+        """A task's W3C trace context (what the OpenTelemetry hook sets when it is
+        scheduled) is stored with it and handed back by reads, claims and imports, and
+        across a restart on a durable store; a task without one has None."""
+        manager = await make_manager(run_worker=False)
+        context = {
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "vendor=value",
+        }
+        suffix = uuid.uuid4().hex
+        traced = TaskRecord(id=f"traced-{suffix}", type="traced", payload={}, trace_context=context)
+        plain = TaskRecord(id=f"plain-{suffix}", type="traced", payload={})
+        assert await manager.store.add([traced, plain]) == [traced.id, plain.id]
+        finished = TaskRecord(
+            id=f"imported-{suffix}",
+            type="traced",
+            payload={},
+            status=TaskStatus.COMPLETED,
+            attempts=1,
+            finished_at=utcnow(),
+            trace_context=dict(context),
+        )
+        assert await manager.store.import_records([finished]) == [True]
+
+        async def kept(store_manager: ContractManager) -> dict[str, Any]:
+            records = [await store_manager.store.get(r.id) for r in (traced, plain, finished)]
+            return {r.id: r.trace_context for r in records if r is not None}
+
+        expected = {traced.id: context, plain.id: None, finished.id: context}
+        assert await kept(manager) == expected
+        claimed = await manager.store.claim(
+            limit=10, now=utcnow(), worker_id="contract", lease_seconds=60, types={"traced"}
+        )
+        assert {r.id: r.trace_context for r in claimed} == {traced.id: context, plain.id: None}
+        if Capability.DURABLE in manager.store.capabilities:
+            reopened = await make_manager(same_store=True, run_worker=False)
+            assert await kept(reopened) == expected
 
     # -- durability ------------------------------------------------------------------------------
 

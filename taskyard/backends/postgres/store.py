@@ -41,13 +41,20 @@ from taskyard.framework.errors import (
     StoreUnavailable,
     TaskyardError,
 )
-from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, dumps
+from taskyard.framework.models import (
+    Outcome,
+    TaskRecord,
+    TaskStatus,
+    dumps,
+    trace_context_from_text,
+    trace_context_text,
+)
 from taskyard.framework.store import Capability
 
 COLUMNS = (
     "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
     "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
-    "lease_token, lease_expires_at, worker_id"
+    "lease_token, lease_expires_at, worker_id, trace_context"
 )
 APPLICATION_NAME = "taskyard"
 """Every connection of the store says so (``pg_stat_activity.application_name``)."""
@@ -88,6 +95,7 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
         lease_token=row[17],
         lease_expires_at=row[18],
         worker_id=row[19],
+        trace_context=trace_context_from_text(row[20]),
     )
 
 
@@ -144,22 +152,22 @@ class PostgresStore(PostgresOperations):
         self._sql_add = (
             "WITH ins AS ("
             f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
-            " created_at, updated_at, run_after, timeout, idempotency_key)"
-            " SELECT i, ty, 'queued', p, a, m, pl::json, c, u, r, tm, k FROM unnest("
+            " created_at, updated_at, run_after, timeout, idempotency_key, trace_context)"
+            " SELECT i, ty, 'queued', p, a, m, pl::json, c, u, r, tm, k, tc FROM unnest("
             "$1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],"
             " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::float8[],"
-            " $11::text[]) AS x(i, ty, p, a, m, pl, c, u, r, tm, k)"
+            " $11::text[], $12::text[]) AS x(i, ty, p, a, m, pl, c, u, r, tm, k, tc)"
             " ON CONFLICT DO NOTHING RETURNING id),"
-            " wake AS (SELECT pg_notify($12, '') WHERE $13::bool)"
+            " wake AS (SELECT pg_notify($13, '') WHERE $14::bool)"
             " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
         )
         self._sql_add_one = (  # the same for one task, without the arrays
             "WITH ins AS ("
             f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
-            " created_at, updated_at, run_after, timeout, idempotency_key)"
-            " VALUES ($1, $2, 'queued', $3, $4, $5, $6::json, $7, $8, $9, $10, $11)"
+            " created_at, updated_at, run_after, timeout, idempotency_key, trace_context)"
+            " VALUES ($1, $2, 'queued', $3, $4, $5, $6::json, $7, $8, $9, $10, $11, $12)"
             " ON CONFLICT DO NOTHING RETURNING id),"
-            " wake AS (SELECT pg_notify($12, '') WHERE $13::bool)"
+            " wake AS (SELECT pg_notify($13, '') WHERE $14::bool)"
             " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
         )
         self._sql_claim = (
@@ -171,7 +179,7 @@ class PostgresStore(PostgresOperations):
             " started_at = $1, updated_at = $1, lease_token = $2, lease_expires_at = $3,"
             " worker_id = $4 FROM next WHERE t.seq = next.seq"
             " RETURNING t.seq, t.id, t.type, t.priority, t.attempts, t.max_attempts, t.payload,"
-            " t.run_after, t.timeout, t.created_at"
+            " t.run_after, t.timeout, t.created_at, t.trace_context"
         )
         # finish and renew join the batch to the table by id (unique index) and match the
         # token, nothing else: a lease token is set by a claim and cleared by every move
@@ -214,12 +222,13 @@ class PostgresStore(PostgresOperations):
         self._sql_import = (
             f"INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
             " result, error, created_at, updated_at, run_after, started_at, finished_at,"
-            " timeout, idempotency_key)"
-            " SELECT i, ty, s, p, a, m, pl::json, re::json, e, c, u, r, st, f, tm, k"
+            " timeout, idempotency_key, trace_context)"
+            " SELECT i, ty, s, p, a, m, pl::json, re::json, e, c, u, r, st, f, tm, k, tc"
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],"
             " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],"
             " $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::float8[],"
-            " $16::text[]) AS x(i, ty, s, p, a, m, pl, re, e, c, u, r, st, f, tm, k)"
+            " $16::text[], $17::text[])"
+            " AS x(i, ty, s, p, a, m, pl, re, e, c, u, r, st, f, tm, k, tc)"
             " ON CONFLICT DO NOTHING RETURNING id"
         )
 
@@ -507,6 +516,7 @@ class PostgresStore(PostgresOperations):
                 record.id, record.type, record.priority, record.attempts, record.max_attempts,
                 record.payload_json or dumps(record.payload), record.created_at,
                 record.updated_at, record.run_after, record.timeout, record.idempotency_key,
+                trace_context_text(record.trace_context),
             )
             for record in records
         ]  # fmt: skip
@@ -541,7 +551,7 @@ class PostgresStore(PostgresOperations):
     async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
         if not records:
             return []
-        columns: list[list[Any]] = [[] for _ in range(16)]
+        columns: list[list[Any]] = [[] for _ in range(17)]
         for record in records:
             status = TaskStatus.QUEUED if record.status is TaskStatus.RUNNING else record.status
             values = (
@@ -550,6 +560,7 @@ class PostgresStore(PostgresOperations):
                 None if record.result is None else dumps(record.result, what="result"),
                 _text(record.error), record.created_at, record.updated_at, record.run_after,
                 record.started_at, record.finished_at, record.timeout, record.idempotency_key,
+                trace_context_text(record.trace_context),
             )  # fmt: skip
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
@@ -595,6 +606,7 @@ class PostgresStore(PostgresOperations):
                 timeout=row[8],
                 lease_token=token,
                 lease_expires_at=expires,
+                trace_context=trace_context_from_text(row[10]),
                 worker_id=worker_id,
             )
             for row in rows

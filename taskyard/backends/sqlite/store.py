@@ -44,6 +44,8 @@ from taskyard.framework.models import (
     from_epoch,
     loads,
     to_epoch,
+    trace_context_from_text,
+    trace_context_text,
 )
 
 T = TypeVar("T")
@@ -52,12 +54,12 @@ Operation = Callable[[sqlite3.Connection], Any]
 COLUMNS = (
     "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
     "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
-    "lease_token, lease_expires_at, worker_id"
+    "lease_token, lease_expires_at, worker_id, trace_context"
 )
 _INSERT = (
     "INSERT INTO taskyard_tasks (id, type, status, priority, attempts, max_attempts, payload,"
-    " created_at, updated_at, run_after, timeout, idempotency_key)"
-    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " created_at, updated_at, run_after, timeout, idempotency_key, trace_context)"
+    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 
 
@@ -88,6 +90,7 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
         lease_token=row[17],
         lease_expires_at=from_epoch(row[18]),
         worker_id=row[19],
+        trace_context=trace_context_from_text(row[20]),
     )
 
 
@@ -105,6 +108,7 @@ def _insert_row(record: TaskRecord) -> tuple[Any, ...]:
         to_epoch(record.run_after),
         record.timeout,
         record.idempotency_key,
+        trace_context_text(record.trace_context),
     )
 
 
@@ -153,7 +157,7 @@ op_add = AddOperation
 
 _IMPORT = (
     f"INSERT INTO taskyard_tasks ({COLUMNS.removeprefix('seq, ')})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)"
     " ON CONFLICT DO NOTHING"
 )
 
@@ -177,6 +181,7 @@ def _import_row(record: TaskRecord) -> tuple[Any, ...]:
         None if record.finished_at is None else to_epoch(record.finished_at),
         record.timeout,
         record.idempotency_key,
+        trace_context_text(record.trace_context),
     )
 
 
@@ -206,12 +211,13 @@ def claimed_record(row: Sequence[Any], now: datetime) -> TaskRecord:
         started_at=now,
         timeout=row[8],
         lease_token=row[9],
+        trace_context=trace_context_from_text(row[11]),
     )
 
 
 CLAIMED = (
     "seq, id, type, priority, attempts, max_attempts, payload, run_after, timeout, lease_token,"
-    " created_at"
+    " created_at, trace_context"
 )
 
 

@@ -12,7 +12,9 @@ Line 1 is the header; each further line is one task in the JSON form of
 and checks the whole file before it stores anything (a damaged or foreign file is
 refused naming the line and the reason), then stores every task in one store call (one
 transaction on SQLite), each with its id, status, priority, run_after, attempts,
-payload, result and times. Ids already present are left alone, so importing a file
+payload, result, times and trace context (``trace_context``, the W3C context of the
+span that scheduled it; written only when the task has one, so a file without tracing
+reads in any version). Ids already present are left alone, so importing a file
 twice adds nothing twice. A task that was running when it was exported is stored as
 queued: it runs again, at least once.
 
