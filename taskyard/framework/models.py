@@ -458,8 +458,10 @@ def check_trace_context(value: Any) -> dict[str, str] | None:
         isinstance(key, str) and isinstance(item, str) for key, item in value.items()
     ):
         raise ValueError(f"trace_context must be an object of strings or null, not {shown(value)}")
-    text = json.dumps(value, separators=(",", ":"))
-    if len(text) > MAX_TRACE_CONTEXT_BYTES or text_problem(text) is not None:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if len(text) > MAX_TRACE_CONTEXT_BYTES or any(
+        text_problem(part) is not None for pair in value.items() for part in pair
+    ):
         raise ValueError(
             f"trace_context must be valid text of at most {MAX_TRACE_CONTEXT_BYTES} bytes"
         )
