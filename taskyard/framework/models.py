@@ -468,6 +468,15 @@ def check_trace_context(value: Any) -> dict[str, str] | None:
     return value
 
 
+def trace_id(value: dict[str, str] | None) -> str | None:
+    """The trace id (32 hex digits) of a W3C ``traceparent`` in ``value``, or None: what
+    an operator pastes into a tracing UI to find the request that scheduled a task."""
+    parts = (value or {}).get("traceparent", "").split("-")
+    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        return parts[1].lower()
+    return None
+
+
 def trace_context_text(value: dict[str, str] | None) -> str | None:
     """A trace context as the text a SQL store keeps (None stays NULL)."""
     return None if not value else json.dumps(value, separators=(",", ":"))

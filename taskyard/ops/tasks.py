@@ -16,7 +16,14 @@ from typing import Any
 from loguru import logger
 
 from taskyard.framework.errors import OperationRefused, TaskNotFound
-from taskyard.framework.models import TaskRecord, TaskStatus, from_epoch, iso, utcnow
+from taskyard.framework.models import (
+    TaskRecord,
+    TaskStatus,
+    from_epoch,
+    iso,
+    trace_id,
+    utcnow,
+)
 from taskyard.framework.operations import StoreOperations
 from taskyard.ops.progress import ProgressCallback, no_progress
 
@@ -28,7 +35,8 @@ BATCH = 2000
 
 def record_details(record: TaskRecord) -> dict[str, Any]:
     """Everything about a task an operator may need: the status dict plus the lease,
-    the worker, the timeout and the idempotency key."""
+    the worker, the timeout, the idempotency key and the trace id of the span that
+    scheduled it (OpenTelemetry, when it was on)."""
     return {
         **record.to_status(),
         "timeout": record.timeout,
@@ -36,6 +44,7 @@ def record_details(record: TaskRecord) -> dict[str, Any]:
         "worker_id": record.worker_id,
         "lease_expires_at": iso(record.lease_expires_at),
         "seq": record.seq,
+        "trace_id": trace_id(record.trace_context),
     }
 
 

@@ -89,3 +89,13 @@ async def test_the_fallback_spill_carries_the_context(tmp_path: Path) -> None:
     async with make() as second:
         record = await second.store.get("spilled")
         assert record is not None and record.trace_context == CONTEXT
+
+
+def test_an_operator_sees_the_trace_id() -> None:
+    from taskyard.framework.models import trace_id
+    from taskyard.ops.tasks import record_details
+
+    assert record_details(traced())["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert record_details(TaskRecord(id="p", type="plain", payload={}))["trace_id"] is None
+    assert trace_id({"traceparent": "garbage"}) is None
+    assert trace_id({"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}) is None
