@@ -5,10 +5,15 @@ cannot keep the process alive after the engine stopped.
 so one handler stuck in a system call would keep a stopped worker alive for ever. The
 engine gives such a handler up at its shutdown deadline (its task's lease expires and
 the task runs again elsewhere); this pool lets the process exit regardless.
+
+Like ``asyncio.to_thread``, a job runs in a copy of the submitter's context variables,
+so a sync handler sees what the attempt set (the OpenTelemetry span of the attempt,
+loguru's ``contextualize``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -39,7 +44,7 @@ class DaemonThreadPool(Executor):
         with self._lock:
             if self._closed:
                 raise RuntimeError("the thread pool is shut down")
-            self._jobs.put((future, fn, args))
+            self._jobs.put((future, contextvars.copy_context().run, (fn, *args)))
             if self._idle:
                 self._idle -= 1  # a waiting thread takes it
             elif len(self._threads) < self.max_workers:

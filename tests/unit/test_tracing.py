@@ -111,6 +111,20 @@ async def test_the_consumer_span_continues_the_producer_span(telemetry: Telemetr
     assert "messaging.message.id" not in duration
 
 
+async def test_a_sync_handler_runs_inside_the_attempts_span(telemetry: Telemetry) -> None:
+    def blocking(payload: dict[str, Any]) -> None:
+        with trace.get_tracer("app").start_as_current_span("in a thread"):
+            return None
+
+    async with manager() as queue:
+        await queue.register_task("blocking", blocking)
+        task_id = await queue.schedule_task("blocking")
+        assert (await queue.wait_for(task_id, timeout=5))["status"] == "completed"
+    [process] = telemetry.spans(trace.SpanKind.CONSUMER)
+    [inner] = [span for span in telemetry.spans() if span.name == "in a thread"]
+    assert inner.parent is not None and inner.parent.span_id == process.context.span_id
+
+
 async def test_schedule_many_is_one_producer_span(telemetry: Telemetry) -> None:
     async def echo(payload: dict[str, Any]) -> dict[str, Any]:
         return payload
