@@ -64,34 +64,35 @@ SYSTEM = "taskyard"
 _TRACER_NAME = "taskyard"
 
 
-def _configured(module_name: str, getter: str, *defaults: str) -> Any:
-    """The global provider of ``module_name`` (``opentelemetry.trace`` or ``.metrics``)
-    when the application configured one, else None; imports nothing."""
+_DEFAULT_PROVIDERS = frozenset(
+    {"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"}
+)
+_UNSET = object()
+
+
+def _configured(module_name: str, attribute: str, getter: str) -> Any:
+    """The global provider of ``module_name`` when the application configured one, else
+    None; imports nothing. The API keeps the provider set with ``set_*_provider`` in a
+    module global: reading it is the fast path (the getter reads the environment on each
+    call while nothing is set); an API without that global is asked through ``getter``."""
     module = sys.modules.get(module_name)
     if module is None:
         return None
-    provider = getattr(module, getter)()
-    if type(provider).__name__ in defaults:  # the API's proxy or no-op: nothing configured
+    provider = getattr(module, attribute, _UNSET)
+    if provider is _UNSET:
+        provider = getattr(module, getter)()
+    if provider is None or type(provider).__name__ in _DEFAULT_PROVIDERS:
         return None
     return provider
 
 
 def enabled() -> bool:
-    """Whether a tracer provider is configured (no import, one dict look-up)."""
-    return (
-        "opentelemetry.trace" in sys.modules
-        and _configured(
-            "opentelemetry.trace", "get_tracer_provider", "ProxyTracerProvider",
-            "NoOpTracerProvider",
-        )
-        is not None
-    )  # fmt: skip
+    """Whether a tracer provider is configured (no import; a look-up or two)."""
+    return _configured("opentelemetry.trace", "_TRACER_PROVIDER", "get_tracer_provider") is not None
 
 
 def _meter_provider() -> Any:
-    return _configured(
-        "opentelemetry.metrics", "get_meter_provider", "_ProxyMeterProvider", "NoOpMeterProvider"
-    )
+    return _configured("opentelemetry.metrics._internal", "_METER_PROVIDER", "get_meter_provider")
 
 
 class _Nothing:
