@@ -260,8 +260,8 @@ async def test_without_a_provider_nothing_is_traced() -> None:
     reset_trace_globals()
     assert not tracing.enabled()
     record = TaskRecord(id="x", type="t", payload={})
-    with tracing.producing([record]), tracing.consuming(record) as attempt:
-        attempt.done(None)
+    with tracing.producing([record]):
+        tracing.consuming(record).done(None)
     assert record.trace_context is None
     tracing.record_exception(ValueError("ignored"))
     async with manager() as queue:
