@@ -155,11 +155,16 @@ def _version() -> str:
 
 
 def _tracer() -> Any:
+    """taskyard's tracer from the global provider, made once per provider."""
     from opentelemetry import trace
 
-    return trace.get_tracer(_TRACER_NAME, _version(), schema_url=_SCHEMA_URL)
+    provider = trace.get_tracer_provider()
+    if _tracer_of[0] is not provider:
+        _tracer_of[:] = [provider, provider.get_tracer(_TRACER_NAME, _version(), _SCHEMA_URL)]
+    return _tracer_of[1]
 
 
+_tracer_of: list[Any] = [None, None]
 _SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 
 
