@@ -240,6 +240,8 @@ class TaskEngine:
         self._deadline_seq = 0
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._warned_untracked = False
+        self._abandoned = False
+        self._abandoned_records: list[TaskRecord] = []
         self._background: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         # what the claim loop knows about due work (see _claim_loop)
@@ -279,13 +281,14 @@ class TaskEngine:
             self._wake = asyncio.Event()
             self.store.set_wakeup(self._notice_elsewhere)
             self._outcome_ready = asyncio.Event()
-            self._background = [asyncio.create_task(self._flush_outcomes(), name="taskyard-flush")]
+            self._abandoned = False
+            self._background = [self._loop_task(self._flush_outcomes(), "taskyard-flush")]
             if self.config.run_worker:
                 self._pool = DaemonThreadPool(self.config.concurrency + 4, name="taskyard")
                 self._background += [
-                    asyncio.create_task(self._claim_loop(), name="taskyard-claim"),
-                    asyncio.create_task(self._heartbeat_loop(), name="taskyard-heartbeat"),
-                    asyncio.create_task(self._recover_loop(), name="taskyard-recover"),
+                    self._loop_task(self._claim_loop(), "taskyard-claim"),
+                    self._loop_task(self._heartbeat_loop(), "taskyard-heartbeat"),
+                    self._loop_task(self._recover_loop(), "taskyard-recover"),
                 ]
             logger.debug("taskyard engine {} started on {}", self.worker_id, self.store)
 
@@ -293,6 +296,56 @@ class TaskEngine:
         """The store heard of a write by another process: look for work now (a claim,
         and the store asked again what is due next)."""
         self._work_may_be_due()
+
+    def _loop_task(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return asyncio.create_task(self._guarded(loop), name=name)
+
+    async def _guarded(self, loop: Coroutine[Any, Any, None]) -> None:
+        """Run a background loop; if it is cancelled while the manager still runs, the
+        program is ending without ``stop()`` (``asyncio.run`` cancels every task on its way
+        out): release what this manager holds and close the store, so that its thread
+        does not keep the process alive."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            if self._state == _State.RUNNING and not self._abandoned:
+                self._abandoned = True
+                await self._abandon()
+            raise
+
+    async def _abandon(self) -> None:
+        """The event loop is closing with the manager still running: give claimed tasks
+        back to the queue (their attempt not counted), write what is pending and close the
+        store, all within the shutdown timeout. Whatever cannot be written by then runs
+        again once its lease expires."""
+        self._state = _State.STOPPING
+        logger.warning(
+            "taskyard: the event loop is closing and the task manager was never stopped; "
+            "releasing its tasks (use `async with manager:` or `await manager.stop()`)"
+        )
+        try:
+            async with asyncio.timeout(max(self.config.shutdown_timeout, 1.0)):
+                running = [entry.task for entry in self._running.values()]
+                await asyncio.gather(*running, return_exceptions=True)
+                for record in [*self._ready.values(), *self._abandoned_records]:
+                    outcome = self._outcome(
+                        record, TaskStatus.QUEUED, run_after=record.run_after, release=True
+                    )
+                    self._outcomes.append((record, outcome))
+                self._ready.clear()
+                await self._flush_pending(give_up_at=time.monotonic())
+                if self.config.run_worker:
+                    with contextlib.suppress(StoreError):
+                        await self.store.forget_worker(self.worker_id)
+        except BaseException as exc:  # noqa: BLE001 - the loop is closing: never hang it
+            logger.error("taskyard: releasing tasks at exit failed ({!r})", exc)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            with contextlib.suppress(BaseException):
+                await self.store.close()
+            self._state = _State.STOPPED
 
     async def stop(self, timeout: float | None = None) -> None:
         await self._shutdown(timeout)
@@ -982,6 +1035,9 @@ class TaskEngine:
                 outcome = self._outcome(
                     record, TaskStatus.QUEUED, run_after=record.run_after, release=True
                 )
+            elif reason is None:  # cancelled from outside: the program is ending unstopped
+                self._abandoned_records.append(record)
+                outcome = None
             else:  # cancelled or lease lost: the store already says what happened
                 outcome = None
         except Exception as exc:  # a bug of the engine's own: the attempt fails, visibly

@@ -680,6 +680,14 @@ class SqliteStore(SqliteOperations):
                 self._settle(batch, results=results)
                 return
         self._writer = asyncio.create_task(self._in_thread(batch), name="taskyard-sqlite-writer")
+        self._writer.add_done_callback(lambda task: self._writer_done(task, batch))
+
+    def _writer_done(self, task: asyncio.Task[None], batch: list[_Pending]) -> None:
+        """A writer cancelled before it ran (the event loop closing) settles nothing by
+        itself: fail its callers, so that the store can still close."""
+        if task.cancelled():
+            closed = StoreUnavailable(f"{self.path}: the event loop closed before the write")
+            self._settle(batch, error=closed)
 
     async def _in_thread(self, batch: list[_Pending]) -> None:
         try:
@@ -690,9 +698,11 @@ class SqliteStore(SqliteOperations):
             if isinstance(exc, Exception):
                 self._settle(batch, error=translate(exc, self.path), failed=exc)
                 return
+            # cancelled (the event loop closing): the callers hear it; the writer ends
+            # normally, so that _writer_done can tell it from a writer that never ran
             closed = StoreUnavailable(f"{self.path}: the store closed during the write")
             self._settle(batch, error=closed)
-            raise
+            return
         self._settle(batch, results=results)
 
     def _settle(
