@@ -75,7 +75,7 @@ from taskyard.framework.models import (
 from taskyard.framework.protocol import Handler
 from taskyard.framework.retry import RetryPolicy
 from taskyard.framework.runs import Run, RunRegistry, RunStatus, owner_tag
-from taskyard.framework.store import TaskStore
+from taskyard.framework.store import Capability, TaskStore
 from taskyard.framework.threads import DaemonThreadPool
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
@@ -96,7 +96,11 @@ class EngineConfig:
     overtaken by a higher-priority task scheduled after it was claimed, and goes back to
     the queue at stop. 0 (the default) claims only for free slots."""
     run_worker: bool = True
-    """Claim and run tasks; False makes a producer-only manager (a web process)."""
+    """Claim and run tasks; False makes a producer-only manager (a web process), which
+    accepts tasks of any type (workers elsewhere hold the handlers)."""
+    task_types: frozenset[str] | None = None
+    """The task types a manager accepts beyond those it registered (None: any type on a
+    producer-only manager, none on a worker); a schedule of another type is refused."""
     poll_interval: float = 0.5
     """Seconds between cheap checks for work written by other processes."""
     lease_seconds: float = 30.0
@@ -290,6 +294,13 @@ class TaskEngine:
                     self._loop_task(self._heartbeat_loop(), "taskyard-heartbeat"),
                     self._loop_task(self._recover_loop(), "taskyard-recover"),
                 ]
+            if not self.config.run_worker and Capability.DURABLE not in self.store.capabilities:
+                logger.warning(
+                    "taskyard: this manager runs no worker (run_worker = false) on {}, which "
+                    "no other process can read: the tasks it accepts will never run. Use a "
+                    "durable backend (sqlite) or set run_worker = true",
+                    self.store,
+                )
             logger.debug("taskyard engine {} started on {}", self.worker_id, self.store)
 
     def _notice_elsewhere(self) -> None:
@@ -337,7 +348,7 @@ class TaskEngine:
                 if self.config.run_worker:
                     with contextlib.suppress(StoreError):
                         await self.store.forget_worker(self.worker_id)
-        except BaseException as exc:  # noqa: BLE001 - the loop is closing: never hang it
+        except BaseException as exc:  # the loop is closing: never hang it
             logger.error("taskyard: releasing tasks at exit failed ({!r})", exc)
         finally:
             if self._pool is not None:
@@ -504,11 +515,7 @@ class TaskEngine:
         """Validate one schedule request and build its record; raises SchedulingError."""
         registration = self._handlers.get(task_type)
         if registration is None:
-            known = ", ".join(sorted(self._handlers)) or "none"
-            raise UnknownTaskType(
-                f"no handler is registered for task type {task_type!r} (registered: {known}); "
-                "call register_task first"
-            )
+            self._check_unregistered(task_type)
         low, high = PRIORITY_RANGE
         if (
             isinstance(priority, bool)
@@ -521,7 +528,8 @@ class TaskEngine:
         now = now or utcnow()
         due = _due_time(now, run_after, delay)
         if max_attempts is None:
-            max_attempts = registration.max_attempts or self.config.default_max_attempts
+            registered = registration.max_attempts if registration is not None else None
+            max_attempts = registered or self.config.default_max_attempts
         _check_max_attempts(max_attempts)
         if timeout is not None:
             if not _positive_number(timeout):
@@ -555,6 +563,30 @@ class TaskEngine:
             run_after=due,
             timeout=timeout,
             idempotency_key=idempotency_key,
+        )
+
+    def _check_unregistered(self, task_type: str) -> None:
+        """A type with no handler here: a producer-only manager takes it (if the settings'
+        ``task_types`` list, when given, names it); a worker refuses it."""
+        if not isinstance(task_type, str) or not task_type:
+            raise InvalidTaskOptions(f"task_type must be a non-empty str, not {shown(task_type)}")
+        _check_text("task_type", task_type)
+        allowed = self.config.task_types
+        if allowed is not None:
+            if task_type in allowed:
+                return
+            names = ", ".join(sorted({*allowed, *self._handlers})) or "none"
+            raise UnknownTaskType(
+                f"task type {task_type!r} is not in task_execution.task_types and has no "
+                f"handler here (accepted: {names}); add it to task_types or register it"
+            )
+        if not self.config.run_worker:
+            return
+        known = ", ".join(sorted(self._handlers)) or "none"
+        raise UnknownTaskType(
+            f"no handler is registered for task type {task_type!r} (registered: {known}); "
+            "call register_task first, or set task_execution.run_worker = false for a "
+            "manager that only schedules"
         )
 
     async def schedule_task(

@@ -76,6 +76,11 @@ def engine_config_from_settings(task_execution: Mapping[str, Any]) -> EngineConf
             concurrency=int(task_execution["max_concurrency"]),
             prefetch=int(task_execution.get("prefetch", 0)),
             run_worker=bool(task_execution["run_worker"]),
+            task_types=(
+                frozenset(str(name) for name in task_execution["task_types"])
+                if task_execution.get("task_types")
+                else None
+            ),
             poll_interval=float(task_execution["poll_interval"]),
             lease_seconds=float(task_execution["lease_seconds"]),
             default_max_attempts=int(task_execution["default_max_attempts"]),

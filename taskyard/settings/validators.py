@@ -97,6 +97,11 @@ VALIDATORS: tuple[Validator, ...] = (
     _rule("task_execution.max_concurrency", _int_at_least(1), "an integer of at least 1"),
     _rule("task_execution.prefetch", _int_at_least(0), "an integer of at least 0"),
     _rule("task_execution.run_worker", _is_bool, "true or false"),
+    _rule(
+        "task_execution.task_types",
+        lambda value: isinstance(value, list | tuple) and all(map(_non_empty_str, value)),
+        'a list of task type names, such as ["send_email"], or [] for any type',
+    ),
     _rule("task_execution.poll_interval", _positive, "a number of seconds greater than 0"),
     _rule("task_execution.lease_seconds", _positive, "a number of seconds greater than 0"),
     _rule("task_execution.default_max_attempts", _int_at_least(1), "an integer of at least 1"),

@@ -781,6 +781,26 @@ class TaskManagerContract:
         assert isinstance(refused.value, SchedulingError)
         await _nothing_stored(manager, "refused")
 
+    async def test_a_producer_only_manager_accepts_any_task_type(
+        self, make_manager: MakeManager
+    ) -> None:
+        producer = await make_manager(run_worker=False)
+        task_id = await producer.schedule_task("resize_video", {"path": "a.mp4"})
+        status = await producer.get_task_status(task_id)
+        assert status is not None
+        assert status["type"] == "resize_video" and status["status"] == "queued"
+
+    async def test_a_task_types_list_limits_what_a_producer_accepts(
+        self, make_manager: MakeManager
+    ) -> None:
+        producer = await make_manager(run_worker=False, task_types=frozenset({"send_email"}))
+        with pytest.raises(UnknownTaskType, match="task_types") as refused:
+            await producer.schedule_task("send_emial", {}, task_id="refused")
+        assert "send_email" in str(refused.value)
+        await _nothing_stored(producer, "refused")
+        await producer.schedule_task("send_email", {}, task_id="accepted")
+        assert await producer.get_task_status("accepted") is not None
+
     @pytest.mark.parametrize("payload", list(BAD_PAYLOADS.values()), ids=list(BAD_PAYLOADS))
     async def test_a_payload_json_cannot_represent_exactly_is_refused(
         self, make_manager: MakeManager, payload: Any

@@ -4,9 +4,13 @@
 import asyncio
 
 import pytest
+from loguru import logger
 
 from taskyard.backends.memory import InMemoryStore, InMemoryTaskManager
+from taskyard.framework import EngineConfig
 from taskyard.framework.errors import ManagerStateError
+from taskyard.settings import load_settings
+from taskyard.settings.conversion import engine_config_from_settings
 from taskyard.testing import EventRecorder, fast_config
 
 WAIT = 5.0
@@ -80,3 +84,26 @@ async def test_a_stopped_manager_refuses_calls_instead_of_restarting():
         assert (await manager.get_task_status(task_id))["status"] == "completed"
     finally:
         await manager.stop()
+
+
+async def test_an_in_memory_manager_without_a_worker_says_its_tasks_never_run() -> None:
+    messages: list[str] = []
+    logger.enable("taskyard")
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
+    try:
+        manager = InMemoryTaskManager(EngineConfig(run_worker=False))
+        async with manager:
+            await manager.schedule_task("resize_video", {})
+    finally:
+        logger.remove(sink)
+        logger.disable("taskyard")
+    assert any("will never run" in message for message in messages), messages
+
+
+def test_the_settings_task_types_list_reaches_the_engine() -> None:
+    settings = load_settings(
+        overrides={"task_execution.task_types": ["send_email"], "task_execution.run_worker": False}
+    )
+    config = engine_config_from_settings(settings.task_execution)
+    assert config.task_types == frozenset({"send_email"}) and not config.run_worker
+    assert engine_config_from_settings(load_settings().task_execution).task_types is None
