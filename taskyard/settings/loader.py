@@ -16,6 +16,9 @@ from dynaconf import Dynaconf, ValidationError
 from taskyard.framework.errors import ConfigurationError
 from taskyard.settings.conversion import SECTIONS
 from taskyard.settings.validators import (
+    BACKEND_ALIASES,
+    BACKEND_CHOICES,
+    BACKENDS,
     ENVVAR_PREFIX,
     VALIDATORS,
     _upper,
@@ -84,6 +87,7 @@ def load_settings(
 def validate(settings: Dynaconf) -> None:
     """Check every taskyard key of ``settings``; raises ConfigurationError listing all
     the problems found."""
+    _check_backend_names(settings)
     settings.validators.register(*VALIDATORS)
     try:
         settings.validators.validate_all()
@@ -98,6 +102,22 @@ def validate(settings: Dynaconf) -> None:
         raise ConfigurationError(_problems("invalid taskyard settings", missing))
     for key in _UPPER_CASE_KEYS:  # written in any case, read in one
         settings.set(key, _upper(settings.get(key)))
+
+
+def _check_backend_names(settings: Dynaconf) -> None:
+    """A backend name that is close to a real one gets a "did you mean"."""
+    for key in ("task_execution.backend", "task_execution.canary_backend"):
+        value = settings.get(key)
+        if not isinstance(value, str) or not value or value in (*BACKENDS, *BACKEND_ALIASES):
+            continue
+        near = _close(value.strip().lower().replace("_", "-"), (*BACKENDS, *BACKEND_ALIASES))
+        if near:
+            envvar = f"{ENVVAR_PREFIX}_{key.upper().replace('.', '__')}"
+            raise ConfigurationError(
+                f"{key} = {value!r} is not allowed (environment {settings.current_env}); "
+                f'did you mean "{near}"? It must be one of {BACKEND_CHOICES}. Fix it in your '
+                f"settings file or in {envvar}."
+            )
 
 
 _UPPER_CASE_KEYS = ("task_execution.sqlite_synchronous", "logging.level")
@@ -137,10 +157,20 @@ def _user_files(explicit: Sequence[str | os.PathLike[str]] | None) -> list[Path]
     return [path.resolve() for path in named]
 
 
+_SPECIAL_TABLES = frozenset({"default", "global", "dynaconf_merge"})
+
+
+def _close(name: str, choices: Iterable[str], cutoff: float = 0.75) -> str | None:
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def _check_environment(env: str, files: Iterable[Path], chosen_by: str) -> None:
-    """Refuse an environment no file defines, and top-level taskyard sections (which
-    Dynaconf would silently read as environments)."""
+    """Refuse an environment no file defines, top-level taskyard sections (which Dynaconf
+    would silently read as environments), misspelt environment and section names, and
+    ``TASKYARD_*`` variables that name no setting (Dynaconf would ignore them)."""
     known = set(ENVIRONMENTS)
+    own_sections: set[str] = set()  # the application's own sections, beside taskyard's
     trust = False
     for path in files:
         if path.suffix != ".toml":
@@ -158,19 +188,93 @@ def _check_environment(env: str, files: Iterable[Path], chosen_by: str) -> None:
             tables = tomllib.loads(raw.decode("utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigurationError(f"cannot read the settings file {path}: {exc}") from exc
-        for name in tables:
-            if name.lower() in SECTIONS:
+        for name, table in tables.items():
+            lowered = name.lower()
+            if lowered in SECTIONS:
                 raise ConfigurationError(
                     f"{path} has a top-level [{name}] table; taskyard's settings files use "
                     f"environments: write [default.{name}] or [development.{name}] and so on"
                 )
-            known.add(name.lower())
-    known -= {"default", "global", "dynaconf_merge"}
+            standard = {*ENVIRONMENTS, *_SPECIAL_TABLES}
+            near = _close(lowered, standard, cutoff=0.8)
+            if lowered not in standard and near and not lowered.startswith(near):
+                raise ConfigurationError(
+                    f"{path} has an environment [{name}]; did you mean [{near}]? (An "
+                    f"environment of your own needs a name unlike {', '.join(ENVIRONMENTS)}.)"
+                )
+            known.add(lowered)
+            for section in table if isinstance(table, dict) else ():
+                lowered_section = section.lower()
+                if lowered_section in SECTIONS or not isinstance(table[section], dict):
+                    continue
+                near = _close(lowered_section, SECTIONS)
+                if near:
+                    raise ConfigurationError(
+                        f"{path} has a section [{name}.{section}], which taskyard does not "
+                        f"read; did you mean [{name}.{near}]?"
+                    )
+                own_sections.add(lowered_section)
+    known -= _SPECIAL_TABLES
     if env not in known and not trust:
         name = f"{chosen_by} = {env!r}" if chosen_by else f"the environment {env!r}"
+        hint = _close(env, known)
         raise ConfigurationError(
-            f"{name} is not a settings environment; known: " + ", ".join(sorted(known))
+            f"{name} is not a settings environment"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + " Known: "
+            + ", ".join(sorted(known))
         )
+    _check_variables(own_sections)
+
+
+def _check_variables(own_sections: Iterable[str]) -> None:
+    """Every ``TASKYARD_<SECTION>__<KEY>`` variable must name a taskyard key (or a section
+    of the application's own settings files); a variable that looks like a misspelt one
+    (``TASKYARD_TASK_EXECUTION_BACKEND``, ``TASKYARD_EVN``) is refused too. Dynaconf
+    would ignore them without a word, and ``TASKYARD_TASK_EXECUTION__BACKEND`` is the
+    emergency rollback switch."""
+    shipped = tomllib.loads(DEFAULT_SETTINGS_FILE.read_text(encoding="utf-8"))["default"]
+    prefix = f"{ENVVAR_PREFIX}_"
+    top_level = {ENV_SWITCHER, SETTINGS_FILES_ENVVAR, _UNUSED_DYNACONF_ENVVAR}
+    sections = {f"{prefix}{section.upper()}" for section in SECTIONS}
+    own = {f"{prefix}{section.upper()}" for section in own_sections}
+    problems: list[str] = []
+    for variable in sorted(os.environ):
+        if not variable.startswith(prefix) or variable in top_level:
+            continue
+        head, sep, key = variable.partition("__")
+        if sep:
+            if head in own:
+                continue
+            if head not in sections:
+                near = _close(head[len(prefix) :], {n[len(prefix) :] for n in sections | own})
+                hint = f"; did you mean {prefix}{near}__{key}?" if near else ""
+                problems.append(f"{variable} names no taskyard settings section{hint}")
+                continue
+            section = head[len(prefix) :].lower()
+            name = key.lower().split("__")[0]
+            if name not in shipped[section]:
+                near = _close(name, shipped[section])
+                hint = f"; did you mean {head}__{near.upper()}?" if near else ""
+                problems.append(f"{variable} is not a taskyard setting{hint}")
+            continue
+        for section in sorted(sections):
+            if variable.startswith(f"{section}_"):
+                key = variable[len(section) + 1 :]
+                problems.append(
+                    f"{variable} is not a taskyard setting; did you mean {section}__{key}? "
+                    "(two underscores between the section and the key)"
+                )
+                break
+        else:  # compared without the prefix, which every candidate shares
+            names = {name[len(prefix) :] for name in top_level - {_UNUSED_DYNACONF_ENVVAR}}
+            near = _close(variable[len(prefix) :], names, cutoff=0.6)
+            if near:
+                problems.append(
+                    f"{variable} is not a taskyard variable; did you mean {prefix}{near}?"
+                )
+    if problems:
+        raise ConfigurationError(_problems("unknown taskyard environment variables", problems))
 
 
 def _check_unknown_keys(settings: Dynaconf) -> None:

@@ -412,3 +412,67 @@ def test_postgres_dsn_is_needed_only_by_the_postgres_backend() -> None:
         }
     )
     assert chosen.task_execution.postgres_dsn == "postgresql://db/app"
+
+
+# -- misspelt variables, sections and environments (issue 9, item 4) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("TASKYARD_TASK_EXECUTION__BACKNED", "TASKYARD_TASK_EXECUTION__BACKEND"),
+        ("TASKYARD_TASK_EXECUTION__MAX_CONCURENCY", "TASKYARD_TASK_EXECUTION__MAX_CONCURRENCY"),
+        ("TASKYARD_TASK_EXECUTON__BACKEND", "TASKYARD_TASK_EXECUTION__BACKEND"),
+        ("TASKYARD_TASK_EXECUTION_BACKEND", "TASKYARD_TASK_EXECUTION__BACKEND"),
+        ("TASKYARD_EVN", "TASKYARD_ENV"),
+    ],
+)
+def test_a_misspelt_environment_variable_is_refused_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch, variable: str, suggestion: str
+) -> None:
+    monkeypatch.setenv(variable, "in-memory")
+    with pytest.raises(ConfigurationError, match=f"did you mean {suggestion}") as refused:
+        load_settings(environment="development", settings_files=[])
+    assert variable in str(refused.value)
+
+
+def test_variables_of_the_application_s_own_sections_and_other_tools_pass(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    own = tmp_path / "settings.toml"
+    own.write_text("[default.reports]\nrows = 10\n[development.task_execution]\nprefetch = 1\n")
+    monkeypatch.setenv("TASKYARD_REPORTS__ROWS", "20")
+    monkeypatch.setenv("TASKYARD_TEST_EXEC_LOG", "/tmp/x.log")  # no taskyard name alike
+    settings = load_settings(environment="development", settings_files=[own])
+    assert settings.task_execution.prefetch == 1
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            "[development.task_exec]\nbackend = 'in-memory'\n",
+            r"did you mean \[development\.task_execution\]",
+        ),
+        ("[developmnet.task_execution]\nbackend = 'in-memory'\n", r"did you mean \[development\]"),
+        ("[default.task_execution]\nbackend = 'in_memory'\n", 'did you mean "in-memory"'),
+    ],
+)
+def test_a_misspelt_section_environment_or_backend_is_refused_with_a_suggestion(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(environment="development", settings_files=[path])
+
+
+def test_an_environment_of_one_s_own_unlike_the_standard_names_is_accepted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        "[staging.task_execution]\nbackend = 'in-memory'\n[production-eu.runs]\nmax_history = 5\n"
+    )
+    settings = load_settings(environment="staging", settings_files=[path])
+    assert settings.task_execution.backend == "in-memory"
