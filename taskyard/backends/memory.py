@@ -25,6 +25,7 @@ from taskyard.framework.models import (
     TaskStatus,
     detached,
     dumps,
+    keep_tracebacks,
     loads,
     new_task_id,
     to_epoch,
@@ -190,6 +191,8 @@ class InMemoryStore(StoreOperations):
                 continue
             record.status = outcome.status
             record.updated_at = outcome.finished_at
+            if outcome.traceback is not None:
+                record.tracebacks = keep_tracebacks([*record.tracebacks, outcome.traceback])
             record.lease_token = None
             record.lease_expires_at = None
             record.worker_id = None

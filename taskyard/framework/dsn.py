@@ -39,4 +39,3 @@ def redact_dsn(dsn: str) -> str:
                 safe="*",
             )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
-

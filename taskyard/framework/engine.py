@@ -24,6 +24,7 @@ import math
 import os
 import socket
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import (
     Awaitable,
@@ -65,7 +66,9 @@ from taskyard.framework.models import (
     TaskEvent,
     TaskRecord,
     TaskStatus,
+    clip_traceback,
     dumps,
+    iso,
     new_task_id,
     shown,
     text_problem,
@@ -336,9 +339,22 @@ class TaskEngine:
         )
         try:
             async with asyncio.timeout(max(self.config.shutdown_timeout, 1.0)):
+                # cancel every handler, including one a cancelled handler's slot started
+                # after the loop had cancelled the rest
                 running = [entry.task for entry in self._running.values()]
+                for task in running:
+                    task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
-                for record in [*self._ready.values(), *self._abandoned_records]:
+                held = {
+                    record.id: record
+                    for record in [
+                        *self._ready.values(),
+                        *self._abandoned_records,
+                        *(entry.record for entry in self._running.values()),  # never started
+                    ]
+                }
+                self._running.clear()
+                for record in held.values():
                     outcome = self._outcome(
                         record, TaskStatus.QUEUED, run_after=record.run_after, release=True
                     )
@@ -1112,16 +1128,18 @@ class TaskEngine:
                 if entry is not None:
                     entry.thread = call
                 result = await asyncio.wrap_future(call)
-        except TimeoutError:  # the handler's own: a time-out arrives as a cancellation
-            return self._failure(record, "TimeoutError raised by the handler")
+        except TimeoutError as exc:  # the handler's own: a time-out arrives as a cancellation
+            return self._failure(record, "TimeoutError raised by the handler", exc=exc)
         except Retry as request:
             return self._failure(record, str(request), delay=request.delay)
         except PermanentFailure as exc:
             tracing.record_exception(exc)
-            return self._outcome(record, TaskStatus.FAILED, error=str(exc) or "permanent failure")
+            error = str(exc) or "permanent failure"
+            trace = _traceback_entry(record, error, exc)
+            return self._outcome(record, TaskStatus.FAILED, error=error, traceback=trace)
         except Exception as exc:
             tracing.record_exception(exc)
-            return self._failure(record, _describe(exc))
+            return self._failure(record, _describe(exc), exc=exc)
         try:
             result_json = dumps(result, what="result")
         except Exception as exc:  # PayloadError, or anything a strange object raises
@@ -1171,12 +1189,21 @@ class TaskEngine:
                 entry.stop_reason = "timeout"
                 entry.task.cancel()
 
-    def _failure(self, record: TaskRecord, error: str, *, delay: float | None = None) -> Outcome:
+    def _failure(
+        self,
+        record: TaskRecord,
+        error: str,
+        *,
+        delay: float | None = None,
+        exc: BaseException | None = None,
+    ) -> Outcome:
+        entry = None if exc is None else _traceback_entry(record, error, exc)
         if record.attempts >= record.max_attempts:
             return self._outcome(
                 record,
                 TaskStatus.FAILED,
                 error=f"{error} (attempt {record.attempts} of {record.max_attempts})",
+                traceback=entry,
             )
         if delay is None:
             delay = self.config.retry.delay(record.attempts)
@@ -1190,6 +1217,7 @@ class TaskEngine:
             error=error,
             run_after=now + timedelta(seconds=delay),
             now=now,
+            traceback=entry,
         )
 
     def _outcome(
@@ -1203,6 +1231,7 @@ class TaskEngine:
         run_after: datetime | None = None,
         release: bool = False,
         now: datetime | None = None,
+        traceback: dict[str, Any] | None = None,
     ) -> Outcome:
         return Outcome(
             task_id=record.id,
@@ -1214,6 +1243,7 @@ class TaskEngine:
             error=error,
             run_after=run_after,
             release=release,
+            traceback=traceback,
         )
 
     async def _flush_outcomes(self) -> None:
@@ -1281,24 +1311,27 @@ class TaskEngine:
             return
         record.error = outcome.error
         record.result = outcome.result
+        trace = "" if outcome.traceback is None else "\n" + outcome.traceback["traceback"]
         if outcome.status is TaskStatus.QUEUED:
             self.stats["retried"] += 1
             logger.info(
-                "taskyard task {} ({}) attempt {} failed, retrying at {}: {}",
+                "taskyard task {} ({}) attempt {} failed, retrying at {}: {}{}",
                 record.id,
                 record.type,
                 record.attempts,
                 outcome.run_after,
                 outcome.error,
+                trace,
             )
         elif outcome.status is TaskStatus.FAILED:
             self.stats["failed"] += 1
             logger.warning(
-                "taskyard task {} ({}) failed after {} attempt(s): {}",
+                "taskyard task {} ({}) failed after {} attempt(s): {}{}",
                 record.id,
                 record.type,
                 record.attempts,
                 outcome.error,
+                trace,
             )
         else:
             self.stats["completed"] += 1
@@ -1512,6 +1545,18 @@ def _log_unexpected(exc: Exception, doing: str) -> None:
         logger.warning("taskyard: {} failed ({}); retrying", doing, exc)
     else:
         logger.opt(exception=exc).error("taskyard: {} failed unexpectedly ({})", doing, exc)
+
+
+def _traceback_entry(record: TaskRecord, error: str, exc: BaseException) -> dict[str, Any]:
+    """The ``tracebacks`` entry of a failed attempt: where the handler raised, formatted
+    the way Python prints it (chained causes included), bounded in size."""
+    text = "".join(traceback.format_exception(exc)).rstrip("\n")
+    return {
+        "attempt": record.attempts,
+        "failed_at": iso(utcnow()),
+        "error": error,
+        "traceback": clip_traceback(text),
+    }
 
 
 def _describe(exc: BaseException) -> str:

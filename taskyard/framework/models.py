@@ -65,7 +65,31 @@ STATUS_KEYS = (
     "run_after",
     "started_at",
     "finished_at",
+    "tracebacks",
 )
+
+
+MAX_TRACEBACKS = 5
+"""Failed attempts whose traceback a task keeps (the newest)."""
+MAX_TRACEBACK_CHARS = 8000
+"""The longest traceback kept; a longer one keeps its start and its end (where the
+exception was raised), with the middle cut."""
+
+
+def clip_traceback(text: str) -> str:
+    """``text`` within MAX_TRACEBACK_CHARS: the first quarter and the last three quarters
+    of what fits, and a line saying how much was cut."""
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    head = MAX_TRACEBACK_CHARS // 4
+    tail = MAX_TRACEBACK_CHARS - head
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n... {cut} characters cut ...\n{text[-tail:]}"
+
+
+def keep_tracebacks(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest MAX_TRACEBACKS entries."""
+    return entries[-MAX_TRACEBACKS:]
 
 
 # -- time ----------------------------------------------------------------------------------
@@ -340,6 +364,10 @@ class TaskRecord:
     trace_context: dict[str, str] | None = None
     """The W3C trace context (``traceparent``, maybe ``tracestate``) of the span that
     scheduled the task, when tracing was on; every store keeps it, exports carry it."""
+    tracebacks: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per failed attempt, the newest MAX_TRACEBACKS: ``attempt``,
+    ``failed_at`` (ISO 8601), ``error`` and the formatted ``traceback``. Stores replace
+    the list, never change it in place."""
 
     def copy(self) -> TaskRecord:
         """A shallow copy (payload and result are shared: stores copy them as JSON)."""
@@ -363,6 +391,7 @@ class TaskRecord:
             "run_after": iso(self.run_after),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            "tracebacks": [dict(entry) for entry in self.tracebacks],
         }
 
 
@@ -403,6 +432,9 @@ class Outcome:
     run_after: datetime | None = None
     release: bool = False
     """Give the attempt back (shutdown): the attempt does not count."""
+    traceback: dict[str, Any] | None = None
+    """A failed attempt's entry for the task's ``tracebacks`` (see TaskRecord): the
+    store appends it, keeping the newest MAX_TRACEBACKS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,7 +552,7 @@ def record_from_json(data: Any) -> TaskRecord:
     unknown = sorted(set(data) - set(RECORD_JSON_KEYS))
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(map(str, unknown))}")
-    missing = [key for key in STATUS_KEYS if key not in data]
+    missing = [key for key in STATUS_KEYS if key not in data and key != "tracebacks"]
     trace_context = check_trace_context(data.get("trace_context"))
     if missing:
         raise ValueError(f"missing field(s): {', '.join(missing)}")
@@ -584,4 +616,28 @@ def record_from_json(data: Any) -> TaskRecord:
         started_at=times["started_at"],
         finished_at=times["finished_at"],
         trace_context=trace_context,
+        tracebacks=_tracebacks_from_json(data.get("tracebacks", [])),
     )
+
+
+def _tracebacks_from_json(value: Any) -> list[dict[str, Any]]:
+    """The ``tracebacks`` of a record's JSON form (absent in files of older taskyards)."""
+    if not isinstance(value, list):
+        raise ValueError(f"tracebacks must be a list, not {type(value).__name__}")
+    entries: list[dict[str, Any]] = []
+    for index, entry in enumerate(value):
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"attempt", "failed_at", "error", "traceback"}
+            or isinstance(entry["attempt"], bool)
+            or not isinstance(entry["attempt"], int)
+            or not isinstance(entry["traceback"], str)
+            or not isinstance(entry["error"], str | None)
+        ):
+            raise ValueError(
+                f"tracebacks[{index}] must be an object of attempt (int), failed_at, error "
+                "and traceback (str)"
+            )
+        parse_time(entry["failed_at"], f"tracebacks[{index}].failed_at")
+        entries.append({**entry, "traceback": clip_traceback(entry["traceback"])})
+    return keep_tracebacks(entries)

@@ -138,6 +138,12 @@ def details_table(details: dict[str, Any]) -> Table:
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in details.items():
+        if key == "tracebacks":
+            for entry in value:  # as Python prints them, one row per failed attempt
+                heading = f"attempt {entry['attempt']} failed at {entry['failed_at']}"
+                table.add_row(f"traceback {entry['attempt']}", escape(heading))
+                table.add_row("", escape(entry["traceback"]))
+            continue
         if isinstance(value, dict | list):
             text = json.dumps(value, ensure_ascii=False)
         else:

@@ -76,6 +76,8 @@ from taskyard.framework.models import (
     MAX_ATTEMPTS_LIMIT,
     MAX_JSON_BYTES,
     MAX_NESTING,
+    MAX_TRACEBACK_CHARS,
+    MAX_TRACEBACKS,
     PRIORITY_RANGE,
     STATUS_KEYS,
     TaskRecord,
@@ -1283,6 +1285,66 @@ class TaskManagerContract:
         if Capability.DURABLE in manager.store.capabilities:
             reopened = await make_manager(same_store=True, run_worker=False)
             assert await kept(reopened) == expected
+
+    # -- tracebacks of failed attempts -----------------------------------------------------------
+
+    async def test_each_failed_attempt_keeps_where_the_handler_raised(
+        self, make_manager: MakeManager
+    ) -> None:
+        manager = await make_manager()
+
+        def innermost(n: int) -> float:
+            return 1 / n
+
+        def middle(n: int) -> float:
+            return innermost(n)
+
+        async def divide(payload: Payload) -> float:
+            return middle(payload["n"])
+
+        await manager.register_task("divide", divide)
+        task_id = await manager.schedule_task("divide", {"n": 0}, max_attempts=3)
+        status = await _done(manager, task_id)
+        assert status["status"] == "failed"
+        entries = status["tracebacks"]
+        assert [entry["attempt"] for entry in entries] == [1, 2, 3]
+        for entry in entries:
+            assert entry["error"].startswith("ZeroDivisionError: division by zero")
+            assert "in innermost" in entry["traceback"] and "in middle" in entry["traceback"]
+            assert entry["traceback"].endswith("ZeroDivisionError: division by zero")
+            assert datetime.fromisoformat(entry["failed_at"]).tzinfo is not None
+
+        async def succeed(payload: Payload) -> str:
+            return "ok"
+
+        await manager.register_task("succeed", succeed)
+        done = await _done(manager, await manager.schedule_task("succeed", {}))
+        assert done["tracebacks"] == []
+
+    async def test_tracebacks_are_bounded_and_move_with_the_task(
+        self, make_manager: MakeManager
+    ) -> None:
+        manager = await make_manager()
+        attempts = MAX_TRACEBACKS + 2
+
+        async def loud(payload: Payload) -> None:
+            raise ValueError("x" * (3 * MAX_TRACEBACK_CHARS))
+
+        await manager.register_task("loud", loud)
+        task_id = await manager.schedule_task("loud", {}, max_attempts=attempts)
+        status = await _done(manager, task_id)
+        entries = status["tracebacks"]
+        assert [entry["attempt"] for entry in entries] == list(range(3, attempts + 1))
+        for entry in entries:
+            assert len(entry["traceback"]) <= MAX_TRACEBACK_CHARS + 100
+            assert "characters cut" in entry["traceback"]
+            assert entry["traceback"].startswith("Traceback (most recent call last)")
+
+        records = await manager.store.snapshot(None)
+        other = await make_manager()  # a fresh store: the task moves there intact
+        assert await other.store.import_records(records) == [True]
+        moved = await other.get_task_status(task_id)
+        assert moved is not None and moved["tracebacks"] == entries
 
     # -- durability ------------------------------------------------------------------------------
 

@@ -17,7 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROGRAM = """
 import asyncio
+import sys
+
+from loguru import logger
+
 from taskyard.providers import Container
+
+logger.enable("taskyard")
+logger.remove()
+logger.add(sys.stderr, level="INFO")
 
 async def forever(payload):
     await asyncio.sleep(3600)
@@ -71,4 +79,5 @@ def test_a_process_that_never_stops_its_manager_exits_and_releases_its_tasks(
         ).fetchall()
     # the running task and the waiting (or prefetched) one are queued again, the
     # interrupted attempt not counted, no lease left behind
-    assert rows == [("queued", 0, None), ("queued", 0, None)]
+    assert rows == [("queued", 0, None), ("queued", 0, None)], done.stderr
+    assert "the task manager was never stopped" in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from taskyard.backends.sqlite import QueuedTaskManager
 from taskyard.framework import EngineConfig
@@ -137,3 +138,34 @@ def test_purge_in_batches_reports_progress_in_plain_lines(cli: Cli, queue: Queue
     assert "purge ..." in result.stderr  # no terminal here: plain lines, no bar
     assert f"{ops_tasks.BATCH + 5}/{ops_tasks.BATCH + 5} tasks (100%)" in result.stderr
     assert queue.statuses() == {}
+
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "app/tasks.py", line 12, in resize\n'
+    "    return scale(image, 1 / factor)\n"
+    "ZeroDivisionError: division by zero"
+)
+
+
+def test_show_and_export_carry_the_traceback_of_each_failed_attempt(
+    cli: Cli, queue: Queue, tmp_path: Path
+) -> None:
+    record = task("failed", attempts=2, error="ZeroDivisionError: division by zero")
+    record.tracebacks = [
+        {"attempt": n, "failed_at": "2026-01-01T00:00:00+00:00", "error": record.error,
+         "traceback": TRACEBACK}
+        for n in (1, 2)
+    ]  # fmt: skip
+    queue.add([record])
+    shown = json.loads(cli.ok("tasks", "show", record.id, "--json").stdout)
+    assert shown["tracebacks"] == record.tracebacks
+    text = cli.ok("tasks", "show", record.id, env={"COLUMNS": "120"}).stdout
+    assert "attempt 2 failed at 2026-01-01" in text
+    assert 'File "app/tasks.py", line 12, in resize' in text  # printed as Python prints it
+
+    out = tmp_path / "out.jsonl"
+    cli.ok("export", str(out), "--all")
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    [exported] = [line for line in lines if line.get("id") == record.id]
+    assert exported["tracebacks"] == record.tracebacks

@@ -107,3 +107,24 @@ def test_the_settings_task_types_list_reaches_the_engine() -> None:
     config = engine_config_from_settings(settings.task_execution)
     assert config.task_types == frozenset({"send_email"}) and not config.run_worker
     assert engine_config_from_settings(load_settings().task_execution).task_types is None
+
+
+async def test_the_failure_s_log_line_carries_its_traceback() -> None:
+    messages: list[str] = []
+    logger.enable("taskyard")
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
+
+    def deep(payload: dict[str, int]) -> float:
+        return 1 / payload["n"]
+
+    try:
+        async with InMemoryTaskManager(fast_config()) as manager:
+            await manager.register_task("divide", deep, max_attempts=1)
+            task_id = await manager.schedule_task("divide", {"n": 0})
+            await manager.wait_for(task_id, timeout=30)
+    finally:
+        logger.remove(sink)
+        logger.disable("taskyard")
+    [failure] = [message for message in messages if task_id in message]
+    assert "failed after 1 attempt(s): ZeroDivisionError" in failure
+    assert "in deep" in failure and failure.endswith("ZeroDivisionError: division by zero")

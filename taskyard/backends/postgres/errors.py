@@ -25,8 +25,7 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57", "40", "25", "55")
 _CONFIGURATION = {
     "28000": "the server refused the role (check the user in task_execution.postgres_dsn)",
     "28P01": "the password was refused (check task_execution.postgres_dsn)",
-    "3D000": "the database does not exist; create it (createdb) or fix "
-    "task_execution.postgres_dsn",
+    "3D000": "the database does not exist; create it (createdb) or fix task_execution.postgres_dsn",
     "42501": "the role lacks a privilege taskyard needs (CREATE on the database, or USAGE "
     "and CREATE on task_execution.postgres_schema)",
 }

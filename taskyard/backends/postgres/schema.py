@@ -71,7 +71,7 @@ def quoted_schema(name: str) -> str:
     if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
         raise ConfigurationError(
             f"task_execution.postgres_schema = {name!r} is not allowed: it must be a lower-case "
-            "name of letters, digits and _ (at most 48), such as \"taskyard\""
+            'name of letters, digits and _ (at most 48), such as "taskyard"'
         )
     return f'"{name}"'
 
@@ -141,8 +141,7 @@ async def stored_version(conn: asyncpg.Connection, schema: str, where: str) -> i
 
 async def check_columns(conn: asyncpg.Connection, schema: str, where: str) -> None:
     rows = await conn.fetch(
-        "SELECT table_name, column_name FROM information_schema.columns"
-        " WHERE table_schema = $1",
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = $1",
         schema,
     )
     present: dict[str, set[str]] = {}

@@ -478,9 +478,7 @@ class PostgresStore(PostgresOperations):
             return await self._insert(records)
         finally:
             if self._adds:
-                self._add_writer = asyncio.create_task(
-                    self._write_adds(), name="taskyard-pg-add"
-                )
+                self._add_writer = asyncio.create_task(self._write_adds(), name="taskyard-pg-add")
             else:
                 self._add_busy = False
 
@@ -689,9 +687,7 @@ class PostgresStore(PostgresOperations):
     # -- TaskStore: reads ------------------------------------------------------------------
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        rows = await self._fetch(
-            f"SELECT {COLUMNS} FROM {self.tasks_table} WHERE id = $1", task_id
-        )
+        rows = await self._fetch(f"SELECT {COLUMNS} FROM {self.tasks_table} WHERE id = $1", task_id)
         return row_to_record(rows[0]) if rows else None
 
     async def next_due(self, types: Collection[str] | None = None) -> datetime | None:
@@ -706,9 +702,7 @@ class PostgresStore(PostgresOperations):
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         counts = dict.fromkeys(TaskStatus, 0)
-        rows = await self._fetch(
-            f"SELECT status, COUNT(*) FROM {self.tasks_table} GROUP BY status"
-        )
+        rows = await self._fetch(f"SELECT status, COUNT(*) FROM {self.tasks_table} GROUP BY status")
         for status, count in rows:
             counts[TaskStatus(status)] = int(count)
         return counts

@@ -37,11 +37,13 @@ from taskyard.framework.errors import (
     TaskyardError,
 )
 from taskyard.framework.models import (
+    MAX_TRACEBACKS,
     Outcome,
     TaskRecord,
     TaskStatus,
     dumps,
     from_epoch,
+    keep_tracebacks,
     loads,
     to_epoch,
     trace_context_from_text,
@@ -54,7 +56,7 @@ Operation = Callable[[sqlite3.Connection], Any]
 COLUMNS = (
     "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
     "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
-    "lease_token, lease_expires_at, worker_id, trace_context"
+    "lease_token, lease_expires_at, worker_id, trace_context, tracebacks"
 )
 _INSERT = (
     "INSERT INTO taskyard_tasks (id, type, status, priority, attempts, max_attempts, payload,"
@@ -91,6 +93,7 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
         lease_expires_at=from_epoch(row[18]),
         worker_id=row[19],
         trace_context=trace_context_from_text(row[20]),
+        tracebacks=json.loads(row[21]),
     )
 
 
@@ -157,7 +160,7 @@ op_add = AddOperation
 
 _IMPORT = (
     f"INSERT INTO taskyard_tasks ({COLUMNS.removeprefix('seq, ')})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)"
     " ON CONFLICT DO NOTHING"
 )
 
@@ -182,6 +185,7 @@ def _import_row(record: TaskRecord) -> tuple[Any, ...]:
         record.timeout,
         record.idempotency_key,
         trace_context_text(record.trace_context),
+        json.dumps(keep_tracebacks(record.tracebacks), ensure_ascii=False),
     )
 
 
@@ -259,11 +263,27 @@ def op_claim(
     return run
 
 
+def _append_traceback(entry: str) -> str:
+    """SQL that appends a failed attempt's traceback entry (the parameter ``entry``, JSON
+    or NULL for none) to ``tracebacks``, keeping the newest MAX_TRACEBACKS."""
+    return (
+        f"tracebacks = CASE WHEN {entry} IS NULL THEN tracebacks"
+        f" WHEN json_array_length(tracebacks) >= {MAX_TRACEBACKS}"
+        f" THEN json_insert(json_remove(tracebacks, '$[0]'), '$[#]', json({entry}))"
+        f" ELSE json_insert(tracebacks, '$[#]', json({entry})) END"
+    )
+
+
 def op_finish(outcomes: Sequence[Outcome]) -> Operation:
     def run(conn: sqlite3.Connection) -> list[bool]:
         applied: list[bool] = []
         for outcome in outcomes:
             at = to_epoch(outcome.finished_at)
+            entry = (
+                None
+                if outcome.traceback is None
+                else json.dumps(outcome.traceback, ensure_ascii=False)
+            )
             if outcome.status is TaskStatus.QUEUED:
                 run_after = to_epoch(outcome.run_after or outcome.finished_at)
                 if outcome.release:
@@ -276,27 +296,27 @@ def op_finish(outcomes: Sequence[Outcome]) -> Operation:
                     )
                 else:
                     cursor = conn.execute(
-                        "UPDATE taskyard_tasks SET status = 'queued', error = ?, run_after = ?,"
-                        " updated_at = ?, lease_token = NULL, lease_expires_at = NULL,"
-                        " worker_id = NULL"
-                        " WHERE id = ? AND lease_token = ? AND status = 'running'",
-                        (outcome.error, run_after, at, outcome.task_id, outcome.lease_token),
+                        "UPDATE taskyard_tasks SET status = 'queued', error = ?1, run_after = ?2,"
+                        " updated_at = ?3, lease_token = NULL, lease_expires_at = NULL,"
+                        f" worker_id = NULL, {_append_traceback('?6')}"
+                        " WHERE id = ?4 AND lease_token = ?5 AND status = 'running'",
+                        (outcome.error, run_after, at, outcome.task_id, outcome.lease_token, entry),
                     )
             else:
                 result = outcome.result_json
                 cursor = conn.execute(
-                    "UPDATE taskyard_tasks SET status = ?, result = ?, error = ?,"
-                    " finished_at = ?, updated_at = ?, lease_token = NULL,"
-                    " lease_expires_at = NULL"
-                    " WHERE id = ? AND lease_token = ? AND status = 'running'",
+                    "UPDATE taskyard_tasks SET status = ?1, result = ?2, error = ?3,"
+                    " finished_at = ?4, updated_at = ?4, lease_token = NULL,"
+                    f" lease_expires_at = NULL, {_append_traceback('?7')}"
+                    " WHERE id = ?5 AND lease_token = ?6 AND status = 'running'",
                     (
                         str(outcome.status),
                         result,
                         outcome.error,
                         at,
-                        at,
                         outcome.task_id,
                         outcome.lease_token,
+                        entry,
                     ),
                 )
             applied.append(cursor.rowcount == 1)
