@@ -56,10 +56,52 @@ def load_registrar(import_path: str) -> Registrar:
 
         return register_all
     if callable(target):
-        return target  # type: ignore[no-any-return]
+        return _checked_registrar(import_path, target)
     raise ConfigurationError(
         f"{import_path!r} is a {type(target).__name__}; it must be a mapping of task type to "
         "handler, or a function taking the manager"
+    )
+
+
+def _checked_registrar(import_path: str, target: Callable[..., Any]) -> Registrar:
+    """A function named by ``--app`` must take the manager, and only that. A task handler
+    (which takes a payload) named by mistake is told apart by its signature where it
+    has one, and by what it does with the manager otherwise."""
+    try:
+        parameters = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):  # a builtin or an object without a signature
+        parameters = None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if parameters is not None:
+        required = [p for p in parameters if p.default is p.empty and p.kind in positional]
+        takes_one = any(p.kind is p.VAR_POSITIONAL for p in parameters) or any(
+            p.kind in positional for p in parameters
+        )
+        if len(required) > 1 or not takes_one:
+            raise ConfigurationError(_not_a_registrar(import_path, target))
+
+    async def registrar(manager: TaskManager) -> None:
+        try:
+            result = target(manager)
+            if inspect.isawaitable(result):
+                await result
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise ConfigurationError(
+                f"{_not_a_registrar(import_path, target)} (calling it with the manager "
+                f"raised {type(exc).__name__}: {exc})"
+            ) from exc
+
+    return registrar
+
+
+def _not_a_registrar(import_path: str, target: Any) -> str:
+    name = getattr(target, "__name__", type(target).__name__)
+    return (
+        f"--app {import_path!r} names the function {name}, which does not register handlers. "
+        "--app must name either a mapping of task type to handler (HANDLERS = "
+        '{"send_email": send_email}) or a function that takes the task manager and calls '
+        "await manager.register_task(task_type, handler) itself; a handler, which takes a "
+        "payload, cannot be named there"
     )
 
 
@@ -67,6 +109,12 @@ async def register(manager: TaskManager, registrar: Registrar) -> None:
     result = registrar(manager)
     if inspect.isawaitable(result):
         await result
+    if isinstance(manager, TaskEngine) and not manager.registered_types:
+        raise ConfigurationError(
+            "the worker's app registered no handlers: --app (or task_execution.worker_app) "
+            "must name a mapping of task type to handler, or a function that calls "
+            "manager.register_task for each"
+        )
 
 
 async def serve(
@@ -76,11 +124,13 @@ async def serve(
     stop: asyncio.Event | None = None,
     shutdown_timeout: float | None = None,
     install_signal_handlers: bool = True,
+    where: str = "",
 ) -> None:
     """Run ``manager`` as a worker until ``stop`` is set, a stop signal arrives
     (SIGTERM/SIGINT; SIGINT/SIGBREAK on Windows) or ``taskyard workers stop`` asks
     through the queue, then stop gracefully: no new claims, running handlers get
-    ``shutdown_timeout`` seconds, the rest go back to ``queued``."""
+    ``shutdown_timeout`` seconds, the rest go back to ``queued``. ``where`` says what the
+    worker runs on (the backend and its file), for the start line."""
     stop = stop or asyncio.Event()
     uninstall = stop_on_signals(stop) if install_signal_handlers else None
     asked: asyncio.Event | None = None
@@ -91,14 +141,27 @@ async def serve(
         if registrar is not None:
             await register(manager, registrar)
         await manager.start()
-        logger.info("taskyard worker started: {!r}", manager)
-        print("taskyard worker ready", flush=True)  # a line supervisors and tests wait for
+        logger.info("taskyard worker started: {}", describe(manager, where))
+        # a line supervisors and tests wait for
+        print(f"taskyard worker ready{': ' + where if where else ''}", flush=True)
         await _first(stop, asked)
     finally:
         if uninstall is not None:
             uninstall()
         await manager.stop(timeout=shutdown_timeout)
         logger.info("taskyard worker stopped")
+
+
+def describe(manager: TaskManager, where: str = "") -> str:
+    """The worker's start line, for a person: what it runs on, how many handlers at once,
+    which task types."""
+    parts = [where] if where else []
+    if isinstance(manager, TaskEngine):
+        parts.insert(0, manager.worker_id)
+        parts.append(f"concurrency {manager.config.concurrency}")
+        types = sorted(manager.registered_types)
+        parts.append(f"{len(types)} handler(s): {', '.join(types) or 'none'}")
+    return ", ".join(parts)
 
 
 def stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:

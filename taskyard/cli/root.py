@@ -130,12 +130,19 @@ def root(
         loaded = state.settings()
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
-    setup_logging(loaded)
+    setup_logging(loaded, long_running=ctx.invoked_subcommand in LONG_RUNNING_COMMANDS)
 
 
-def setup_logging(settings: Dynaconf | Mapping[str, Any]) -> None:
+LONG_RUNNING_COMMANDS = frozenset({"worker"})
+"""Commands whose INFO records are what a person watches; the others print what they
+did on stdout, so on a terminal their log shows warnings and errors only."""
+
+
+def setup_logging(settings: Dynaconf | Mapping[str, Any], *, long_running: bool = True) -> None:
     """The CLI owns its process: taskyard's sink replaces loguru's default one."""
-    configure_logging(settings, drop_default_sink=True)
+    configure_logging(
+        settings, drop_default_sink=True, terminal_level=None if long_running else "WARNING"
+    )
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -71,13 +72,26 @@ def worker(
         registrar = load_registrar(target)
         manager = container.task_manager()
         exporter = None if metrics_port is None else serve_metrics(container, manager, metrics_port)
+        where = worker_location(container)
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
     try:
-        asyncio.run(serve(manager, registrar, shutdown_timeout=shutdown_timeout))
+        asyncio.run(serve(manager, registrar, shutdown_timeout=shutdown_timeout, where=where))
+    except ConfigurationError as exc:  # the --app function could not register handlers
+        raise configuration_failure(exc) from exc
     finally:
         if exporter is not None:
             exporter.close()
+
+
+def worker_location(container: Container) -> str:
+    """The backend, and the absolute path of its file on the SQLite backends (a relative
+    queue_db_path is relative to the working directory)."""
+    backend = container.backend()
+    if backend not in FILE_BACKENDS:
+        return f"backend {backend}"
+    path = Path(container.config.task_execution.queue_db_path()).resolve()
+    return f"backend {backend}, file {path}"
 
 
 def serve_metrics(

@@ -682,7 +682,7 @@ class TaskEngine:
         record = await self.store.get(task_id)
         if record is not None:
             self._publish(record, TaskStatus.CANCELLED)
-        logger.info("taskyard task {} cancelled (was {})", task_id, before)
+        logger.debug("taskyard task {} cancelled (was {})", task_id, before)
         return True
 
     async def wait_for(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -1314,7 +1314,7 @@ class TaskEngine:
         trace = "" if outcome.traceback is None else "\n" + outcome.traceback["traceback"]
         if outcome.status is TaskStatus.QUEUED:
             self.stats["retried"] += 1
-            logger.info(
+            logger.debug(
                 "taskyard task {} ({}) attempt {} failed, retrying at {}: {}{}",
                 record.id,
                 record.type,

@@ -18,7 +18,10 @@ _handler_ids: list[int] = []
 
 
 def configure_logging(
-    settings: Dynaconf | Mapping[str, Any], *, drop_default_sink: bool = False
+    settings: Dynaconf | Mapping[str, Any],
+    *,
+    drop_default_sink: bool = False,
+    terminal_level: str | None = None,
 ) -> list[int]:
     """Send taskyard's log records where the ``logging`` section says, replacing what an
     earlier call set up; with ``enabled = false`` taskyard is silent again. Returns the
@@ -28,6 +31,11 @@ def configure_logging(
     loguru's default stderr sink (handler 0) would write taskyard's records a second
     time; ``drop_default_sink=True`` removes it, for programs that leave all their
     logging to these settings (the CLI does).
+
+    ``terminal_level`` raises the level of a stderr or stdout sink to at least that
+    (the CLI's one-shot commands print what they did; INFO records would repeat it). A
+    file sink keeps the configured level, and its file is created only once a record
+    is written, so a command that logs nothing leaves no file behind.
     """
     section = settings_as_dict(settings).get("logging") or {}
     for handler_id in _handler_ids:
@@ -50,6 +58,8 @@ def configure_logging(
         "diagnose": False,
     }
     if sink in ("stderr", "stdout"):
+        if terminal_level is not None and logger.level(terminal_level).no > logger.level(level).no:
+            options["level"] = terminal_level
         handler_id = logger.add(sys.stderr if sink == "stderr" else sys.stdout, **options)
     else:
         handler_id = logger.add(
@@ -57,6 +67,7 @@ def configure_logging(
             rotation=str(section.get("rotation", "10 MB")),
             retention=section.get("retention", 10),
             encoding="utf-8",
+            delay=True,
             **options,
         )
     _handler_ids.append(handler_id)

@@ -8,10 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from loguru import logger
 
 from taskyard.backends.memory import InMemoryTaskManager
 from taskyard.framework import EngineConfig, RetryPolicy
+from taskyard.ops import tasks as ops_tasks
+from taskyard.settings import configure_logging, load_settings
 
 from .conftest import DAY, Cli, Queue, task
 
@@ -78,10 +81,21 @@ def test_production_writes_json_lines_to_a_rotated_file(
     assert {line["record"]["level"]["name"] for line in lines} == {"INFO"}
 
 
-def test_development_writes_readable_lines_to_stderr(cli: Cli, queue: Queue) -> None:
+def test_development_writes_readable_lines_to_stderr(
+    queue: Queue, capsys: pytest.CaptureFixture[str]
+) -> None:
     [record] = queue.add([task("failed", attempts=3)])
-    result = cli.ok("--env", "development", "tasks", "retry", record.id)
-    [line] = [line for line in result.stderr.splitlines() if record.id in line]
+    configure_logging(load_settings(environment="development"))
+
+    async def retry() -> None:
+        async with queue.store() as store:
+            await ops_tasks.retry_task(store, record.id)
+
+    try:
+        asyncio.run(retry())
+    finally:
+        configure_logging({"logging": {"enabled": False}})
+    [line] = [line for line in capsys.readouterr().err.splitlines() if record.id in line]
     assert "| INFO     | taskyard.ops.tasks" in line
     assert line.rstrip().endswith(f"taskyard task {record.id} (work) queued again by an operator")
     assert not line.startswith("{")

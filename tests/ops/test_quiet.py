@@ -1,0 +1,96 @@
+"""Quiet by default, and a worker that says what it runs (issue 9, items 6 and 7)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from taskyard.backends.memory import InMemoryTaskManager
+from taskyard.framework import EngineConfig
+from taskyard.settings import configure_logging, load_settings
+from taskyard.worker import load_registrar, serve
+
+from .conftest import Cli, Queue, task
+
+
+def test_development_logs_no_line_per_task_by_default(tmp_path: Path) -> None:
+    log = tmp_path / "dev.log"
+    settings = load_settings(environment="development", overrides={"logging.sink": str(log)})
+    assert settings.logging.level == "INFO"
+    configure_logging(settings)
+
+    async def noop(payload: dict[str, int]) -> None:
+        return None
+
+    async def run() -> None:
+        async with InMemoryTaskManager(EngineConfig(poll_interval=0.01)) as manager:
+            await manager.register_task("noop", noop)
+            ids = [await manager.schedule_task("noop", {"n": n}) for n in range(200)]
+            for task_id in ids:
+                await manager.wait_for(task_id, timeout=30)
+
+    try:
+        asyncio.run(run())
+    finally:
+        configure_logging({"logging": {"enabled": False}})
+    lines = log.read_text().splitlines() if log.exists() else []
+    assert len(lines) < 5, lines  # was 4 lines a task at DEBUG
+
+
+def test_a_read_only_command_creates_no_log_file(
+    cli: Cli, queue: Queue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue.add([task("queued")])
+    monkeypatch.chdir(tmp_path)
+    cli.ok("status", env={"TASKYARD_ENV": "production"})  # production logs to taskyard.log
+    assert not (tmp_path / "taskyard.log").exists()
+
+
+def test_one_shot_commands_do_not_repeat_their_output_as_log_lines(
+    cli: Cli, queue: Queue, tmp_path: Path
+) -> None:
+    [failed] = queue.add([task("failed", attempts=3, error="boom")])
+    retried = cli.ok("tasks", "retry", failed.id)
+    assert failed.id in retried.stdout
+    assert "INFO" not in retried.stderr and "queued again" not in retried.stderr
+    backup = cli.ok("backup", "create", "--output", str(tmp_path / "b.db"))
+    assert "INFO" not in backup.stderr
+
+
+async def test_the_worker_s_start_line_names_backend_file_concurrency_and_handlers() -> None:
+    messages: list[str] = []
+    logger.enable("taskyard")
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="INFO")
+    stop = asyncio.Event()
+    manager = InMemoryTaskManager(EngineConfig(concurrency=7))
+    try:
+        serving = asyncio.create_task(
+            serve(
+                manager,
+                load_registrar("tests.ops.worker_app:HANDLERS"),
+                stop=stop,
+                install_signal_handlers=False,
+                where="backend sqlite, file /srv/queue.db",
+            )
+        )
+        while not manager.started:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await serving
+    finally:
+        logger.remove(sink)
+        logger.disable("taskyard")
+    [started] = [message for message in messages if "worker started" in message]
+    assert "backend sqlite, file /srv/queue.db" in started
+    assert "concurrency 7" in started and "2 handler(s): gate, work" in started
+    assert "<" not in started  # no object repr
+
+
+def test_worker_app_naming_a_handler_says_what_app_must_name(cli: Cli) -> None:
+    result = cli("worker", "--app", "tests.ops.worker_app:work")
+    assert result.exit_code == 2, result.output
+    assert "--app must name either a mapping of task type to handler" in result.stderr
+    assert "Traceback" not in result.output and "subscriptable" in result.stderr
