@@ -22,6 +22,7 @@ from taskyard.cli.root import (
     print_json,
 )
 from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.models import TaskStatus
 from taskyard.framework.operations import StoreOperations
 from taskyard.ops.config import OpsConfig
 from taskyard.providers import effective_backend
@@ -118,14 +119,22 @@ def export_command(
     if not settings.db_path.exists():
         raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
 
-    async def run(store: StoreOperations) -> ExportSummary:
-        return await export_tasks(
+    async def run(store: StoreOperations) -> tuple[ExportSummary, int]:
+        summary = await export_tasks(
             store, file, include_finished=include_finished, source=f"sqlite:{settings.db_path}"
         )
+        counts = await store.count_by_status()
+        finished = sum(n for status, n in counts.items() if TaskStatus(status).is_terminal)
+        return summary, finished
 
-    summary = on_queue(ctx, run, require_file=False)
+    summary, finished = on_queue(ctx, run, require_file=False)
     counts = ", ".join(f"{n} {status}" for status, n in summary.by_status.items()) or "none"
     typer.echo(f"exported {summary.tasks} task(s) ({counts}) to {summary.path}")
+    if not include_finished and finished:
+        typer.echo(
+            f"{finished} finished task(s) (completed, failed, cancelled) were left out; "
+            "`taskyard export FILE --all` exports them too"
+        )
 
 
 @app.command("import")

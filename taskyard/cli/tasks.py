@@ -10,6 +10,7 @@ from rich.console import Console
 from taskyard.cli.root import (
     JsonOption,
     app,
+    fail,
     on_queue,
     print_json,
 )
@@ -95,14 +96,45 @@ def tasks_cancel(ctx: typer.Context, task_id: str) -> None:
 
 
 @tasks_app.command("retry")
-def tasks_retry(ctx: typer.Context, task_id: str) -> None:
-    """Queue a failed or cancelled task again, due now, its attempts reset."""
+def tasks_retry(
+    ctx: typer.Context,
+    task_id: Annotated[str | None, typer.Argument(help="One task to retry.")] = None,
+    status: Annotated[
+        TaskStatus | None,
+        typer.Option("--status", "-s", help="Every task in this status: failed or cancelled."),
+    ] = None,
+    task_type: Annotated[
+        str | None, typer.Option("--type", "-t", help="With --status: only this type.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="With --status: list, retry nothing.")] = False,
+) -> None:
+    """Queue a failed or cancelled task again, due now, its attempts reset; or, with
+    --status (and --type), every such task."""
+    if (task_id is None) == (status is None):
+        raise fail("give a task id, or --status failed (or cancelled) [--type T]", 2)
+    if task_id is not None:
+        if task_type is not None or dry_run:
+            raise fail("--type and --dry-run go with --status, not with a task id", 2)
 
-    async def run(q: StoreOperations) -> TaskRecord:
-        return await ops_tasks.retry_task(q, task_id)
+        async def one(q: StoreOperations) -> TaskRecord:
+            return await ops_tasks.retry_task(q, task_id)
 
-    record = on_queue(ctx, run)
-    typer.echo(f"task {task_id} ({record.type}) is queued again with its attempts reset")
+        record = on_queue(ctx, one)
+        typer.echo(f"task {task_id} ({record.type}) is queued again with its attempts reset")
+        return
+    assert status is not None
+
+    async def many(q: StoreOperations) -> list[str]:
+        return await ops_tasks.retry_matching(
+            q, status=status, task_type=task_type, dry_run=dry_run
+        )
+
+    ids = on_queue(ctx, many)
+    for retried in ids:
+        typer.echo(retried)
+    what = f"{status} task(s)" + (f" of type {task_type}" if task_type else "")
+    verb = "would queue again" if dry_run else "queued again"
+    typer.echo(f"{verb} {len(ids)} {what}")
 
 
 @tasks_app.command("purge")

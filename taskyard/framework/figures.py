@@ -37,6 +37,7 @@ def figures_from_records(
     oldest: tuple[str, float] | None = None
     oldest_expiry: float | None = None
     durations: list[float] = []
+    first_started: float | None = None
     since = now - window
     for record in records:
         status = str(record.status)
@@ -61,7 +62,9 @@ def figures_from_records(
             retried += record.attempts > 1
             retries += max(record.attempts - 1, 0)
             if record.status is not TaskStatus.CANCELLED and record.started_at is not None:
-                durations.append(to_epoch(record.finished_at) - to_epoch(record.started_at))
+                started = to_epoch(record.started_at)
+                durations.append(to_epoch(record.finished_at) - started)
+                first_started = started if first_started is None else min(first_started, started)
     return QueueFigures(
         now=now,
         window=window,
@@ -78,6 +81,7 @@ def figures_from_records(
         processing_seconds=durations,
         workers=list(workers),
         storage=storage,
+        first_started=first_started,
     )
 
 
@@ -97,6 +101,7 @@ def merge_figures(parts: Sequence[QueueFigures]) -> QueueFigures:
                 into[status] += count
     due = [figures.oldest_due for figures in parts if figures.oldest_due is not None]
     expiries = [f.oldest_expired_lease for f in parts if f.oldest_expired_lease is not None]
+    starts = [f.first_started for f in parts if f.first_started is not None]
     return QueueFigures(
         now=first.now,
         window=first.window,
@@ -113,4 +118,5 @@ def merge_figures(parts: Sequence[QueueFigures]) -> QueueFigures:
         processing_seconds=[s for f in parts for s in f.processing_seconds],
         workers=[w for f in parts for w in f.workers],
         storage=first.storage,
+        first_started=min(starts) if starts else None,
     )

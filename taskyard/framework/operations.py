@@ -136,6 +136,10 @@ class QueueFigures:
     """``finished_at - started_at`` of the window's completed and failed tasks."""
     workers: list[WorkerRecord]
     storage: StorageInfo
+    first_started: float | None = None
+    """The earliest ``started_at`` of the window's completed and failed tasks: a rate
+    over the window divides by the time from then (or the window's start, if later)
+    to ``now``, not by the whole window. None: unknown, the whole window counts."""
 
 
 @dataclass(frozen=True)

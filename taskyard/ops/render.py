@@ -55,7 +55,8 @@ def status_tables(status: QueueStatus) -> Group:
         last.add_row(state, str(window.finished[state]))
     last.add_row("success rate", percent_text(window.success_rate))
     last.add_row("failure rate", percent_text(window.failure_rate))
-    last.add_row("throughput", f"{window.throughput * 60:.1f} tasks/min")
+    over = "" if window.covered is None else f" (over {seconds_text(window.covered)})"
+    last.add_row("throughput", f"{window.throughput * 60:.1f} tasks/min{over}")
     last.add_row("retried tasks", str(window.retried_tasks))
     last.add_row("retry attempts", str(window.retries))
     processing = window.processing

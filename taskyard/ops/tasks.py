@@ -94,6 +94,53 @@ async def retry_task(store: StoreOperations, task_id: str) -> TaskRecord:
     return result
 
 
+RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+async def retry_matching(
+    store: StoreOperations,
+    *,
+    status: TaskStatus,
+    task_type: str | None = None,
+    dry_run: bool = False,
+) -> list[str]:
+    """Queue again every task of ``status`` (failed or cancelled), of ``task_type`` if
+    given, as :func:`retry_task` does one; returns their ids (with ``dry_run``, the ids
+    that would be retried). A task that changed status meanwhile is left alone."""
+    if status not in RETRYABLE:
+        raise OperationRefused(f"cannot retry {status} tasks: retry takes failed or cancelled ones")
+    if dry_run:
+        total = await store.count_tasks(statuses=[status], task_type=task_type)
+        records = await store.list_tasks(
+            statuses=[status], task_type=task_type, limit=max(total, 1), offset=0
+        )
+        return [record.id for record in records]
+    retried: list[str] = []
+    skipped: set[str] = set()
+    while True:
+        page = await store.list_tasks(
+            statuses=[status], task_type=task_type, limit=BATCH + len(skipped), offset=0
+        )
+        todo = [record for record in page if record.id not in skipped]
+        if not todo:
+            break
+        for record in todo:
+            try:
+                await store.retry(record.id, now=time.time())
+            except OperationRefused:
+                skipped.add(record.id)
+                continue
+            retried.append(record.id)
+    if retried:
+        logger.info(
+            "taskyard: {} {} task(s){} queued again by an operator",
+            len(retried),
+            status,
+            f" of type {task_type}" if task_type else "",
+        )
+    return retried
+
+
 @dataclass(frozen=True)
 class PurgeResult:
     matched: int

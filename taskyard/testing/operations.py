@@ -145,6 +145,9 @@ class StoreOperationsContract:
         assert figures.finished_by_type == {"mail": {"completed": 1, "failed": 0, "cancelled": 0}}
         assert (figures.retried_tasks, figures.retries) == (1, 1)
         assert [round(seconds) for seconds in figures.processing_seconds] == [2]
+        mail = next(r for r in await ops_store.snapshot() if r.type == "mail")
+        assert mail.started_at is not None and figures.first_started is not None
+        assert figures.first_started == pytest.approx(mail.started_at.timestamp())
         assert figures.storage.path
 
     async def test_the_self_test_leaves_no_trace(self, ops_store: StoreOperations) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,37 @@ def test_worker_app_naming_a_handler_says_what_app_must_name(cli: Cli) -> None:
     assert result.exit_code == 2, result.output
     assert "--app must name either a mapping of task type to handler" in result.stderr
     assert "Traceback" not in result.output and "subscriptable" in result.stderr
+
+
+def test_retry_every_failed_task_of_a_type_at_once(cli: Cli, queue: Queue) -> None:
+    email = queue.add([task("failed", task_type="email", attempts=3) for _ in range(3)])
+    other = queue.add([task("failed", task_type="resize", attempts=3), task("completed")])
+    dry = cli.ok("tasks", "retry", "--status", "failed", "--type", "email", "--dry-run")
+    assert "would queue again 3 failed task(s) of type email" in dry.stdout
+    assert set(queue.statuses().values()) == {"failed", "completed"}
+    done = cli.ok("tasks", "retry", "--status", "failed", "--type", "email")
+    assert "queued again 3 failed task(s) of type email" in done.stdout
+    statuses = queue.statuses()
+    assert {statuses[record.id] for record in email} == {"queued"}
+    assert [statuses[record.id] for record in other] == ["failed", "completed"]
+    assert cli("tasks", "retry").exit_code == 2  # neither an id nor --status
+    assert cli("tasks", "retry", "--status", "queued").exit_code == 1  # not retryable
+
+
+def test_an_export_that_left_finished_tasks_out_mentions_all(
+    cli: Cli, queue: Queue, tmp_path: Path
+) -> None:
+    queue.add([task("completed"), task("failed", attempts=3)])
+    result = cli.ok("export", str(tmp_path / "out.jsonl"))
+    assert "exported 0 task(s)" in result.stdout
+    assert "2 finished task(s)" in result.stdout and "--all" in result.stdout
+
+
+def test_throughput_divides_by_the_time_the_window_covers(cli: Cli, queue: Queue) -> None:
+    # 200 tasks that ran over the last ~3 s of an hour's window
+    queue.add([task("completed", finished_ago=0.015 * n, duration=0.01) for n in range(200)])
+    shown = json.loads(cli.ok("status", "--json").stdout)["window"]
+    assert shown["completed"] == 200
+    assert shown["covered_seconds"] < 60  # not the hour
+    assert shown["throughput_per_second"] == pytest.approx(200 / shown["covered_seconds"])
+    assert shown["throughput_per_second"] > 10  # was 200 / 3600 = 0.06

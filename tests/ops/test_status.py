@@ -76,7 +76,9 @@ def expected_from_database(queue: Queue, now: float, window: float, stale: float
             **counts,
             "failure_rate": counts["failed"] / processed,
             "success_rate": counts["completed"] / processed,
-            "throughput_per_second": processed / window,
+            # over the time the window covers: since the first of its tasks started
+            "throughput_per_second": processed
+            / min(window, now - min(r[3] for r in finished if r[1] != "cancelled")),
             "retried_tasks": sum(1 for r in finished if r[2] > 1),
             "retries": sum(r[2] - 1 for r in finished if r[2] > 1),
             "p50": nearest_rank(durations, 50),
