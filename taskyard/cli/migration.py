@@ -228,6 +228,27 @@ def rollback_settings_file(state: CliState, chosen: Path | None) -> Path:
     return chosen.resolve()
 
 
+def redundant_switch(state: CliState, written_to: Path, target: str) -> str | None:
+    """After switching back: whether the rollback's settings file now only repeats what
+    the other files say, and how to remove it (it would otherwise override them for
+    good); None when it still decides something."""
+    from taskyard.settings import settings_files_in_use
+
+    files, _ = settings_files_in_use(state.settings_files)
+    rest = [path for path in files if path != written_to.resolve()]
+    try:
+        without = load_settings(environment=state.environment, settings_files=rest)
+    except ConfigurationError:
+        return None
+    if effective_backend(settings_as_dict(without)["task_execution"]) != target:
+        return None
+    return (
+        f"{written_to} still holds the rollback switch, and the other settings files now "
+        f"select {target} by themselves; while it exists it overrides them. Remove it so "
+        f"they decide again: rm {written_to}"
+    )
+
+
 @app.command("rollback")
 def rollback_command(
     ctx: typer.Context,
@@ -325,6 +346,9 @@ def rollback_command(
             f"{written_to} says {target}, but the settings still select {now_uses}: a file "
             "read after it, or a TASKYARD_ variable, wins"
         )
+    leftover = redundant_switch(state, written_to, target)
+    if leftover and not as_json:
+        typer.echo(leftover)
     checked = validation_of(replace(settings, backend=target, canary=None))
     if as_json:
         print_json({"rollback": outcome.report, "validation": checked.to_dict()})

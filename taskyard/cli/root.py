@@ -33,6 +33,7 @@ from taskyard.framework.operations import StoreOperations
 from taskyard.ops.config import OpsConfig
 from taskyard.ops.database import opened
 from taskyard.providers import Container, canary_backend, effective_backend
+from taskyard.providers import sqlite_store as sqlite_ops_store
 from taskyard.settings import (
     SECTIONS,
     configure_logging,
@@ -185,15 +186,33 @@ def ops_config(ctx: typer.Context, *, require_file: bool = True) -> OpsConfig:
         loaded = cli_state(ctx).settings()
         data = settings_as_dict(loaded)
         section = data["task_execution"]
+        backend = effective_backend(section)
+        parked = parked_queue(section, backend)
+        if parked is not None and require_file and not ctx.meta.get("taskyard.parked"):
+            ctx.meta["taskyard.parked"] = True  # said once per command
+            typer.echo(
+                f"note: task_execution.backend is in-memory; this reads the SQLite queue "
+                f"{parked} it left behind (its queued tasks run once you switch back)",
+                err=True,
+            )
         return OpsConfig.from_sections(
             data,
-            backend=effective_backend(section),
+            backend=backend,
             canary=canary_backend(section),
             environment=environment_of(loaded),
-            require_file=require_file,
+            require_file=require_file and parked is None,
         )
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
+
+
+def parked_queue(task_execution: Mapping[str, Any], backend: str) -> Path | None:
+    """The SQLite queue file an in-memory deployment left behind (rolled back from
+    SQLite), which the operations commands still read; None otherwise."""
+    if backend != "in-memory" or canary_backend(task_execution) is not None:
+        return None
+    path = Path(task_execution["queue_db_path"])
+    return path.resolve() if path.is_file() else None
 
 
 @contextlib.contextmanager
@@ -211,7 +230,11 @@ def ops_errors(suffix: str = "") -> Iterator[None]:
 def ops_store(ctx: typer.Context) -> StoreOperations:
     """A new, unopened store on the configured queue: the container's ``ops_store``."""
     try:
-        store: StoreOperations = cli_state(ctx).container().ops_store()
+        container = cli_state(ctx).container()
+        section = container.config.task_execution()
+        if parked_queue(section, effective_backend(section)) is not None:
+            return sqlite_ops_store(section)
+        store: StoreOperations = container.ops_store()
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
     return store

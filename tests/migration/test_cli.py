@@ -215,3 +215,22 @@ def test_settings_local_is_read_after_settings_toml(sqlite_app: Path) -> None:
     )
     assert load_settings().task_execution.backend == "in-memory"
     assert load_settings().task_execution.queue_db_path == "q.db"
+
+
+def test_after_a_rollback_inspection_reads_the_file_and_switching_back_says_what_remains(
+    runner: CliRunner, sqlite_app: Path
+) -> None:
+    add(sqlite_app / "q.db", 5)
+    away = runner.invoke(app, ["rollback", "--to", "in-memory", "--reason", "incident 7"])
+    assert away.exit_code == 0, away.output
+    status = runner.invoke(app, ["status", "--json"])
+    assert status.exit_code == 0, status.output  # was 2: "backend is in-memory"
+    assert json.loads(status.stdout)["depth"]["queued"] == 5
+    assert "reads the SQLite queue" in status.stderr and "in-memory" in status.stderr
+    listed = runner.invoke(app, ["tasks", "list", "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["total"] == 5
+
+    back = runner.invoke(app, ["rollback", "--to", "sqlite", "--reason", "fixed"])
+    assert back.exit_code == 0, back.output
+    local = sqlite_app / "settings.local.toml"
+    assert f"rm {local}" in back.stdout and "overrides them" in back.stdout
