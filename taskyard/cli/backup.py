@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from taskyard.cli.root import (
     JsonOption,
@@ -69,7 +68,7 @@ def backup_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([backup.to_dict() for backup in backups])
         return
-    Console().print(ops_render.backups_table(backups))
+    ops_render.console().print(ops_render.backups_table(backups))
     typer.echo(f"{len(backups)} file(s) in {config.backups}")
 
 

@@ -50,7 +50,7 @@ def status_command(
     if as_json:
         print_json(snapshot.to_dict())
     else:
-        Console().print(ops_render.status_tables(snapshot))
+        ops_render.console().print(ops_render.status_tables(snapshot))
 
 
 @app.command("metrics")

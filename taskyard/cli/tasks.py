@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from taskyard.cli.root import (
     JsonOption,
@@ -39,9 +38,12 @@ def tasks_list(
     task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Tasks per page.")] = 50,
     page: Annotated[int, typer.Option(min=1, help="Which page, from 1.")] = 1,
+    newest_first: Annotated[
+        bool, typer.Option("--newest-first", help="The newest tasks first (page 1: the newest).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Tasks in scheduling order, a page at a time."""
+    """Tasks in scheduling order (or the newest first), a page at a time."""
 
     async def run(q: StoreOperations) -> tuple[list[Any], int]:
         return await ops_tasks.list_tasks(
@@ -50,6 +52,7 @@ def tasks_list(
             task_type=task_type,
             limit=limit,
             offset=(page - 1) * limit,
+            newest_first=newest_first,
         )
 
     records, total = on_queue(ctx, run)
@@ -64,8 +67,10 @@ def tasks_list(
             }
         )
         return
-    console = Console()
-    console.print(ops_render.task_table(records, title=f"tasks: page {page} of {pages}"))
+    console = ops_render.console()
+    width = console.width if console.is_terminal else None
+    title = f"tasks: page {page} of {pages}" + (", newest first" if newest_first else "")
+    console.print(ops_render.task_table(records, title=title, width=width))
     console.print(f"{total} matching task(s)", highlight=False)
 
 
@@ -80,7 +85,7 @@ def tasks_show(ctx: typer.Context, task_id: str, as_json: JsonOption = False) ->
     if as_json:
         print_json(details)
     else:
-        Console().print(ops_render.details_table(details))
+        ops_render.console().print(ops_render.details_table(details))
 
 
 @tasks_app.command("cancel")

@@ -108,30 +108,91 @@ def health_lines(report: HealthReport) -> list[str]:
     return lines
 
 
-def task_table(records: Sequence[TaskRecord], *, title: str) -> Table:
+TASK_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("id", 32),
+    ("type", 6),
+    ("status", 9),
+    ("tries", 5),
+    ("updated", 11),
+    ("error", 12),
+)
+"""The task table's columns and the least width each needs."""
+_DROP_ORDER = ("updated", "tries", "type")
+"""Which columns give way, in this order, when the width is short (id, status and error
+always stay)."""
+
+
+def task_columns(width: int, type_width: int = 6) -> tuple[list[str], list[str]]:
+    """The task table's columns that fit in ``width`` characters, and those left out."""
+    kept = [name for name, _ in TASK_COLUMNS]
+    least = {**dict(TASK_COLUMNS), "type": type_width}
+
+    def needed() -> int:
+        return sum(least[name] for name in kept) + 2 * (len(kept) - 1)
+
+    dropped: list[str] = []
+    for name in _DROP_ORDER:
+        if needed() <= width:
+            break
+        kept.remove(name)
+        dropped.append(name)
+    return kept, dropped
+
+
+def task_table(records: Sequence[TaskRecord], *, title: str, width: int | None = None) -> Table:
+    """The tasks, one row each. With ``width``, the columns that do not fit are left out
+    and the caption says which (:func:`task_columns`); a long error ends in "…"."""
+    type_width = min(max([len(record.type) for record in records] + [4]), 24)
+    everything = [name for name, _ in TASK_COLUMNS]
+    kept, dropped = (everything, []) if width is None else task_columns(width, type_width)
     table = Table(
         title=title,
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
+        caption=(
+            f"({', '.join(dropped)} left out at this width; --json shows every column)"
+            if dropped
+            else None
+        ),
+        caption_justify="left",
     )
-    table.add_column("id", no_wrap=True, min_width=32)
-    table.add_column("type", no_wrap=True, overflow="ellipsis", min_width=6, max_width=24)
-    table.add_column("status", no_wrap=True, min_width=9)
-    table.add_column("tries", no_wrap=True, justify="right", min_width=5)
-    table.add_column("updated", no_wrap=True, min_width=11)
-    table.add_column("error", no_wrap=True, overflow="ellipsis", max_width=60)
+    widths = {"id": 32, "type": type_width, "status": 9, "tries": 5, "updated": 11}
+    if width is not None:  # the error takes what is left, and ends in "…" when cut
+        used = sum(widths[name] for name in kept if name != "error") + 2 * (len(kept) - 1)
+        widths["error"] = max(width - used - 1, dict(TASK_COLUMNS)["error"])
+    options: dict[str, dict[str, Any]] = {
+        "id": {"width": widths["id"]},
+        "type": {"overflow": "ellipsis", "width": widths["type"]},
+        "status": {"width": widths["status"]},
+        "tries": {"justify": "right", "width": widths["tries"]},
+        "updated": {"width": widths["updated"]},
+        "error": {"overflow": "ellipsis", "max_width": widths.get("error")},
+    }
+    for name in kept:
+        table.add_column(name, no_wrap=True, **options[name])
     for record in records:
-        table.add_row(
-            record.id,
-            escape(record.type),
-            str(record.status),
-            f"{record.attempts}/{record.max_attempts}",
-            record.updated_at.strftime("%m-%d %H:%M"),
-            escape(record.error or ""),
-        )
+        cells = {
+            "id": record.id,
+            "type": escape(record.type),
+            "status": str(record.status),
+            "tries": f"{record.attempts}/{record.max_attempts}",
+            "updated": record.updated_at.strftime("%m-%d %H:%M"),
+            "error": escape(record.error or ""),
+        }
+        table.add_row(*(cells[name] for name in kept))
     return table
+
+
+def console() -> Console:
+    """The console the commands print tables with. On a terminal it wraps to the
+    terminal's width; elsewhere (a pipe, a file) it never wraps, so every row stays on
+    one line for grep."""
+    probe = Console()
+    if probe.is_terminal:
+        return probe
+    return Console(width=100_000, soft_wrap=True)
 
 
 def details_table(details: dict[str, Any]) -> Table:

@@ -55,12 +55,25 @@ async def list_tasks(
     task_type: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    newest_first: bool = False,
 ) -> tuple[list[TaskRecord], int]:
-    """A page of tasks in scheduling order, and how many match in all."""
+    """A page of tasks in scheduling order (``newest_first``: the newest first, the
+    ``offset`` counted from the newest), and how many match in all."""
+    total = await store.count_tasks(statuses=statuses, task_type=task_type)
+    if newest_first:
+        end = max(total - offset, 0)
+        start = max(end - limit, 0)
+        records = (
+            await store.list_tasks(
+                statuses=statuses, task_type=task_type, limit=end - start, offset=start
+            )
+            if end > start
+            else []
+        )
+        return records[::-1], total
     records = await store.list_tasks(
         statuses=statuses, task_type=task_type, limit=limit, offset=offset
     )
-    total = await store.count_tasks(statuses=statuses, task_type=task_type)
     return records, total
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 
 import pytest
 from loguru import logger
+from rich.console import Console
 
 from taskyard.backends.memory import InMemoryTaskManager
 from taskyard.framework import EngineConfig
+from taskyard.ops import render as ops_render
 from taskyard.settings import configure_logging, load_settings
 from taskyard.worker import load_registrar, serve
 
@@ -129,3 +132,30 @@ def test_throughput_divides_by_the_time_the_window_covers(cli: Cli, queue: Queue
     assert shown["covered_seconds"] < 60  # not the hour
     assert shown["throughput_per_second"] == pytest.approx(200 / shown["covered_seconds"])
     assert shown["throughput_per_second"] > 10  # was 200 / 3600 = 0.06
+
+
+def test_the_task_table_at_80_columns_says_what_it_left_out_and_cuts_with_an_ellipsis() -> None:
+    records = [task("failed", task_type="resize_image", attempts=3, error="E" * 200)]
+    narrow = Console(width=80, file=io.StringIO(), color_system=None)
+    narrow.print(ops_render.task_table(records, title="tasks", width=80))
+    text = narrow.file.getvalue()  # type: ignore[attr-defined]
+    header = next(line for line in text.splitlines() if line.strip().startswith("id"))
+    for column in ("id", "type", "status", "tries", "error"):
+        assert column in header.split(), header
+    assert "(updated left out at this width; --json shows every column)" in text
+    assert "E…" in text  # the cut error says it was cut
+    assert all(len(line) <= 80 for line in text.splitlines())
+    wide = Console(width=140, file=io.StringIO(), color_system=None)
+    wide.print(ops_render.task_table(records, title="tasks", width=140))
+    assert "left out" not in wide.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_newest_first_and_one_line_rows_when_not_a_terminal(cli: Cli, queue: Queue) -> None:
+    records = queue.add([task("failed", attempts=3, error="x" * 150) for _ in range(5)])
+    newest = json.loads(cli.ok("tasks", "list", "--newest-first", "--limit", "2", "--json").stdout)
+    assert [t["id"] for t in newest["tasks"]] == [records[4].id, records[3].id]
+    last = cli.ok("tasks", "list", "--newest-first", "--limit", "2", "--page", "3", "--json")
+    assert [t["id"] for t in json.loads(last.stdout)["tasks"]] == [records[0].id]
+    piped = cli.ok("tasks", "list", env={"COLUMNS": "80"}).stdout  # CliRunner: not a terminal
+    rows = [line for line in piped.splitlines() if records[0].id in line]
+    assert len(rows) == 1 and "x" * 150 in rows[0]  # the whole row, on one line

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 from taskyard.backends.sqlite import SCHEMA_VERSION
 from taskyard.framework.models import TaskStatus
@@ -172,9 +173,16 @@ def test_status_of_a_missing_file_fails_without_creating_it(cli: Cli, tmp_path) 
     assert not missing.exists()
 
 
-def test_the_in_memory_backend_has_nothing_to_inspect_from_outside(cli: Cli) -> None:
+def test_the_in_memory_backend_has_nothing_to_inspect_from_outside(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # (a queue file left behind by a rollback would be read: tests/migration/test_cli.py)
+    env = {
+        "TASKYARD_TASK_EXECUTION__BACKEND": "in-memory",
+        "TASKYARD_TASK_EXECUTION__QUEUE_DB_PATH": str(tmp_path / "never-made.db"),
+    }
     for command in (["status"], ["metrics"], ["health"], ["tasks", "list"], ["backup", "create"]):
-        result = cli(*command, env={"TASKYARD_TASK_EXECUTION__BACKEND": "in-memory"})
+        result = cli(*command, env=env)
         assert result.exit_code == 2, command
         assert "nothing to inspect" in result.stderr
 
