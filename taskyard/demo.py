@@ -192,6 +192,7 @@ class DemoProgress:
     total: int
     finished: Counter[str] = field(default_factory=Counter)
     retries: int = 0
+    scheduled: int = 0
 
     def on_event(self, event: TaskEvent) -> None:
         if event.status.is_terminal:
@@ -208,7 +209,10 @@ class DemoProgress:
         counts = ", ".join(
             f"{status} {self.finished[status]}" for status in ("completed", "failed", "cancelled")
         )
-        return f"{self.done}/{self.total} finished ({percent:.0f}%): {counts}"
+        scheduling = (
+            f"; {self.scheduled}/{self.total} scheduled" if self.scheduled < self.total else ""
+        )
+        return f"{self.done}/{self.total} finished ({percent:.0f}%): {counts}{scheduling}"
 
 
 @dataclass
@@ -261,16 +265,22 @@ async def run_demo(
             await handlers.register(manager)
             started = time.perf_counter()
             ids: list[str] = []
-            for index, task in enumerate(plan):
-                if outage is not None and index == len(plan) // 3:
-                    await outage.begin(console)
-                task_id = await manager.schedule_task(
-                    task.task_type, task.payload, priority=task.priority, delay=task.delay
-                )
-                if task.expected is TaskStatus.CANCELLED:
-                    await manager.cancel_task(task_id)
-                ids.append(task_id)
-            waiting = asyncio.create_task(manager.wait_all(timeout=timeout))
+
+            async def schedule_then_wait() -> None:
+                for index, task in enumerate(plan):
+                    if outage is not None and index == len(plan) // 3:
+                        await outage.begin(console)
+                    task_id = await manager.schedule_task(
+                        task.task_type, task.payload, priority=task.priority, delay=task.delay
+                    )
+                    if task.expected is TaskStatus.CANCELLED:
+                        await manager.cancel_task(task_id)
+                    ids.append(task_id)
+                    progress.scheduled += 1
+                await manager.wait_all(timeout=timeout)
+
+            # the progress shows from the first task on, scheduling included
+            waiting = asyncio.create_task(schedule_then_wait())
             await show_progress(console, progress, waiting)
             try:
                 await waiting
@@ -359,17 +369,23 @@ async def show_progress(
             row = bar.add_task("tasks", total=progress.total, detail="")
             while not waiting.done():
                 detail = f"retries {progress.retries}, failed {progress.finished['failed']}"
+                if progress.scheduled < progress.total:
+                    detail += f", scheduled {progress.scheduled}"
                 bar.update(row, completed=progress.done, detail=detail)
                 await asyncio.wait([waiting], timeout=0.1)
             bar.update(row, completed=progress.done)
         return
     last = time.monotonic()
+    printed = ""
     while not waiting.done():
         await asyncio.wait([waiting], timeout=0.2)
         if time.monotonic() - last >= 1.0:
-            console.print(f"progress: {progress.line()}", highlight=False)
+            printed = f"progress: {progress.line()}"
+            console.print(printed, highlight=False)
             last = time.monotonic()
-    console.print(f"progress: {progress.line()}", highlight=False)
+    final = f"progress: {progress.line()}"
+    if final != printed:  # the last line once, not twice
+        console.print(final, highlight=False)
 
 
 def print_report(console: Console, result: DemoResult, problems: list[str]) -> None:

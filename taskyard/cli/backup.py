@@ -24,7 +24,9 @@ from taskyard.ops import render as ops_render
 from taskyard.ops import units as ops_units
 
 backup_app = typer.Typer(
-    help="Online backups of the queue file: create, list, restore, prune.", no_args_is_help=True
+    rich_markup_mode=None,  # help text as written: no markup eats "[metrics]"
+    help="Online backups of the queue file: create, list, restore, prune.",
+    no_args_is_help=True,
 )
 app.add_typer(backup_app, name="backup")
 

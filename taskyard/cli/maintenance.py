@@ -20,6 +20,7 @@ from taskyard.ops import progress as ops_progress
 from taskyard.ops import units as ops_units
 
 maintenance_app = typer.Typer(
+    rich_markup_mode=None,  # help text as written: no markup eats "[metrics]"
     help="Keep the queue file in shape: checkpoint, vacuum, optimize, integrity-check, "
     "prune, recover-leases.",
     no_args_is_help=True,

@@ -72,7 +72,9 @@ def echo_lines(lines: list[str]) -> None:
         typer.echo(line)
 
 
-db_app = typer.Typer(help="The queue database: create or upgrade it.", no_args_is_help=True)
+db_app = typer.Typer(
+    rich_markup_mode=None, help="The queue database: create or upgrade it.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 
 

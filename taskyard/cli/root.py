@@ -49,6 +49,7 @@ CONFIGURATION_EXIT_CODE = 2
 T = TypeVar("T")
 
 app = typer.Typer(
+    rich_markup_mode=None,  # help text as written: no markup eats "[metrics]"
     name="taskyard",
     help="taskyard: a durable async task manager. Settings come from TASKYARD_ENV, "
     "settings.toml and TASKYARD_* variables.",
@@ -109,6 +110,7 @@ def root(
         str | None,
         typer.Option(
             "--env",
+            metavar="NAME",
             help="Settings environment (development, testing, production); "
             "default: TASKYARD_ENV, else development.",
         ),
@@ -117,11 +119,21 @@ def root(
         list[Path] | None,
         typer.Option(
             "--settings",
+            metavar="FILE",
             help="A settings file layered over the defaults (repeatable); replaces "
             "./settings.toml and TASKYARD_SETTINGS_FILES.",
             dir_okay=False,
         ),
     ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=lambda value: _print_version() if value else None,
+            help="Print taskyard's version and exit.",
+        ),
+    ] = False,
 ) -> None:
     state = CliState(environment=env, settings_files=list(settings) if settings else None)
     ctx.obj = state
@@ -137,6 +149,11 @@ def root(
 LONG_RUNNING_COMMANDS = frozenset({"worker"})
 """Commands whose INFO records are what a person watches; the others print what they
 did on stdout, so on a terminal their log shows warnings and errors only."""
+
+
+def _print_version() -> None:
+    typer.echo(f"taskyard {__version__}")
+    raise typer.Exit()
 
 
 def setup_logging(settings: Dynaconf | Mapping[str, Any], *, long_running: bool = True) -> None:

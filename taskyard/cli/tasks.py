@@ -21,13 +21,17 @@ from taskyard.ops import tasks as ops_tasks
 from taskyard.ops import units as ops_units
 
 tasks_app = typer.Typer(
-    help="Look at and act on tasks: list, show, cancel, retry, purge.", no_args_is_help=True
+    rich_markup_mode=None,  # help text as written: no markup eats "[metrics]"
+    help="Look at and act on tasks: list, show, cancel, retry, purge.",
+    no_args_is_help=True,
 )
 app.add_typer(tasks_app, name="tasks")
 
 StatusOption = Annotated[
     list[TaskStatus] | None,
-    typer.Option("--status", "-s", help="Only tasks in this status (repeatable)."),
+    typer.Option(
+        "--status", "-s", metavar="STATUS", help="Only tasks in this status (repeatable)."
+    ),
 ]
 
 
@@ -35,9 +39,13 @@ StatusOption = Annotated[
 def tasks_list(
     ctx: typer.Context,
     status: StatusOption = None,
-    task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Tasks per page.")] = 50,
-    page: Annotated[int, typer.Option(min=1, help="Which page, from 1.")] = 1,
+    task_type: Annotated[
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10_000, metavar="N", help="Tasks per page.")
+    ] = 50,
+    page: Annotated[int, typer.Option(min=1, metavar="N", help="Which page, from 1.")] = 1,
     newest_first: Annotated[
         bool, typer.Option("--newest-first", help="The newest tasks first (page 1: the newest).")
     ] = False,
@@ -152,7 +160,9 @@ def tasks_purge(
     older_than: Annotated[
         str, typer.Option(help="Finished longer ago than this: 90m, 12h, 7d, 2w.")
     ],
-    task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
+    task_type: Annotated[
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Count, delete nothing.")] = False,
 ) -> None:
     """Delete finished tasks of the given statuses older than --older-than."""

@@ -31,22 +31,27 @@ def worker(
         typer.Option(
             "--app",
             "-A",
+            metavar="MODULE:ATTRIBUTE",
             help="Handlers to run: 'package.module:attribute', a mapping of task type to "
             "handler or a function taking the manager. Default: task_execution.worker_app.",
         ),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Handlers at once (task_execution.max_concurrency).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Handlers at once (task_execution.max_concurrency)."),
     ] = None,
     shutdown_timeout: Annotated[
         float | None,
-        typer.Option(min=0, help="Seconds running handlers get at SIGTERM/SIGINT."),
+        typer.Option(
+            min=0, metavar="SECONDS", help="Seconds running handlers get at SIGTERM/SIGINT."
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
             min=0,
             max=65535,
+            metavar="PORT",
             help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while working "
             "(0: a free port; needs taskyard[metrics]).",
         ),

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from taskyard import __version__
+from taskyard.backends.memory import InMemoryTaskManager
 from taskyard.cli import app
-from taskyard.demo import DEMO_PATTERN, plan_demo
+from taskyard.demo import DEMO_PATTERN, plan_demo, run_demo
+from taskyard.framework.events import EventBus
 from taskyard.framework.models import TaskStatus
+from taskyard.testing import fast_config, wait_until
 
 
 @pytest.fixture
@@ -155,3 +162,40 @@ def test_the_demo_plan_mixes_every_kind_deterministically() -> None:
     assert all(task.delay for task in cancelled)  # held back, so still queued when cancelled
     assert {task.expected for task in plan if task.kind == "always_fails"} == {TaskStatus.FAILED}
     assert len({task.priority for task in plan}) > 1
+
+
+def test_help_reads_as_written_and_version_is_an_option(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["worker", "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0
+    assert "needs taskyard[metrics]" in " ".join(result.stdout.split())  # not eaten as markup
+    assert "<bool>" not in result.stdout and "--app MODULE:ATTRIBUTE" in result.stdout
+    listing = runner.invoke(app, ["--help"], env={"COLUMNS": "100"}).stdout
+    [worker_line] = [line for line in listing.splitlines() if line.strip().startswith("worker")]
+    assert "SIGTERM" in worker_line  # the first sentence on its line, not cut at a docstring break
+    assert runner.invoke(app, ["--version"]).stdout.startswith("taskyard ")
+
+
+async def test_the_demo_shows_progress_while_it_is_still_scheduling() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=False)
+    plan = plan_demo(40, seed=1)
+    events = EventBus()
+
+    class Watched(InMemoryTaskManager):
+        scheduled = 0
+
+        async def schedule_task(self, *args: Any, **kwargs: Any) -> str:
+            self.scheduled += 1
+            if self.scheduled == len(plan):  # the last one waits for a progress line
+                await wait_until(lambda: "scheduled" in out.getvalue(), timeout=30)
+            return await super().schedule_task(*args, **kwargs)
+
+    manager = Watched(fast_config(concurrency=20), events=events)
+    result = await run_demo(
+        manager, events, plan, backend="in-memory", environment="testing", timeout=60,
+        console=console,
+    )  # fmt: skip
+    assert not result.mismatches()
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("progress:")]
+    assert any(f"{len(plan) - 1}/{len(plan)} scheduled" in line for line in lines), lines
+    assert all(a != b for a, b in itertools.pairwise(lines))  # no line twice
