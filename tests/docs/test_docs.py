@@ -193,3 +193,32 @@ def test_the_parser_finds_commands_outputs_and_scripts(tmp_path: Path) -> None:
     assert (steps[4].code, steps[4].expected) == ("pwd\n", ["/somewhere"])
     assert pattern("  ok ... bytes").fullmatch("  ok 1,024 bytes")
     assert not pattern("result: ok").fullmatch("result: FAILED")
+
+
+README_SETUP = {
+    # the first block: `scripts/demo.sh` bootstraps .venv (done: we run inside it), then
+    # execs `taskyard demo`; `scripts/test.sh` is the command running this very test
+    "bash scripts/demo.sh ": "taskyard demo --tasks 300 ",
+    "bash scripts/test.sh ": ": ",
+    # the example application lives in this checkout
+    "source .venv/bin/activate": f"source '{ROOT}/.venv/bin/activate'",
+    "cd examples/app": f"cd '{ROOT}/examples/app'",
+}
+
+
+def test_every_code_block_of_the_readme_runs(session: Session) -> None:
+    """The README's blocks run as printed, in a scratch folder, each from that folder
+    (the paths into this checkout are the only change, see README_SETUP)."""
+    steps = steps_of(ROOT / "README.md")
+    assert [step.kind for step in steps].count("python") >= 3
+    for step in steps:
+        for printed, here in README_SETUP.items():
+            step.code = step.code.replace(printed, here)
+        (session.state / "pwd").write_text(str(session.folder))
+        done = session.run(step)
+        where = f"README.md, line {step.line}:\n{textwrap.indent(step.code, '    ')}"
+        assert done.returncode == 0, f"{where}exit {done.returncode}\n{done.stdout}{done.stderr}"
+        if "build_report" in step.code:
+            assert "reports completed" in done.stdout, done.stdout + done.stderr
+        if "resize_image" in step.code and step.kind == "python":
+            assert "completed {'thumbnail': 'a.thumb.jpg'}" in done.stdout
