@@ -222,3 +222,18 @@ def test_every_code_block_of_the_readme_runs(session: Session) -> None:
             assert "reports completed" in done.stdout, done.stdout + done.stderr
         if "resize_image" in step.code and step.kind == "python":
             assert "completed {'thumbnail': 'a.thumb.jpg'}" in done.stdout
+
+
+def test_the_troubleshooting_index_names_every_error_class() -> None:
+    import taskyard.framework.errors as errors
+
+    text = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    index = text.split("## An error by its name", 1)[1].split("\n## ", 1)[0]
+    classes = [
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.TaskyardError)
+    ]
+    assert len(classes) > 15
+    missing = [name for name in classes if f"| `{name}` |" not in index]
+    assert not missing, f"docs/troubleshooting.md has no entry for {missing}"
