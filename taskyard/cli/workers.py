@@ -12,6 +12,7 @@ from taskyard.framework.operations import StoreOperations, WorkerRecord
 from taskyard.ops import workers as ops_workers
 
 workers_app = typer.Typer(
+    rich_markup_mode=None,  # help text as written: no markup eats "[metrics]"
     help="The workers sharing the queue: list them, stop them gracefully (any host, any OS).",
     no_args_is_help=True,
 )
