@@ -148,6 +148,7 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
     with sqlite3.connect(path) as conn:  # back to what version 1 wrote
         conn.execute("ALTER TABLE taskyard_workers DROP COLUMN stop_requested_at")
         conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN trace_context")
+        conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN tracebacks")
         conn.execute("DELETE FROM taskyard_schema_version WHERE version > 1")
         conn.execute(
             "INSERT INTO taskyard_workers VALUES ('old', 'here', 1, 0, 0, '{\"role\": \"worker\"}')"
