@@ -342,6 +342,7 @@ async def test_finish_and_renew_look_tasks_up_by_id_whatever_the_statistics_say(
                     [utcnow()] * len(ids),
                     [None] * len(ids),
                     [False] * len(ids),
+                    [None] * len(ids),  # no traceback
                 ),
             ),
         ):

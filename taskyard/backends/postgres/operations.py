@@ -230,15 +230,14 @@ class PostgresOperations(StoreOperations):
                 )
                 retried += int(retried_here)
                 retries += int(retries_here)
-            durations = [
-                float(row[0])
-                for row in await conn.fetch(
-                    "SELECT EXTRACT(EPOCH FROM finished_at - started_at) FROM"
-                    f" {t} WHERE finished_at >= $1 AND status IN ('completed', 'failed')"
-                    " AND started_at IS NOT NULL",
-                    since,
-                )
-            ]
+            spans = await conn.fetch(
+                "SELECT EXTRACT(EPOCH FROM finished_at - started_at), started_at FROM"
+                f" {t} WHERE finished_at >= $1 AND status IN ('completed', 'failed')"
+                " AND started_at IS NOT NULL",
+                since,
+            )
+            durations = [float(row[0]) for row in spans]
+            first_started = min((row[1].timestamp() for row in spans), default=None)
             workers = await self._workers(conn)
             storage = await self._storage(conn)
         return QueueFigures(
@@ -257,6 +256,7 @@ class PostgresOperations(StoreOperations):
             processing_seconds=durations,
             workers=workers,
             storage=storage,
+            first_started=first_started,
         )
 
     async def storage_info(self) -> StorageInfo:
@@ -376,7 +376,7 @@ class PostgresOperations(StoreOperations):
                 outcome = Outcome(task_id, token, TaskStatus.COMPLETED, utcnow())
                 done = await conn.fetch(
                     store._sql_finish, [task_id], [token], [str(outcome.status)],
-                    [json.dumps(token)], [None], [outcome.finished_at], [None], [False],
+                    [json.dumps(token)], [None], [outcome.finished_at], [None], [False], [None],
                 )  # fmt: skip
                 if [row[0] for row in done] != [task_id]:
                     raise IntegrityError("completing the scratch task was refused")

@@ -55,7 +55,7 @@ EXPECTED_COLUMNS = {
         "seq", "id", "type", "status", "priority", "attempts", "max_attempts", "payload",
         "result", "error", "created_at", "updated_at", "run_after", "started_at",
         "finished_at", "timeout", "idempotency_key", "lease_token", "lease_expires_at",
-        "worker_id", "trace_context",
+        "worker_id", "trace_context", "tracebacks",
     },
     "taskyard_runs": {"run_id", "module_id", "status", "created_at", "data"},
     "taskyard_workers": {

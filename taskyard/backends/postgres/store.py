@@ -42,10 +42,12 @@ from taskyard.framework.errors import (
     TaskyardError,
 )
 from taskyard.framework.models import (
+    MAX_TRACEBACKS,
     Outcome,
     TaskRecord,
     TaskStatus,
     dumps,
+    keep_tracebacks,
     trace_context_from_text,
     trace_context_text,
 )
@@ -54,7 +56,7 @@ from taskyard.framework.store import Capability
 COLUMNS = (
     "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
     "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
-    "lease_token, lease_expires_at, worker_id, trace_context"
+    "lease_token, lease_expires_at, worker_id, trace_context, tracebacks::text"
 )
 APPLICATION_NAME = "taskyard"
 """Every connection of the store says so (``pg_stat_activity.application_name``)."""
@@ -70,6 +72,15 @@ def _status(value: str) -> TaskStatus:
 def _text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL: an error message that has one keeps it visibly."""
     return None if value is None else value.replace("\x00", "\\x00")
+
+
+def _traceback_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A tracebacks entry PostgreSQL can store (jsonb holds no NUL character)."""
+    return {key: _text(value) if isinstance(value, str) else value for key, value in entry.items()}
+
+
+def _traceback_json(entry: dict[str, Any]) -> str:
+    return json.dumps(_traceback_entry(entry))
 
 
 def row_to_record(row: Sequence[Any]) -> TaskRecord:
@@ -96,6 +107,7 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
         lease_expires_at=row[18],
         worker_id=row[19],
         trace_context=trace_context_from_text(row[20]),
+        tracebacks=json.loads(row[21]),
     )
 
 
@@ -194,10 +206,14 @@ class PostgresStore(PostgresOperations):
             " run_after = CASE WHEN o.status = 'queued' THEN o.run_after ELSE t.run_after END,"
             " finished_at = CASE WHEN o.status = 'queued' THEN t.finished_at ELSE o.at END,"
             " updated_at = o.at, lease_token = NULL, lease_expires_at = NULL,"
-            " worker_id = CASE WHEN o.status = 'queued' THEN NULL ELSE t.worker_id END"
+            " worker_id = CASE WHEN o.status = 'queued' THEN NULL ELSE t.worker_id END,"
+            # a failed attempt's traceback entry is appended, the newest MAX_TRACEBACKS kept
+            " tracebacks = CASE WHEN o.tb IS NULL THEN t.tracebacks ELSE (CASE WHEN"
+            f" jsonb_array_length(t.tracebacks) >= {MAX_TRACEBACKS} THEN t.tracebacks - 0"
+            " ELSE t.tracebacks END) || jsonb_build_array(o.tb::jsonb) END"
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-            " $6::timestamptz[], $7::timestamptz[], $8::bool[])"
-            " AS o(id, token, status, result, error, at, run_after, release)"
+            " $6::timestamptz[], $7::timestamptz[], $8::bool[], $9::text[])"
+            " AS o(id, token, status, result, error, at, run_after, release, tb)"
             " WHERE t.id = o.id AND t.lease_token = o.token"
             " RETURNING t.id"
         )
@@ -222,13 +238,14 @@ class PostgresStore(PostgresOperations):
         self._sql_import = (
             f"INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
             " result, error, created_at, updated_at, run_after, started_at, finished_at,"
-            " timeout, idempotency_key, trace_context)"
-            " SELECT i, ty, s, p, a, m, pl::json, re::json, e, c, u, r, st, f, tm, k, tc"
+            " timeout, idempotency_key, trace_context, tracebacks)"
+            " SELECT i, ty, s, p, a, m, pl::json, re::json, e, c, u, r, st, f, tm, k, tc,"
+            " tb::jsonb"
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],"
             " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],"
             " $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::float8[],"
-            " $16::text[], $17::text[])"
-            " AS x(i, ty, s, p, a, m, pl, re, e, c, u, r, st, f, tm, k, tc)"
+            " $16::text[], $17::text[], $18::text[])"
+            " AS x(i, ty, s, p, a, m, pl, re, e, c, u, r, st, f, tm, k, tc, tb)"
             " ON CONFLICT DO NOTHING RETURNING id"
         )
 
@@ -549,7 +566,7 @@ class PostgresStore(PostgresOperations):
     async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
         if not records:
             return []
-        columns: list[list[Any]] = [[] for _ in range(17)]
+        columns: list[list[Any]] = [[] for _ in range(18)]
         for record in records:
             status = TaskStatus.QUEUED if record.status is TaskStatus.RUNNING else record.status
             values = (
@@ -559,6 +576,7 @@ class PostgresStore(PostgresOperations):
                 _text(record.error), record.created_at, record.updated_at, record.run_after,
                 record.started_at, record.finished_at, record.timeout, record.idempotency_key,
                 trace_context_text(record.trace_context),
+                json.dumps([_traceback_entry(e) for e in keep_tracebacks(record.tracebacks)]),
             )  # fmt: skip
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
@@ -615,7 +633,7 @@ class PostgresStore(PostgresOperations):
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
-        columns: list[list[Any]] = [[] for _ in range(8)]
+        columns: list[list[Any]] = [[] for _ in range(9)]
         for outcome in outcomes:
             queued = outcome.status is TaskStatus.QUEUED
             values = (
@@ -624,6 +642,7 @@ class PostgresStore(PostgresOperations):
                 outcome.finished_at,
                 (outcome.run_after or outcome.finished_at) if queued else None,
                 bool(outcome.release),
+                None if outcome.traceback is None else _traceback_json(outcome.traceback),
             )  # fmt: skip
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
