@@ -211,7 +211,13 @@ def test_every_code_block_of_the_readme_runs(session: Session) -> None:
     (the paths into this checkout are the only change, see README_SETUP)."""
     steps = steps_of(ROOT / "README.md")
     assert [step.kind for step in steps].count("python") >= 3
+    # the one block that needs a PostgreSQL server of its own (db.internal), not run here;
+    # the postgres backend's tests cover what it does
+    not_run = [step for step in steps if "@db.internal:" in step.code]
+    assert len(not_run) <= 1
     for step in steps:
+        if step in not_run:
+            continue
         for printed, here in README_SETUP.items():
             step.code = step.code.replace(printed, here)
         (session.state / "pwd").write_text(str(session.folder))
