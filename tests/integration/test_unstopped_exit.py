@@ -34,8 +34,12 @@ async def main():
     manager = Container().task_manager()
     await manager.register_task("forever", forever)
     first = await manager.schedule_task("forever", {})      # starts the manager
-    await manager.schedule_task("forever", {})
-    while (await manager.get_task_status(first))["status"] != "running":
+    second = await manager.schedule_task("forever", {})
+    claimed = [first, second][: 1 + int(sys.argv[1])]        # running, and prefetched
+    # (no claim in flight as the loop closes: one would hold its lease until it expires)
+    while [(await manager.get_task_status(i))["status"] for i in claimed] != ["running"] * len(
+        claimed
+    ):
         await asyncio.sleep(0.01)
     print("returning without stop()", flush=True)
 
@@ -62,7 +66,7 @@ def test_a_process_that_never_stops_its_manager_exits_and_releases_its_tasks(
     )
     try:
         done = subprocess.run(
-            [sys.executable, "-c", PROGRAM],
+            [sys.executable, "-c", PROGRAM, prefetch],
             cwd=tmp_path,
             env=env,
             capture_output=True,
