@@ -28,6 +28,7 @@ async def test_a_version_1_schema_with_tasks_is_upgraded_and_keeps_them(postgres
     conn = await asyncpg.connect(postgres_dsn)
     try:  # back to what version 1 wrote
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN tracebacks")
+        await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN trace_context")
         await conn.execute("DELETE FROM upgraded.taskyard_schema_version WHERE version > 1")
     finally:
         await conn.close()
