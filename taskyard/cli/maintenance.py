@@ -89,7 +89,10 @@ def maintenance_integrity_check(
     ctx: typer.Context,
     quick: Annotated[bool, typer.Option(help="PRAGMA quick_check: faster, less thorough.")] = False,
 ) -> None:
-    """SQLite's integrity check, then taskyard's own invariants. Exit 1 on a problem."""
+    """The database's own check (SQLite's integrity check; on PostgreSQL, that every
+    index is valid), then taskyard's own invariants. Exit 1 on a problem."""
+    config = ops_config(ctx)
+    label = "postgres" if config.uses_postgres and not config.uses_file else "sqlite"
 
     async def run(q: StoreOperations) -> ops_maintenance.IntegrityResult:
         with ops_progress.progress_reporter("integrity check") as progress:
@@ -98,7 +101,7 @@ def maintenance_integrity_check(
 
     result = on_queue(ctx, run)
     for line in result.sqlite:
-        typer.echo(f"sqlite: {line}")
+        typer.echo(f"{label}: {line}")
     for line in result.taskyard or ["ok"]:
         typer.echo(f"taskyard: {line}")
     if not result.ok:
