@@ -334,6 +334,13 @@ def rollback_command(
     current = settings.backend
     if target == current and settings.canary is None:
         raise fail(f"the {settings.environment} environment already uses {current}")
+    if target == "postgres" and not settings.postgres_where:
+        raise fail(
+            "task_execution.postgres_dsn is empty: set it (in .secrets.toml or "
+            "TASKYARD_TASK_EXECUTION__POSTGRES_DSN) and create the schema with "
+            "`taskyard db init` before switching to postgres",
+            CONFIGURATION_EXIT_CODE,
+        )
     pinned = os.environ.get("TASKYARD_TASK_EXECUTION__BACKEND")
     if pinned is not None:
         raise fail(

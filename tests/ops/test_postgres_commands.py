@@ -277,3 +277,14 @@ def test_rollback_from_postgres_drains_exports_and_switches(
     log = (queue.tmp_path / "taskyard.rollbacks.jsonl").read_text()
     assert "back to the file" in log and SECRET not in log
     assert "postgres:" in (queue.tmp_path / "state.jsonl").read_text().splitlines()[0]
+
+
+def test_a_switch_to_postgres_without_a_dsn_is_refused_before_anything_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TASKYARD_SETTINGS_FILES")
+    (tmp_path / "settings.toml").write_text('[testing.task_execution]\nbackend = "sqlite"\n')
+    result = CliRunner().invoke(app, ["rollback", "--to", "postgres", "--reason", "grow"])
+    assert result.exit_code == 2 and "postgres_dsn is empty" in result.stderr
+    assert not (tmp_path / "settings.local.toml").exists()
