@@ -201,7 +201,7 @@ def import_command(
         raise typer.Exit(checked.exit_code)
     else:
         typer.echo(
-            f"imported {report.imported} task(s) from {file} into {settings.queue}; "
+            f"imported {report.imported} task(s) from {file} into {settings.location}; "
             f"{report.already_present} already present (of {report.read} in the file)"
         )
         if report.conflicts:

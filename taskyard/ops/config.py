@@ -69,6 +69,14 @@ class OpsConfig:
         return self.uses_file or self.uses_postgres
 
     @property
+    def location(self) -> str:
+        """Where the queue is, for people: the file, the PostgreSQL schema, or both."""
+        parts = [str(self.db_path)] if self.uses_file or not self.uses_postgres else []
+        if self.uses_postgres:
+            parts.append(self.postgres_where)
+        return " and ".join(parts)
+
+    @property
     def queue(self) -> str:
         """The queue the commands work on, for messages and export headers (both sides
         of a canary between SQLite and PostgreSQL; never a password)."""

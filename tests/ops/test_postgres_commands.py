@@ -231,7 +231,7 @@ def test_export_import_and_validate_between_postgres_and_sqlite(queue: Queue) ->
     fresh = {"TASKYARD_TASK_EXECUTION__POSTGRES_SCHEMA": queue.schema + "_b"}
     queue("db", "init", **fresh)
     into_pg = queue("import", str(out), **fresh).stdout
-    assert "imported 3 task(s)" in into_pg and "postgres:" in into_pg
+    assert "imported 3 task(s)" in into_pg and f"(schema {queue.schema}_b)" in into_pg
     report = json.loads(queue("validate", "--json", **fresh).stdout)
     assert report["ok"] and report["backend"] == "postgres"
     names = [check["name"] for check in report["checks"]]
