@@ -225,8 +225,9 @@ def validate_command(
         ),
     ] = True,
 ) -> None:
-    """Check the queue database: the file, its schema version, WAL mode, integrity, the
-    workers' heartbeats, and a scratch enqueue, claim and complete that leaves no trace.
+    """Check the queue: the file, its schema version, WAL mode and integrity (on
+    PostgreSQL: the schema, its indexes and taskyard's invariants), the workers'
+    heartbeats, and a scratch enqueue, claim and complete that leaves no trace.
     Exit status 0 when every check passed (warnings allowed), 1 when one failed."""
     report = validation_of(ctx, queue_settings(ctx), scratch=scratch)
     if as_json:
