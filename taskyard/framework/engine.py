@@ -235,6 +235,11 @@ class TaskEngine:
         self._ready: dict[str, TaskRecord] = {}  # prefetched, waiting for a slot
         self._outcomes: list[tuple[TaskRecord, Outcome]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # Events follow the store: a task's QUEUED event is published once its add returns,
+        # its outcome's once the write returns. Another coroutine may see the store first
+        # (a claim, a status read), so these say what is still to be published.
+        self._adding: dict[str, TaskRecord] = {}  # added, QUEUED not yet published
+        self._writing: set[str] = set()  # outcome written, its event not yet published
         # Tasks scheduled through this manager and not yet seen finished (for wait_all and
         # the active-task calls), oldest first; bounded, because a producer-only manager
         # never sees its tasks finish unless someone asks.
@@ -644,11 +649,22 @@ class TaskEngine:
             await self._intake.wait()  # paused while the tasks move to another store
         if self._state != _State.RUNNING:
             await self._ensure_started()
-        with tracing.producing(records):  # OpenTelemetry, when configured: a no-op check
-            ids = await self.store.add(records)
+        adding = self._adding
+        for record in records:
+            adding[record.id] = record
+        try:
+            with tracing.producing(records):  # OpenTelemetry, when configured: a no-op check
+                ids = await self.store.add(records)
+        except BaseException:
+            for record in records:
+                adding.pop(record.id, None)
+            raise
         self.stats["scheduled"] += len(records)
         runs_here = self._handlers if self.config.run_worker else {}
         for record, task_id in zip(records, ids, strict=True):
+            if adding.pop(record.id, None) is None:  # a claim published QUEUED already
+                self._track(task_id)
+                continue
             if record.id != task_id:  # an idempotency key matched an existing task
                 continue
             self._track(task_id)
@@ -695,7 +711,7 @@ class TaskEngine:
                 record = await self.store.get(task_id)
                 if record is None:
                     raise TaskNotFound(f"no task has the id {task_id!r}")
-                if record.status.is_terminal:
+                if record.status.is_terminal and task_id not in self._writing:
                     self._scheduled_here.pop(task_id, None)
                     return record.to_status()
                 wait = self.config.poll_interval
@@ -1047,6 +1063,9 @@ class TaskEngine:
 
     def _launch(self, record: TaskRecord) -> None:
         self.stats["claimed"] += 1
+        scheduled = self._adding.pop(record.id, None)
+        if scheduled is not None:  # claimed before its schedule_task returned: events in order
+            self._publish(scheduled, TaskStatus.QUEUED)
         self._publish(record, TaskStatus.RUNNING)
         task = asyncio.create_task(self._execute(record), name=f"taskyard-task-{record.id}")
         self._running[record.id] = _Running(record=record, task=task)
@@ -1262,6 +1281,8 @@ class TaskEngine:
         backoff = 0.05
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
+            ids = [record.id for record, _ in batch]
+            self._writing.update(ids)  # wait_for waits for these events, not just the store
             try:
                 writing = self.store.finish([outcome for _, outcome in batch])
                 if give_up_at is None:
@@ -1296,6 +1317,8 @@ class TaskEngine:
             except BaseException:
                 self._outcomes[:0] = batch  # cancelled mid-write: keep them for the next try
                 raise
+            finally:
+                self._writing.difference_update(ids)
             backoff = 0.05
             for (record, outcome), ok in zip(batch, applied, strict=True):
                 if ok:

@@ -128,3 +128,69 @@ async def test_the_failure_s_log_line_carries_its_traceback() -> None:
     [failure] = [message for message in messages if task_id in message]
     assert "failed after 1 attempt(s): ZeroDivisionError" in failure
     assert "in deep" in failure and failure.endswith("ZeroDivisionError: division by zero")
+
+
+class GatedReturnsStore(InMemoryStore):
+    """Commits at once but answers the engine only when a gate opens, as a database whose
+    reply is still on the wire after the row is visible to every other reader."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_gate = asyncio.Event()
+        self.finish_gate = asyncio.Event()
+        self.add_gate.set()
+        self.finish_gate.set()
+        self.finished = asyncio.Event()
+        self.wake = None
+
+    def set_wakeup(self, wake):
+        self.wake = wake
+
+    async def add(self, records):
+        ids = await super().add(records)
+        if self.wake is not None:  # as PostgreSQL's own NOTIFY reaches its LISTEN
+            self.wake()
+        await self.add_gate.wait()
+        return ids
+
+    async def finish(self, outcomes):
+        applied = await super().finish(outcomes)
+        self.finished.set()
+        await self.finish_gate.wait()
+        return applied
+
+
+async def test_wait_for_returns_after_the_outcome_event_not_just_the_stored_status():
+    store = GatedReturnsStore()
+    async with InMemoryTaskManager(fast_config(), store=store) as manager:
+        events = EventRecorder(manager.events)
+        await manager.register_task("noop", lambda payload: None)
+        store.finish_gate.clear()
+        task_id = await manager.schedule_task("noop", {})
+        await asyncio.wait_for(store.finished.wait(), WAIT)  # stored completed, not yet said
+        waiting = asyncio.create_task(manager.wait_for(task_id, timeout=WAIT))
+        await asyncio.sleep(0)  # let wait_for read the stored status
+        assert not waiting.done()
+        store.finish_gate.set()
+        status = await waiting
+        assert status["status"] == "completed"
+        assert events.statuses(task_id) == ["queued", "running", "completed"]
+
+
+async def test_a_task_claimed_before_its_schedule_returns_still_says_queued_first():
+    store = GatedReturnsStore()
+    async with InMemoryTaskManager(fast_config(), store=store) as manager:
+        events = EventRecorder(manager.events)
+        started = asyncio.Event()
+
+        async def handler(payload):
+            started.set()
+
+        await manager.register_task("early", handler)
+        store.add_gate.clear()  # the row is claimable, the caller not yet answered
+        scheduling = asyncio.create_task(manager.schedule_task("early", {}))
+        await asyncio.wait_for(started.wait(), WAIT)
+        store.add_gate.set()
+        task_id = await scheduling
+        await manager.wait_for(task_id, timeout=WAIT)
+        assert events.statuses(task_id) == ["queued", "running", "completed"]
