@@ -9,6 +9,7 @@ from loguru import logger as _logger
 
 from taskyard.framework import (
     ConfigurationError,
+    DependencyError,
     EngineConfig,
     EventBus,
     InvalidTaskOptions,
@@ -22,6 +23,7 @@ from taskyard.framework import (
     RunStatus,
     SchedulingError,
     StoreError,
+    TaskContext,
     TaskEngine,
     TaskEvent,
     TaskManager,
@@ -31,6 +33,11 @@ from taskyard.framework import (
     TaskStore,
     TaskyardError,
     UnknownTaskType,
+    chain,
+    chord,
+    group,
+    schedule_workflow,
+    step,
 )
 
 _logger.disable("taskyard")  # a library adds no sinks; the CLI or the application enables it
@@ -39,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "DependencyError",
     "EngineConfig",
     "EventBus",
     "InvalidTaskOptions",
@@ -52,6 +60,7 @@ __all__ = [
     "RunStatus",
     "SchedulingError",
     "StoreError",
+    "TaskContext",
     "TaskEngine",
     "TaskEvent",
     "TaskManager",
@@ -62,4 +71,9 @@ __all__ = [
     "TaskyardError",
     "UnknownTaskType",
     "__version__",
+    "chain",
+    "chord",
+    "group",
+    "schedule_workflow",
+    "step",
 ]

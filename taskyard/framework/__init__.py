@@ -5,6 +5,7 @@ from taskyard.framework.errors import (
     BackendNotAvailable,
     ConfigurationError,
     DatabaseMoved,
+    DependencyError,
     ExportFileError,
     ForeignDatabase,
     IntegrityError,
@@ -42,12 +43,14 @@ from taskyard.framework.runs import (
     RunStatus,
 )
 from taskyard.framework.store import Capability, TaskStore
+from taskyard.framework.workflows import TaskContext, chain, chord, group, schedule_workflow, step
 
 __all__ = [
     "BackendNotAvailable",
     "Capability",
     "ConfigurationError",
     "DatabaseMoved",
+    "DependencyError",
     "EngineConfig",
     "EventBus",
     "ExportFileError",
@@ -78,6 +81,7 @@ __all__ = [
     "StoreFull",
     "StoreOperations",
     "StoreUnavailable",
+    "TaskContext",
     "TaskEngine",
     "TaskEvent",
     "TaskManager",
@@ -88,4 +92,9 @@ __all__ = [
     "TaskStore",
     "TaskyardError",
     "UnknownTaskType",
+    "chain",
+    "chord",
+    "group",
+    "schedule_workflow",
+    "step",
 ]

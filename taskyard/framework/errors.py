@@ -9,7 +9,8 @@ each class's docstring is its default message::
     ├── SchedulingError               schedule_task refused the request; nothing was stored
     │   ├── UnknownTaskType           no handler registered for the type
     │   ├── PayloadError              the payload is not exactly representable as JSON
-    │   └── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
+    │   ├── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
+    │   └── DependencyError           depends_on names an unknown task or would make a cycle
     ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
     ├── OperationRefused              an operations command will not act (state, active workers)
@@ -67,6 +68,11 @@ class PayloadError(SchedulingError):
 
 class InvalidTaskOptions(SchedulingError):
     """An option of schedule_task has a bad value."""
+
+
+class DependencyError(SchedulingError):
+    """depends_on names a task the store does not know, or would make a cycle; nothing was
+    stored. Schedule the dependencies first (or list them earlier in the same batch)."""
 
 
 class ManagerStateError(TaskyardError):

@@ -3,7 +3,9 @@ anyone writing one. See :mod:`taskyard.testing.contract` for how a backend joins
 
 import pytest
 
-pytest.register_assert_rewrite("taskyard.testing.contract", "taskyard.testing.operations")
+pytest.register_assert_rewrite(
+    "taskyard.testing.contract", "taskyard.testing.operations", "taskyard.testing.workflows"
+)
 
 from taskyard.testing.contract import TaskManagerContract  # noqa: E402
 from taskyard.testing.helpers import (  # noqa: E402
