@@ -192,7 +192,7 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
         await store.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_an_older_file_with_tasks_is_upgraded_to_run_workflows(
     tmp_path: Path, version: int
 ) -> None:

@@ -215,7 +215,7 @@ class PostgresStore(PostgresOperations):
             " started_at = $1, updated_at = $1, lease_token = $2, lease_expires_at = $3,"
             " worker_id = $4 FROM next WHERE t.seq = next.seq"
             " RETURNING t.seq, t.id, t.type, t.priority, t.attempts, t.max_attempts, t.payload,"
-            " t.run_after, t.timeout, t.created_at),"
+            " t.run_after, t.timeout, t.created_at, t.trace_context),"
             f" keyed AS (SELECT EXISTS (SELECT 1 FROM {t} WHERE status = 'queued'"
             " AND concurrency_key IS NOT NULL AND run_after <= $1"
             " AND ($5::text[] IS NULL OR type = ANY($5::text[]))) AS due)"
