@@ -535,7 +535,8 @@ class TaskEngine:
 
     @property
     def registered_types(self) -> frozenset[str]:
-        return frozenset(self._handlers)
+        """The types the application registered (the built-in group task aside)."""
+        return frozenset(self._handlers) - {JOIN_TASK_TYPE}
 
     def build_record(
         self,
@@ -1489,7 +1490,7 @@ class TaskEngine:
             "role": self.role,
             "concurrency": self.config.concurrency,
             "running": len(self._running),
-            "task_types": sorted(self._handlers),
+            "task_types": sorted(self.registered_types),
             "claim_error": self._claim_error,
             **self.stats,
         }
