@@ -37,7 +37,13 @@ def dashboard_for(ctx: typer.Context, host: str) -> tuple[Any, str]:
     section = dashboard_settings(ctx)
     check_bind(host, section["token"])
     token = section["token"] or new_token()
-    config = ops_config(ctx)
+    config = ops_config(ctx, require_file=False)  # SQLite or PostgreSQL
+    if config.backend == "in-memory":
+        raise ConfigurationError(
+            "task_execution.backend is in-memory: its tasks live inside the process that "
+            "runs them, and a dashboard reads them from the database. Use the sqlite or "
+            "postgres backend"
+        )
     store = cli_state(ctx).container().ops_store()
     dashboard = DashboardConfig(
         tokens=Tokens(token, section["read_only_token"]),

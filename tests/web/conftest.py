@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from taskyard.backends.sqlite import QueuedTaskManager, SqliteStore
-from taskyard.framework.engine import EngineConfig
+from taskyard.backends.sqlite import SqliteStore
+from taskyard.framework.engine import EngineConfig, TaskEngine
+from taskyard.framework.operations import StoreOperations
 from taskyard.testing import poll_until
+from tests.pg_support import create_database, drop_database, require_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.web.worker_app:HANDLERS"
@@ -30,22 +32,34 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 class Processes:
     """`taskyard` processes on one queue file, their output in files, killed at the end."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, postgres_dsn: str | None = None) -> None:
         self.folder = folder
         self.db = folder / "queue.db"
+        self.postgres_dsn = postgres_dsn
         self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def store(self) -> StoreOperations:
+        """A new, unopened store on the queue these processes use."""
+        if self.postgres_dsn is not None:
+            from taskyard.backends.postgres import PostgresStore
+
+            return PostgresStore(self.postgres_dsn)
+        return SqliteStore(self.db)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_")}
+        backend = "sqlite" if self.postgres_dsn is None else "postgres"
         env.update(
             TASKYARD_ENV="testing",
-            TASKYARD_TASK_EXECUTION__BACKEND="sqlite",
+            TASKYARD_TASK_EXECUTION__BACKEND=backend,
             TASKYARD_TASK_EXECUTION__QUEUE_DB_PATH=str(self.db),
             TASKYARD_DASHBOARD__TOKEN=ADMIN,
             TASKYARD_DASHBOARD__READ_ONLY_TOKEN=READ_ONLY,
             TASKYARD_DASHBOARD__REFRESH_SECONDS="0.5",
             PYTHONPATH=str(ROOT),
         )
+        if self.postgres_dsn is not None:
+            env["TASKYARD_TASK_EXECUTION__POSTGRES_DSN"] = self.postgres_dsn
         env.update(extra)
         return env
 
@@ -81,23 +95,33 @@ def dashboard_url(output: str) -> str:
     return found[1]
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A worker process and a dashboard process on one new queue file."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """A worker process and a dashboard process on one new queue (a SQLite file, or a
+    PostgreSQL database of its own)."""
     folder = tmp_path_factory.mktemp("dashboard")
-    processes = Processes(folder)
+    database = None
+    dsn = None
+    if request.param == "postgres":
+        require_postgres()
+        database, dsn = create_database()
+    processes = Processes(folder, dsn)
     try:
         processes.start("worker", "--app", APP, ready="taskyard worker ready")
         _, output = processes.start("dashboard", "--port", "0", ready="taskyard dashboard ready")
-        yield {"db": processes.db, "url": dashboard_url(output), "folder": folder}
+        yield {"processes": processes, "url": dashboard_url(output), "folder": folder}
     finally:
         processes.close()
+        if database is not None:
+            drop_database(database)
 
 
 @pytest.fixture
-async def producer(live: dict[str, Any]) -> AsyncIterator[QueuedTaskManager]:
+async def producer(live: dict[str, Any]) -> AsyncIterator[TaskEngine]:
     """A producer-only manager on the live queue: it schedules, the worker runs."""
-    manager = QueuedTaskManager(EngineConfig(run_worker=False), db_path=live["db"])
+    manager = TaskEngine(live["processes"].store(), EngineConfig(run_worker=False))
     for task_type in ("ok", "boom", "boom2"):
         await manager.register_task(task_type, lambda payload: None)
     await manager.start()
@@ -108,9 +132,9 @@ async def producer(live: dict[str, Any]) -> AsyncIterator[QueuedTaskManager]:
 
 
 @pytest.fixture
-async def reader(live: dict[str, Any]) -> AsyncIterator[SqliteStore]:
+async def reader(live: dict[str, Any]) -> AsyncIterator[StoreOperations]:
     """The queue as the database holds it, to compare the pages with."""
-    store = SqliteStore(live["db"])
+    store = live["processes"].store()
     await store.open()
     try:
         yield store

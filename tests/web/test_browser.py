@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from taskyard.backends.sqlite import QueuedTaskManager, SqliteStore
+from taskyard.framework.engine import TaskEngine
 from taskyard.framework.models import TaskStatus
-from taskyard.framework.operations import TaskFilter
+from taskyard.framework.operations import StoreOperations, TaskFilter
 from taskyard.testing import poll_until, wait_until
 from taskyard.web.security import csrf_token
 
@@ -48,7 +48,7 @@ def text_of(driver: Any, css: str) -> str:
     return str(found[0])
 
 
-async def finished(store: SqliteStore, ids: list[str]) -> None:
+async def finished(store: StoreOperations, ids: list[str]) -> None:
     async def all_done() -> bool:
         for task_id in ids:
             record = await store.get(task_id)
@@ -59,7 +59,7 @@ async def finished(store: SqliteStore, ids: list[str]) -> None:
     await wait_until(all_done, timeout=60, message="the worker finishing the tasks")
 
 
-async def schedule(producer: QueuedTaskManager, task_type: str, count: int, **kw: Any) -> list[str]:
+async def schedule(producer: TaskEngine, task_type: str, count: int, **kw: Any) -> list[str]:
     return [
         await producer.schedule_task(task_type, {"n": n, "kind": task_type}, **kw)
         for n in range(count)
@@ -91,7 +91,7 @@ async def test_a_wrong_token_gets_401(live: dict[str, Any], browser: Any, shots:
 
 
 async def test_the_overview_counts_match_the_database_and_update_live(
-    live: dict[str, Any], browser: Any, producer: QueuedTaskManager, reader: SqliteStore,
+    live: dict[str, Any], browser: Any, producer: TaskEngine, reader: StoreOperations,
     shots: Path,
 ) -> None:  # fmt: skip
     ids = await schedule(producer, "ok", 6) + await schedule(producer, "boom", 3, max_attempts=1)
@@ -134,7 +134,7 @@ async def test_the_overview_counts_match_the_database_and_update_live(
 
 
 async def test_a_failed_tasks_page_shows_its_error(
-    live: dict[str, Any], browser: Any, producer: QueuedTaskManager, reader: SqliteStore,
+    live: dict[str, Any], browser: Any, producer: TaskEngine, reader: StoreOperations,
     shots: Path,
 ) -> None:  # fmt: skip
     [task_id] = await schedule(producer, "boom", 1, max_attempts=2)
@@ -152,7 +152,7 @@ async def test_a_failed_tasks_page_shows_its_error(
 
 
 async def test_a_bulk_retry_retries_exactly_the_filtered_tasks(
-    live: dict[str, Any], browser: Any, producer: QueuedTaskManager, reader: SqliteStore,
+    live: dict[str, Any], browser: Any, producer: TaskEngine, reader: StoreOperations,
     shots: Path,
 ) -> None:  # fmt: skip
     chosen = await schedule(producer, "boom2", 3, max_attempts=1)
@@ -189,7 +189,7 @@ async def test_a_bulk_retry_retries_exactly_the_filtered_tasks(
 
 
 async def test_the_read_only_token_sees_but_cannot_retry(
-    live: dict[str, Any], browser: Any, producer: QueuedTaskManager, reader: SqliteStore,
+    live: dict[str, Any], browser: Any, producer: TaskEngine, reader: StoreOperations,
     shots: Path,
 ) -> None:  # fmt: skip
     [task_id] = await schedule(producer, "boom", 1, max_attempts=1)
@@ -219,7 +219,7 @@ async def test_the_read_only_token_sees_but_cannot_retry(
 
 
 async def test_a_script_in_a_payload_is_shown_not_run(
-    live: dict[str, Any], browser: Any, producer: QueuedTaskManager, reader: SqliteStore,
+    live: dict[str, Any], browser: Any, producer: TaskEngine, reader: StoreOperations,
     shots: Path,
 ) -> None:  # fmt: skip
     hostile = (
@@ -240,7 +240,7 @@ async def test_a_script_in_a_payload_is_shown_not_run(
 
 
 async def test_intake_is_paused_and_resumed_from_the_overview(
-    live: dict[str, Any], browser: Any, reader: SqliteStore, shots: Path
+    live: dict[str, Any], browser: Any, reader: StoreOperations, shots: Path
 ) -> None:
     login(browser, live["url"], ADMIN)
     browser.execute_script("document.querySelector('#intake button').click()")
