@@ -3,6 +3,7 @@ a SQLite file.
 
     python -m benchmarks.dashboard                      # 1,000,000 tasks (filling: ~1-2 min)
     python -m benchmarks.dashboard --tasks 100000 --db /tmp/dash.db   # kept, reused
+    python -m benchmarks.dashboard --postgres postgresql://postgres@127.0.0.1:5432/test
 
 The file is filled through the store's own import (a realistic mix: 90 % completed,
 5 % failed, 3 % queued, 1 % cancelled, 1 % delayed; five task types; created over the
@@ -28,7 +29,7 @@ import httpx
 
 from taskyard.backends.sqlite import SqliteStore
 from taskyard.framework.models import TaskRecord, TaskStatus, new_task_id
-from taskyard.framework.operations import TaskFilter
+from taskyard.framework.operations import StoreOperations, TaskFilter
 from taskyard.web import DashboardConfig, create_app
 from taskyard.web.security import Tokens
 
@@ -69,7 +70,7 @@ def mix(index: int, count: int, now: datetime) -> TaskRecord:
     )
 
 
-async def fill(store: SqliteStore, count: int, chunk: int = 10_000) -> float:
+async def fill(store: StoreOperations, count: int, chunk: int = 10_000) -> float:
     started = time.perf_counter()
     now = datetime.now(UTC)
     for first in range(0, count, chunk):
@@ -91,9 +92,11 @@ async def timed(call: Callable[[], Awaitable[Any]], repeats: int) -> tuple[float
     return statistics.median(seconds) * 1000, max(seconds) * 1000
 
 
-async def measure(path: Path, repeats: int) -> list[tuple[str, float, float]]:
+async def measure(
+    make: Callable[[], StoreOperations], repeats: int
+) -> list[tuple[str, float, float]]:
     rows: list[tuple[str, float, float]] = []
-    store = SqliteStore(path)
+    store = make()
     await store.open()
     first = await store.page_tasks(TaskFilter(), limit=50)
     cursor = first.next_cursor
@@ -130,7 +133,7 @@ async def measure(path: Path, repeats: int) -> list[tuple[str, float, float]]:
         rows.append((name, *await timed(call, repeats)))
     await store.close()
 
-    app = create_app(SqliteStore(path), DashboardConfig(Tokens(TOKEN)))
+    app = create_app(make(), DashboardConfig(Tokens(TOKEN)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         headers = {"authorization": f"Bearer {TOKEN}"}
@@ -162,23 +165,35 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--db", type=Path, default=None, help="reuse or keep this file")
+    parser.add_argument(
+        "--postgres", default="", help="a DSN: measure PostgreSQL (schema dashboard_bench, kept)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
         path = args.db or Path(scratch) / "dashboard.db"
 
+        def make() -> StoreOperations:
+            if args.postgres:
+                from taskyard.backends.postgres import PostgresStore
+
+                return PostgresStore(args.postgres, schema_name="dashboard_bench")
+            return SqliteStore(path)
+
         async def run() -> list[tuple[str, float, float]]:
-            store = SqliteStore(path)
+            store = make()
             await store.open()
             held = await store.count_tasks()
             if held < args.tasks:
-                print(f"filling {path} with {args.tasks - held:,} tasks ...", flush=True)
+                print(f"filling {store!r} with {args.tasks - held:,} tasks ...", flush=True)
                 seconds = await fill(store, args.tasks - held)
                 print(f"  filled in {seconds:.0f} s", flush=True)
             total = await store.count_tasks()
+            size = (await store.storage_info()).size_bytes
+            await store.optimize()
             await store.close()
-            print(f"{total:,} tasks, {path.stat().st_size / 2**20:.0f} MiB", flush=True)
-            return await measure(path, args.repeats)
+            print(f"{total:,} tasks, {size / 2**20:.0f} MiB", flush=True)
+            return await measure(make, args.repeats)
 
         rows = asyncio.run(run())  # a --db file is kept; the scratch one goes
     print("\n| call | median ms | worst ms |\n| --- | ---: | ---: |")

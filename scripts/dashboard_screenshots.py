@@ -92,7 +92,6 @@ def main() -> None:
             driver.get(f"{url}?token={ADMIN}")
             driver.save_screenshot(str(target / "dashboard-overview.png"))
             driver.get(f"{url}tasks?status=failed")
-            driver.save_screenshot(str(target / "dashboard-tasks.png"))
             driver.find_element("css selector", "#tasks td a").click()
             driver.save_screenshot(str(target / "dashboard-task.png"))
         finally:

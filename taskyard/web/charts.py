@@ -80,7 +80,7 @@ def columns(
     parts.append(
         f'<text x="0" y="{height - 4}" class="chart-label">-{minutes:g} min</text>'
         f'<text x="{WIDTH}" y="{height - 4}" class="chart-label" text-anchor="end">now</text>'
-        f'<text x="0" y="12" class="chart-value">max {top:g}{unit}</text>'
+        f'<text x="0" y="12" class="chart-value">max {top:.3g}{unit}</text>'
     )
     parts.append("</svg>")
     return Markup("".join(parts))
