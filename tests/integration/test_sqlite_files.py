@@ -148,6 +148,14 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
     with sqlite3.connect(path) as conn:  # back to what version 1 wrote
         conn.execute("ALTER TABLE taskyard_workers DROP COLUMN stop_requested_at")
         conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN trace_context")
+        for index in (
+            "newest",
+            "finished",
+            "finished_types",
+        ):  # and what the dashboard's version adds
+            conn.execute(f"DROP INDEX taskyard_tasks_{index}")
+        conn.execute("DROP TABLE taskyard_audit")
+        conn.execute("DROP TABLE taskyard_state")
         conn.execute("DELETE FROM taskyard_schema_version WHERE version > 1")
         conn.execute(
             "INSERT INTO taskyard_workers VALUES ('old', 'here', 1, 0, 0, '{\"role\": \"worker\"}')"

@@ -50,7 +50,7 @@ from taskyard.framework.operations import (
 )
 
 SCRATCH_PREFIX = "taskyard-validate-"
-TABLES = ("taskyard_tasks", "taskyard_runs", "taskyard_workers", "taskyard_audit")
+TABLES = ("taskyard_tasks", "taskyard_runs", "taskyard_workers")
 ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
 
