@@ -200,10 +200,13 @@ class PostgresOperations(StoreOperations):
             params.append(f"%{escaped}%")
             n = len(params)
             fold = f"'{ASCII_UPPER}', '{ASCII_LOWER}'"  # ASCII case only, as every store
-            where.append(
-                f"(translate(payload::text, {fold}) LIKE ${n} ESCAPE '\\'"
-                f" OR translate(error, {fold}) LIKE ${n} ESCAPE '\\')"
-            )
+            # ILIKE (fast) finds a superset; translate (slow) keeps the ASCII-only folding
+            found = [
+                f"({column} ILIKE ${n} ESCAPE '\\'"
+                f" AND translate({column}, {fold}) LIKE ${n} ESCAPE '\\')"
+                for column in ("payload::text", "error")
+            ]
+            where.append(f"({found[0]} OR {found[1]})")
         return where
 
     async def page_tasks(
