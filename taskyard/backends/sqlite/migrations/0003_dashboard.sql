@@ -22,15 +22,13 @@ CREATE TABLE taskyard_state (
     value TEXT NOT NULL
 );
 
--- The overview's window (throughput, failures, processing times over the last hour) reads
--- the tasks that finished in it, not the whole table. Only a finish (and a retry or a
--- prune) writes it; a claim does not.
+-- Finished tasks. The overview's window (throughput, failures, processing times over the
+-- last hour) reads the ones that finished in it, not the whole table; and the depth of
+-- finished tasks by status and type is counted from the second index alone, in its
+-- order, instead of reading a million rows. Only a finish (and a retry or a prune)
+-- writes them; a claim does not. Both are partial on finished_at: a partial index on
+-- `status IN (...)` cost every claim and finish about a fifth more CPU, measured.
 CREATE INDEX taskyard_tasks_finished ON taskyard_tasks (finished_at)
     WHERE finished_at IS NOT NULL;
-
--- Finished tasks by status and type, counted from this index alone (the overview's,
--- `taskyard status`'s and the metrics' depth) instead of reading a million rows. A
--- partial index: a claim never touches it, a finish adds one entry. Queued and running
--- tasks are counted through their own partial indexes.
-CREATE INDEX taskyard_tasks_finished_types ON taskyard_tasks (status, type)
-    WHERE status IN ('completed', 'failed', 'cancelled');
+CREATE INDEX taskyard_tasks_finished_types ON taskyard_tasks (status, type, finished_at)
+    WHERE finished_at IS NOT NULL;
