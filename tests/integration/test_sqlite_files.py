@@ -148,11 +148,7 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
     with sqlite3.connect(path) as conn:  # back to what version 1 wrote
         conn.execute("ALTER TABLE taskyard_workers DROP COLUMN stop_requested_at")
         conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN trace_context")
-        for index in (
-            "newest",
-            "finished",
-            "finished_types",
-        ):  # and what the dashboard's version adds
+        for index in ("newest", "finished", "finished_types"):  # the dashboard's
             conn.execute(f"DROP INDEX taskyard_tasks_{index}")
         conn.execute("DROP TABLE taskyard_audit")
         conn.execute("DROP TABLE taskyard_state")

@@ -1,4 +1,4 @@
--- taskyard queue schema, version 3: what the dashboard reads and writes.
+-- taskyard queue schema, version 4: what the dashboard reads and writes.
 
 -- The task list, newest first, paged by (created_at, id): a page reads this index from
 -- the cursor on and stops once it is full. created_at never changes, so claims and
