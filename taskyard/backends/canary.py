@@ -85,6 +85,21 @@ class CanaryStore(ComposedOperations):
         finally:
             await self.stable.close()
 
+    async def open_existing(self) -> None:
+        """Both stores, for an operations tool: neither is created when missing."""
+        done: list[TaskStore] = []
+        try:
+            for store in self.stores:
+                if isinstance(store, StoreOperations):
+                    await store.open_existing()
+                else:
+                    await store.open()
+                done.append(store)
+        except BaseException:
+            for store in done:
+                await store.close()
+            raise
+
     # -- writes ----------------------------------------------------------------------------
 
     async def _split(self, records: Sequence[TaskRecord], import_: bool) -> list[object]:

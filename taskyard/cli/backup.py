@@ -65,7 +65,7 @@ def backup_create(
 @backup_app.command("list")
 def backup_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """The backups in maintenance.backup_dir, oldest first."""
-    config = ops_config(ctx)
+    config = ops_config(ctx, needs="file")
     backups = ops_backup.list_backups(config.db_path, config.backups)
     if as_json:
         print_json([backup.to_dict() for backup in backups])
@@ -83,7 +83,7 @@ def backup_restore(
 ) -> None:
     """Replace the queue with a backup (verified first). Refuses while workers are
     active unless --force; the replaced queue is kept in the backup folder."""
-    config = ops_config(ctx)
+    config = ops_config(ctx, needs="file")
     store = ops_store(ctx)
 
     async def run() -> ops_backup.RestoreResult:
@@ -120,7 +120,7 @@ def backup_prune(
     dry_run: Annotated[bool, typer.Option(help="List, delete nothing.")] = False,
 ) -> None:
     """Delete all but the newest backups (copies kept aside by restores stay)."""
-    config = ops_config(ctx)
+    config = ops_config(ctx, needs="file")
     with ops_errors():
         doomed = ops_backup.prune_backups(
             config.db_path,

@@ -77,7 +77,11 @@ def health_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
     the operations settings."""
     config = ops_config(ctx)
     report = asyncio.run(
-        ops_health.check_health(ops_store(ctx), config.thresholds, spills_of=config.db_path)
+        ops_health.check_health(
+            ops_store(ctx),
+            config.thresholds,
+            spills_of=config.db_path if config.uses_file else None,
+        )
     )
     if as_json:
         print_json(report.to_dict())

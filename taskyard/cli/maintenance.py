@@ -21,7 +21,7 @@ from taskyard.ops import units as ops_units
 
 maintenance_app = typer.Typer(
     rich_markup_mode=None,  # help text as written: no markup eats "[metrics]"
-    help="Keep the queue file in shape: checkpoint, vacuum, optimize, integrity-check, "
+    help="Keep the queue in shape: checkpoint, vacuum, optimize, integrity-check, "
     "prune, recover-leases.",
     no_args_is_help=True,
 )
@@ -35,7 +35,7 @@ def maintenance_checkpoint(
         str, typer.Option(help="passive (never waits), full, restart or truncate.")
     ] = "passive",
 ) -> None:
-    """Copy the WAL into the database file (PRAGMA wal_checkpoint)."""
+    """Copy the WAL into the database file (PRAGMA wal_checkpoint; SQLite only)."""
 
     async def run(q: StoreOperations) -> ops_maintenance.CheckpointResult:
         return await ops_maintenance.checkpoint(q, mode)
@@ -54,8 +54,9 @@ def maintenance_checkpoint(
 
 @maintenance_app.command("vacuum")
 def maintenance_vacuum(ctx: typer.Context) -> None:
-    """Rebuild the file without its free pages (holds the write lock meanwhile; needs free
-    disk space about the database's size)."""
+    """SQLite: rebuild the file without its free pages (holds the write lock meanwhile;
+    needs free disk space about the database's size). PostgreSQL: VACUUM (ANALYZE) of
+    taskyard's tables, while workers run."""
 
     async def run(q: StoreOperations) -> ops_maintenance.VacuumResult:
         with ops_progress.progress_reporter("vacuum") as progress:
@@ -63,6 +64,8 @@ def maintenance_vacuum(ctx: typer.Context) -> None:
             return await ops_maintenance.vacuum(q)
 
     result = on_queue(ctx, run)
+    for statement in result.statements:
+        typer.echo(f"ran {statement}")
     typer.echo(
         f"vacuum: {ops_units.bytes_text(result.size_before)} -> "
         f"{ops_units.bytes_text(result.size_after)} in {result.seconds:.1f} s"
@@ -71,7 +74,8 @@ def maintenance_vacuum(ctx: typer.Context) -> None:
 
 @maintenance_app.command("optimize")
 def maintenance_optimize(ctx: typer.Context) -> None:
-    """ANALYZE and PRAGMA optimize: fresh statistics for the query planner."""
+    """Fresh statistics for the query planner: SQLite, ANALYZE and PRAGMA optimize;
+    PostgreSQL, ANALYZE and REINDEX CONCURRENTLY where the indexes are bloated."""
 
     async def run(q: StoreOperations) -> list[str]:
         return await ops_maintenance.optimize(q)
@@ -85,7 +89,10 @@ def maintenance_integrity_check(
     ctx: typer.Context,
     quick: Annotated[bool, typer.Option(help="PRAGMA quick_check: faster, less thorough.")] = False,
 ) -> None:
-    """SQLite's integrity check, then taskyard's own invariants. Exit 1 on a problem."""
+    """The database's own check (SQLite's integrity check; on PostgreSQL, that every
+    index is valid), then taskyard's own invariants. Exit 1 on a problem."""
+    config = ops_config(ctx)
+    label = "postgres" if config.uses_postgres and not config.uses_file else "sqlite"
 
     async def run(q: StoreOperations) -> ops_maintenance.IntegrityResult:
         with ops_progress.progress_reporter("integrity check") as progress:
@@ -94,7 +101,7 @@ def maintenance_integrity_check(
 
     result = on_queue(ctx, run)
     for line in result.sqlite:
-        typer.echo(f"sqlite: {line}")
+        typer.echo(f"{label}: {line}")
     for line in result.taskyard or ["ok"]:
         typer.echo(f"taskyard: {line}")
     if not result.ok:

@@ -40,7 +40,7 @@ from taskyard.settings import (
 
 def queue_settings(ctx: typer.Context) -> OpsConfig:
     """The migration commands' settings (any backend); exits with status 2 when bad."""
-    return ops_config(ctx, require_file=False)
+    return ops_config(ctx, needs="nothing")
 
 
 IN_MEMORY_HINT = (
@@ -50,21 +50,40 @@ IN_MEMORY_HINT = (
 )
 
 
-def validation_of(settings: OpsConfig, *, scratch: bool = True) -> Any:
-    """The ValidationReport of what the settings select."""
+def postgres_store(ctx: typer.Context) -> StoreOperations:
+    """A new, unopened store on the PostgreSQL queue the settings describe (exit 2 when
+    they describe none, or asyncpg is missing)."""
+    from taskyard.providers import durable_ops_store
+
+    try:
+        task_execution = settings_as_dict(cli_state(ctx).settings())["task_execution"]
+        store = durable_ops_store("postgres", task_execution)
+    except ConfigurationError as exc:
+        raise configuration_failure(exc) from exc
+    assert store is not None
+    return store
+
+
+def validation_of(ctx: typer.Context, settings: OpsConfig, *, scratch: bool = True) -> Any:
+    """The ValidationReport of what ``settings`` select (the PostgreSQL queue too, when
+    the backend or the canary is postgres)."""
     from taskyard.ops.validate import validate_backend
 
-    return asyncio.run(
-        validate_backend(
-            settings.backend,
-            canary=settings.canary,
-            db_path=settings.db_path,
-            busy_timeout=settings.busy_timeout,
-            synchronous=settings.synchronous,
-            stale_after=settings.lease_seconds,
-            scratch=scratch,
+    server = postgres_store(ctx) if settings.uses_postgres else None
+    with ops_errors():
+        return asyncio.run(
+            validate_backend(
+                settings.backend,
+                canary=settings.canary,
+                db_path=settings.db_path,
+                busy_timeout=settings.busy_timeout,
+                synchronous=settings.synchronous,
+                stale_after=settings.lease_seconds,
+                scratch=scratch,
+                server_store=server,
+                server=settings.postgres_where,
+            )
         )
-    )
 
 
 def echo_lines(lines: list[str]) -> None:
@@ -73,7 +92,9 @@ def echo_lines(lines: list[str]) -> None:
 
 
 db_app = typer.Typer(
-    rich_markup_mode=None, help="The queue database: create or upgrade it.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="The queue database (SQLite file or PostgreSQL schema): create or upgrade it.",
+    no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
 
@@ -85,20 +106,29 @@ def db_init(
         bool, typer.Option("--validate", help="Then run `taskyard validate`.")
     ] = False,
 ) -> None:
-    """Create the database at task_execution.queue_db_path, or upgrade it to this
-    taskyard's schema. Running it again changes nothing."""
+    """Create the database at task_execution.queue_db_path (on postgres: the schema
+    task_execution.postgres_schema), or upgrade it to this taskyard's schema. Running it
+    again changes nothing."""
     from taskyard.ops.migration import init_database
+    from taskyard.ops.migration.db_init import initialize
 
     settings = queue_settings(ctx)
+    reports = []
     with ops_errors():
-        report = init_database(
-            settings.db_path,
-            synchronous=settings.synchronous,
-            busy_timeout=settings.busy_timeout,
-        )
-    typer.echo(report.describe())
+        if settings.uses_file or not settings.uses_postgres:
+            reports.append(
+                init_database(
+                    settings.db_path,
+                    synchronous=settings.synchronous,
+                    busy_timeout=settings.busy_timeout,
+                )
+            )
+        if settings.uses_postgres:
+            reports.append(asyncio.run(initialize(postgres_store(ctx))))
+    for report in reports:
+        typer.echo(report.describe())
     if validate:
-        checked = validation_of(settings)
+        checked = validation_of(ctx, settings)
         echo_lines(checked.lines())
         raise typer.Exit(checked.exit_code)
 
@@ -118,18 +148,18 @@ def export_command(
     settings = queue_settings(ctx)
     if not settings.uses_database:
         raise fail(IN_MEMORY_HINT, CONFIGURATION_EXIT_CODE)
-    if not settings.db_path.exists():
+    if settings.uses_file and not settings.db_path.exists():
         raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
 
     async def run(store: StoreOperations) -> tuple[ExportSummary, int]:
         summary = await export_tasks(
-            store, file, include_finished=include_finished, source=f"sqlite:{settings.db_path}"
+            store, file, include_finished=include_finished, source=settings.queue
         )
         counts = await store.count_by_status()
         finished = sum(n for status, n in counts.items() if TaskStatus(status).is_terminal)
         return summary, finished
 
-    summary, finished = on_queue(ctx, run, require_file=False)
+    summary, finished = on_queue(ctx, run, needs="nothing")
     counts = ", ".join(f"{n} {status}" for status, n in summary.by_status.items()) or "none"
     typer.echo(f"exported {summary.tasks} task(s) ({counts}) to {summary.path}")
     if not include_finished and finished:
@@ -162,8 +192,8 @@ def import_command(
     async def run(store: StoreOperations) -> ImportReport:
         return await import_records(store, export.records)
 
-    report = on_queue(ctx, run, create=True, suffix="; nothing was imported", require_file=False)
-    checked = validation_of(settings)
+    report = on_queue(ctx, run, create=True, suffix="; nothing was imported", needs="nothing")
+    checked = validation_of(ctx, settings)
     if as_json:
         print_json(
             {"import": {"file": str(file), **report.to_dict()}, "validation": checked.to_dict()}
@@ -171,7 +201,7 @@ def import_command(
         raise typer.Exit(checked.exit_code)
     else:
         typer.echo(
-            f"imported {report.imported} task(s) from {file} into {settings.db_path}; "
+            f"imported {report.imported} task(s) from {file} into {settings.location}; "
             f"{report.already_present} already present (of {report.read} in the file)"
         )
         if report.conflicts:
@@ -195,10 +225,11 @@ def validate_command(
         ),
     ] = True,
 ) -> None:
-    """Check the queue database: the file, its schema version, WAL mode, integrity, the
-    workers' heartbeats, and a scratch enqueue, claim and complete that leaves no trace.
+    """Check the queue: the file, its schema version, WAL mode and integrity (on
+    PostgreSQL: the schema, its indexes and taskyard's invariants), the workers'
+    heartbeats, and a scratch enqueue, claim and complete that leaves no trace.
     Exit status 0 when every check passed (warnings allowed), 1 when one failed."""
-    report = validation_of(queue_settings(ctx), scratch=scratch)
+    report = validation_of(ctx, queue_settings(ctx), scratch=scratch)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -304,6 +335,13 @@ def rollback_command(
     current = settings.backend
     if target == current and settings.canary is None:
         raise fail(f"the {settings.environment} environment already uses {current}")
+    if target == "postgres" and not settings.postgres_where:
+        raise fail(
+            "task_execution.postgres_dsn is empty: set it (in .secrets.toml or "
+            "TASKYARD_TASK_EXECUTION__POSTGRES_DSN) and create the schema with "
+            "`taskyard db init` before switching to postgres",
+            CONFIGURATION_EXIT_CODE,
+        )
     pinned = os.environ.get("TASKYARD_TASK_EXECUTION__BACKEND")
     if pinned is not None:
         raise fail(
@@ -312,7 +350,7 @@ def rollback_command(
             "a planned one"
         )
     written_to = rollback_settings_file(state, settings_file)
-    has_queue = settings.uses_database and settings.db_path.exists()
+    has_queue = settings.uses_postgres or (settings.uses_file and settings.db_path.exists())
     if not has_queue and export_queue_state is not None:
         if settings.uses_database:
             raise fail(f"there is no queue database at {settings.db_path}; nothing to export")
@@ -333,7 +371,10 @@ def rollback_command(
                 if drain_timeout is None
                 else drain_timeout,
                 stale_after=settings.lease_seconds,
-                source=f"sqlite:{settings.db_path}",
+                source=settings.queue,
+                rollback_log=None
+                if settings.uses_file
+                else written_to.with_name("taskyard.rollbacks.jsonl"),
             )
         )
     if not as_json:
@@ -351,7 +392,7 @@ def rollback_command(
     leftover = redundant_switch(state, written_to, target)
     if leftover and not as_json:
         typer.echo(leftover)
-    checked = validation_of(replace(settings, backend=target, canary=None))
+    checked = validation_of(ctx, replace(settings, backend=target, canary=None))
     if as_json:
         print_json({"rollback": outcome.report, "validation": checked.to_dict()})
     else:

@@ -30,7 +30,7 @@ from rich.markup import escape
 from taskyard import __version__
 from taskyard.framework.errors import ConfigurationError, TaskyardError
 from taskyard.framework.operations import StoreOperations
-from taskyard.ops.config import OpsConfig
+from taskyard.ops.config import Needs, OpsConfig
 from taskyard.ops.database import opened
 from taskyard.providers import Container, canary_backend, effective_backend
 from taskyard.providers import sqlite_store as sqlite_ops_store
@@ -199,16 +199,17 @@ def show_settings(ctx: typer.Context) -> None:
 # configuration (health: 0 ok, 1 degraded, 2 down).
 
 
-def ops_config(ctx: typer.Context, *, require_file: bool = True) -> OpsConfig:
+def ops_config(ctx: typer.Context, *, needs: Needs = "queue") -> OpsConfig:
     """The one reading of the settings for the operations commands; exits with status 2
-    when they are bad or (``require_file``) do not describe a queue file."""
+    when they are bad or do not describe what the command ``needs`` (a queue: a SQLite
+    file or a PostgreSQL schema; a file; or nothing in particular)."""
     try:
         loaded = cli_state(ctx).settings()
         data = settings_as_dict(loaded)
         section = data["task_execution"]
         backend = effective_backend(section)
         parked = parked_queue(section, backend)
-        if parked is not None and require_file and not ctx.meta.get("taskyard.parked"):
+        if parked is not None and needs != "nothing" and not ctx.meta.get("taskyard.parked"):
             ctx.meta["taskyard.parked"] = True  # said once per command
             typer.echo(
                 f"note: task_execution.backend is in-memory; this reads the SQLite queue "
@@ -220,7 +221,7 @@ def ops_config(ctx: typer.Context, *, require_file: bool = True) -> OpsConfig:
             backend=backend,
             canary=canary_backend(section),
             environment=environment_of(loaded),
-            require_file=require_file and parked is None,
+            needs="nothing" if parked is not None else needs,
         )
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
@@ -266,14 +267,14 @@ def on_queue(
     *,
     create: bool = False,
     suffix: str = "",
-    require_file: bool = True,
+    needs: Needs = "queue",
 ) -> T:
     """The one way a command opens the queue: the container's ``ops_store`` (exit 2
     when the backend keeps no queue to open from here), opened (created when missing
     only with ``create``), ``await work(store)``, closed; taskyard errors handled by
-    :func:`ops_errors`. Without ``require_file`` the caller has checked the backend."""
-    if require_file:
-        ops_config(ctx)
+    :func:`ops_errors`. With ``needs="nothing"`` the caller has checked the backend."""
+    if needs != "nothing":
+        ops_config(ctx, needs=needs)
     store = ops_store(ctx)
 
     async def run() -> T:

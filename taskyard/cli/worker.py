@@ -17,7 +17,7 @@ from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.protocol import TaskManager
 from taskyard.ops import metrics as ops_metrics
-from taskyard.ops.config import FILE_BACKENDS, OpsConfig
+from taskyard.ops.config import FILE_BACKENDS, QUEUE_BACKENDS, OpsConfig
 from taskyard.providers import Container
 
 # -- workers --------------------------------------------------------------------------------
@@ -140,14 +140,14 @@ def dashboard_server(ctx: typer.Context, port: int) -> tuple[Any, str]:
 def serve_metrics(
     container: Container, manager: TaskManager, port: int
 ) -> ops_metrics.WorkerMetrics:
-    """Start serving a worker's metrics on 127.0.0.1 (the queue's too, on the SQLite
-    backends); prints the address. Raises ConfigurationError."""
+    """Start serving a worker's metrics on 127.0.0.1 (the queue's too, on the SQLite and
+    PostgreSQL backends); prints the address. Raises ConfigurationError."""
     if not isinstance(manager, TaskEngine):
         raise ConfigurationError(f"{type(manager).__name__} has no worker metrics")
     backend = container.backend()
     config = (
         OpsConfig.from_sections(container.config(), backend=backend)
-        if backend in FILE_BACKENDS
+        if backend in QUEUE_BACKENDS
         else None
     )
     exporter = ops_metrics.WorkerMetrics(

@@ -22,6 +22,10 @@ store without it refuses them with :class:`~taskyard.framework.errors.OperationN
 - :attr:`Capability.FILE_BACKUP`: :meth:`~StoreOperations.backup_to`,
   :meth:`~StoreOperations.verify_backup` and :meth:`~StoreOperations.restore_from`
   (online copies of the store to a file and back).
+- :attr:`Capability.TABLE_MAINTENANCE`: :meth:`~StoreOperations.vacuum_tables` (a
+  server database's vacuum of its tables, while workers run);
+- :attr:`Capability.TABLE_STATISTICS`: :meth:`~StoreOperations.table_statistics` (live
+  and dead rows and sizes per table, for ``status`` and ``metrics``).
 
 A new store (PostgreSQL, say) joins by deriving from :class:`StoreOperations`,
 implementing its abstract methods with its own queries, declaring the capabilities it
@@ -61,6 +65,7 @@ __all__ = [
     "QueueFigures",
     "StorageInfo",
     "StoreOperations",
+    "TableStatistics",
     "TaskFilter",
     "TaskPage",
     "WorkerRecord",
@@ -313,6 +318,20 @@ class InitFigures:
 
 
 @dataclass(frozen=True)
+class TableStatistics:
+    """One table of a store kept on a database server, as
+    :meth:`StoreOperations.table_statistics` gives it."""
+
+    live_rows: int
+    dead_rows: int
+    """Rows deleted or updated but not reclaimed yet (they slow claims as they pile up)."""
+    size_bytes: int
+    """With indexes and TOAST."""
+    last_vacuum: float | None
+    """The last vacuum, manual or automatic (epoch seconds), or None: never."""
+
+
+@dataclass(frozen=True)
 class BackupCheck:
     """What a check of a backup file found."""
 
@@ -519,6 +538,26 @@ class StoreOperations(TaskStore):
         backup's worker records; connections other processes hold stay valid. Returns
         the tasks per status now. Needs FILE_BACKUP."""
         raise self.unsupported("restore", "a restore")
+
+    # -- Capability.TABLE_MAINTENANCE -------------------------------------------------------
+
+    async def vacuum_tables(self) -> list[str]:
+        """Reclaim the dead rows of the store's tables and refresh their statistics, while
+        workers run (PostgreSQL: ``VACUUM (ANALYZE)``). Returns what was run. Needs
+        TABLE_MAINTENANCE."""
+        raise OperationNotSupported(
+            f"{self!r} keeps no tables on a database server (vacuum_tables); "
+            "`taskyard maintenance vacuum` rebuilds a SQLite file instead"
+        )
+
+    # -- Capability.TABLE_STATISTICS --------------------------------------------------------
+
+    async def table_statistics(self) -> dict[str, TableStatistics]:
+        """Per table of the store (by name): live and dead rows, size, last vacuum.
+        Needs TABLE_STATISTICS."""
+        raise OperationNotSupported(
+            f"{self!r} keeps no table statistics (table_statistics); see `taskyard status`"
+        )
 
     def unsupported(self, what: str, operation: str) -> OperationNotSupported:
         """The error for an operation this store cannot do."""

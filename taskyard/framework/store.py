@@ -29,6 +29,12 @@ class Capability:
     (:class:`~taskyard.framework.operations.StoreOperations`)."""
     FILE_BACKUP = "file-backup"
     """The store can be copied online into a file, checked there, and restored from it."""
+    TABLE_MAINTENANCE = "table-maintenance"
+    """The store is tables on a database server that reclaims dead rows in place:
+    :meth:`~taskyard.framework.operations.StoreOperations.vacuum_tables` applies."""
+    TABLE_STATISTICS = "table-statistics"
+    """The store reports its tables' live and dead rows and sizes
+    (:meth:`~taskyard.framework.operations.StoreOperations.table_statistics`)."""
 
 
 class TaskStore(abc.ABC):

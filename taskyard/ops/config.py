@@ -7,12 +7,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from taskyard.framework.dsn import redact_dsn
 from taskyard.framework.errors import ConfigurationError
 from taskyard.ops.health import HealthThresholds
 
 FILE_BACKENDS = ("sqlite", "sqlite-with-fallback")
+QUEUE_BACKENDS = (*FILE_BACKENDS, "postgres")
+"""The backends whose queue the operations commands reach from outside the workers."""
+
+Needs = Literal["queue", "file", "nothing"]
+"""What a command needs the settings to describe: a queue (SQLite file or PostgreSQL
+schema), a SQLite file (backups), or nothing in particular (migration commands)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class OpsConfig:
     worker_retention_days: float = 1.0
     backup_dir: Path | None = None
     keep_backups: int = 10
+    postgres_where: str = ""
+    """The PostgreSQL queue (DSN without its password, and schema), when one is used."""
 
     @property
     def window(self) -> float:
@@ -43,10 +52,40 @@ class OpsConfig:
         return self.thresholds.stale_worker_after
 
     @property
-    def uses_database(self) -> bool:
+    def uses_file(self) -> bool:
         """Whether the backend (or the canary being rolled out) keeps its tasks in the
         queue file."""
         return any(name.startswith("sqlite") for name in (self.backend, self.canary or ""))
+
+    @property
+    def uses_postgres(self) -> bool:
+        """Whether the backend (or the canary being rolled out) is PostgreSQL."""
+        return "postgres" in (self.backend, self.canary)
+
+    @property
+    def uses_database(self) -> bool:
+        """Whether the backend (or the canary) keeps its tasks where the operations
+        commands reach them: the queue file or a PostgreSQL schema."""
+        return self.uses_file or self.uses_postgres
+
+    @property
+    def location(self) -> str:
+        """Where the queue is, for people: the file, the PostgreSQL schema, or both."""
+        parts = [str(self.db_path)] if self.uses_file or not self.uses_postgres else []
+        if self.uses_postgres:
+            parts.append(self.postgres_where)
+        return " and ".join(parts)
+
+    @property
+    def queue(self) -> str:
+        """The queue the commands work on, for messages and export headers (both sides
+        of a canary between SQLite and PostgreSQL; never a password)."""
+        parts = []
+        if self.uses_file or not self.uses_postgres:
+            parts.append(f"sqlite:{self.db_path}")
+        if self.uses_postgres:
+            parts.append(f"postgres:{self.postgres_where}")
+        return " + ".join(parts)
 
     @property
     def backups(self) -> Path:
@@ -62,25 +101,33 @@ class OpsConfig:
         backend: str,
         canary: str | None = None,
         environment: str = "",
-        require_file: bool = True,
+        needs: Needs = "queue",
     ) -> OpsConfig:
         """From the plain settings dict (``settings_as_dict``), the effective backend and
         the canary being rolled out.
 
-        Raises ConfigurationError, with ``require_file``, for a backend whose tasks are
-        not in a SQLite file."""
-        if require_file and backend not in FILE_BACKENDS:
+        Raises ConfigurationError for a backend whose tasks the command cannot reach
+        (``needs``: "queue", a SQLite file or a PostgreSQL schema; "file", a SQLite
+        file)."""
+        if needs == "file" and backend == "postgres":
+            raise ConfigurationError(
+                "the backup commands copy a SQLite queue file; task_execution.backend is "
+                "postgres: back it up with the server's tools (pg_dump --schema=<schema> "
+                "--format=custom, pg_restore); `taskyard backup create` prints the command"
+            )
+        if needs != "nothing" and backend not in QUEUE_BACKENDS:
             if backend == "in-memory":
                 raise ConfigurationError(
                     "task_execution.backend is in-memory: its tasks live inside the process "
                     "that runs them, so there is nothing to inspect or maintain from outside "
                     "it. The operations commands work on the SQLite queue file: set "
                     "task_execution.backend = sqlite (or TASKYARD_TASK_EXECUTION__BACKEND="
-                    "sqlite) and task_execution.queue_db_path"
+                    "sqlite) and task_execution.queue_db_path, or postgres and "
+                    "task_execution.postgres_dsn"
                 )
             raise ConfigurationError(
-                f"the operations commands work on the SQLite backends' queue file; "
-                f"task_execution.backend is {backend}"
+                f"the operations commands work on the SQLite backends' queue file or a "
+                f"PostgreSQL schema; task_execution.backend is {backend}"
             )
         try:
             task_execution = settings["task_execution"]
@@ -109,6 +156,14 @@ class OpsConfig:
                 worker_retention_days=float(maintenance["worker_retention_days"]),
                 backup_dir=Path(maintenance["backup_dir"]) if maintenance["backup_dir"] else None,
                 keep_backups=int(maintenance["keep_backups"]),
+                postgres_where=_postgres_where(task_execution),
             )
         except KeyError as exc:
             raise ConfigurationError(f"the setting {exc.args[0]} is missing") from exc
+
+
+def _postgres_where(task_execution: Mapping[str, Any]) -> str:
+    dsn = str(task_execution.get("postgres_dsn") or "")
+    if not dsn:
+        return ""
+    return f"{redact_dsn(dsn)} (schema {task_execution.get('postgres_schema') or 'taskyard'})"

@@ -30,6 +30,7 @@ Definitions:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,7 +42,9 @@ from taskyard.framework.operations import (
     QueueFigures,
     StorageInfo,
     StoreOperations,
+    TableStatistics,
 )
+from taskyard.framework.store import Capability
 from taskyard.ops.database import opened
 
 PERCENTILES = (50, 95, 99)
@@ -179,6 +182,9 @@ class QueueStatus:
     window: WindowStats
     workers: list[WorkerStatus] = field(default_factory=list)
     stale_after: float = 60.0
+    tables: dict[str, TableStatistics] = field(default_factory=dict)
+    """Per table, live and dead rows and size, where the store reports them
+    (:attr:`~taskyard.framework.store.Capability.TABLE_STATISTICS`: PostgreSQL)."""
 
     @property
     def total(self) -> int:
@@ -213,6 +219,7 @@ class QueueStatus:
             "workers_active": len(self.active_workers),
             "workers_stale": len(self.stale_workers),
             "stale_worker_after_seconds": self.stale_after,
+            "tables": {name: asdict(stats) for name, stats in self.tables.items()},
         }
 
 
@@ -283,7 +290,10 @@ async def queue_status(
 ) -> QueueStatus:
     """The status of an open store's queue."""
     figures = await store.queue_figures(now=time.time() if now is None else now, window=window)
-    return status_from_figures(figures, stale_after=stale_after)
+    status = status_from_figures(figures, stale_after=stale_after)
+    if Capability.TABLE_STATISTICS in store.capabilities:
+        status = dataclasses.replace(status, tables=await store.table_statistics())
+    return status
 
 
 async def status_of(

@@ -70,15 +70,27 @@ class VacuumResult:
     size_before: int
     size_after: int
     seconds: float
-    checkpoint: CheckpointResult
+    checkpoint: CheckpointResult | None
+    """The checkpoint after a file's vacuum (None for a server's tables)."""
+    statements: list[str] = field(default_factory=list)
+    """What a server database ran (``VACUUM (ANALYZE)`` per table)."""
 
 
 async def vacuum(store: StoreOperations) -> VacuumResult:
-    """Rebuild the database file without its free pages, then checkpoint the WAL that
-    VACUUM filled (truncating it when no reader is in the way)."""
-    if Capability.FILE_MAINTENANCE not in store.capabilities:
-        raise store.unsupported("vacuum", "a vacuum")
+    """A store kept in a file (FILE_MAINTENANCE): rebuild the file without its free
+    pages, then checkpoint the WAL that VACUUM filled (truncating it when no reader is
+    in the way). A store of tables on a server (TABLE_MAINTENANCE): reclaim their dead
+    rows and refresh their statistics while workers run (PostgreSQL: ``VACUUM
+    (ANALYZE)``); the sizes are the store's before and after."""
     started = time.perf_counter()
+    if Capability.FILE_MAINTENANCE not in store.capabilities:
+        if Capability.TABLE_MAINTENANCE not in store.capabilities:
+            raise store.unsupported("vacuum", "a vacuum")
+        before = (await store.storage_info()).size_bytes
+        statements = await store.vacuum_tables()
+        after = (await store.storage_info()).size_bytes
+        logger.info("taskyard: {}", "; ".join(statements))
+        return VacuumResult(before, after, time.perf_counter() - started, None, statements)
     before, after = await store.vacuum()
     after_checkpoint = await checkpoint(store, "truncate")
     logger.info("taskyard: VACUUM took the database from {} to {} bytes", before, after)
@@ -87,7 +99,8 @@ async def vacuum(store: StoreOperations) -> VacuumResult:
 
 async def optimize(store: StoreOperations) -> list[str]:
     """Fresh statistics for the query planner (SQLite: ``ANALYZE`` then ``PRAGMA
-    optimize``). Returns what was run."""
+    optimize``; PostgreSQL: ``ANALYZE``, then ``REINDEX CONCURRENTLY`` of bloated
+    indexes). Returns what was run."""
     return await store.optimize()
 
 

@@ -207,6 +207,25 @@ def status_families(status: QueueStatus) -> list[Metric]:
             "taskyard_database_wal_size_bytes", "Size of the WAL file.", status.database.wal_bytes
         ),
     ]
+    if status.tables:  # a store on a server (PostgreSQL): its tables' rows and sizes
+        dead = GaugeMetricFamily(
+            "taskyard_table_dead_rows",
+            "Dead rows of each of taskyard's tables, not yet reclaimed by a vacuum.",
+            labels=["table"],
+        )
+        live = GaugeMetricFamily(
+            "taskyard_table_live_rows", "Live rows of each of taskyard's tables.", labels=["table"]
+        )
+        size = GaugeMetricFamily(
+            "taskyard_table_size_bytes",
+            "Size of each of taskyard's tables, with indexes and TOAST.",
+            labels=["table"],
+        )
+        for name, stats in status.tables.items():
+            dead.add_metric([name], stats.dead_rows)
+            live.add_metric([name], stats.live_rows)
+            size.add_metric([name], stats.size_bytes)
+        families += [dead, live, size]
     return families
 
 

@@ -91,11 +91,26 @@ def status_tables(status: QueueStatus) -> Group:
     file.add_column("value")
     file.add_row("path", escape(database.path))
     file.add_row("size", bytes_text(database.size_bytes))
-    file.add_row("WAL", bytes_text(database.wal_bytes))
-    file.add_row("free pages", f"{database.freelist_count} of {database.page_count}")
+    if database.page_count:  # a file of pages with a WAL (SQLite)
+        file.add_row("WAL", bytes_text(database.wal_bytes))
+        file.add_row("free pages", f"{database.freelist_count} of {database.page_count}")
     file.add_row("schema version", str(database.schema_version))
     file.add_row("read at", str(iso(from_epoch(status.now))))
-    return Group(queue, types, last, workers, file)
+    if not status.tables:
+        return Group(queue, types, last, workers, file)
+    tables = Table(title="tables", title_justify="left")
+    for column in ("table", "live rows", "dead rows", "size", "last vacuum"):
+        tables.add_column(column, justify="left" if column in ("table", "last vacuum") else "right")
+    for name, stats in status.tables.items():
+        vacuumed = stats.last_vacuum
+        tables.add_row(
+            escape(name),
+            str(stats.live_rows),
+            str(stats.dead_rows),
+            bytes_text(stats.size_bytes),
+            "never" if vacuumed is None else f"{seconds_text(status.now - vacuumed)} ago",
+        )
+    return Group(queue, types, last, workers, file, tables)
 
 
 def health_lines(report: HealthReport) -> list[str]:

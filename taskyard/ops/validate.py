@@ -12,6 +12,11 @@ Checks, in order, each ``ok``, ``warn``, ``fail`` or ``skip``:
                statements and deleted, in one transaction that commits: the write path
                works end to end, and the user's tasks hold no trace of it.
 
+On PostgreSQL (:func:`validate_store`) the file and WAL checks give way to the server:
+``schema`` (the queue's schema is there, at this taskyard's version), ``integrity``
+(every index valid, taskyard's invariants), then ``tasks``, ``workers`` and ``scratch``
+as above (the scratch task's transaction is rolled back).
+
 A report passes (exit code 0) unless a check failed; warnings do not fail it.
 """
 
@@ -37,7 +42,7 @@ from taskyard.framework.errors import TaskyardError
 from taskyard.framework.models import TaskStatus
 from taskyard.framework.operations import StoreOperations
 
-__all__ = ["Check", "ValidationReport", "validate_backend", "validate_database"]
+__all__ = ["Check", "ValidationReport", "validate_backend", "validate_database", "validate_store"]
 
 
 @dataclass
@@ -186,6 +191,61 @@ async def validate_database(
     return report
 
 
+async def validate_store(
+    store: StoreOperations,
+    *,
+    report: ValidationReport,
+    stale_after: float = 30.0,
+    scratch: bool = True,
+    expect_workers: bool = True,
+    prefix: str = "",
+) -> ValidationReport:
+    """Run the checks on a store kept on a database server (``store``, unopened; never
+    created): its schema, its own consistency check and taskyard's invariants, the
+    tasks, the workers' heartbeats and a scratch task. Check names get ``prefix``."""
+    try:
+        await store.open_existing()
+    except TaskyardError as exc:
+        report.add(f"{prefix}schema", FAIL, str(exc))
+        return report
+    try:
+        info = await store.storage_info()
+        report.add(
+            f"{prefix}schema",
+            OK,
+            f"taskyard queue schema version {info.schema_version}",
+            version=info.schema_version,
+        )
+        findings = await store.check_integrity()
+        problems = [line for line in findings.storage if line != "ok"] + findings.invariants
+        report.add(
+            f"{prefix}integrity",
+            FAIL if problems else OK,
+            "; ".join(problems) if problems else "ok",
+        )
+        figures = await store.queue_figures(now=time.time(), window=0.0)
+    except TaskyardError as exc:
+        report.add(f"{prefix}integrity", FAIL, str(exc))
+        return report
+    finally:
+        await store.close()
+    counts: dict[str, int] = {}
+    for by_status in figures.depth_by_type.values():
+        for status, number in by_status.items():
+            counts[status] = counts.get(status, 0) + number
+    reading = FileReading(counts, figures.queued_due, figures.workers)
+    before = len(report.checks)
+    counted = _check_tasks(report, reading)
+    _check_workers(report, reading, counted, stale_after=stale_after, expect_workers=expect_workers)
+    if scratch:
+        await _check_scratch(report, store)
+    else:
+        report.add("scratch", SKIP, "not run (--no-scratch)")
+    for check in report.checks[before:]:
+        check.name = prefix + check.name
+    return report
+
+
 async def validate_backend(
     backend: str,
     *,
@@ -195,14 +255,40 @@ async def validate_backend(
     synchronous: str = "NORMAL",
     stale_after: float = 30.0,
     scratch: bool = True,
+    server_store: StoreOperations | None = None,
+    server: str = "",
 ) -> ValidationReport:
     """Validate what the settings select: the SQLite database of the SQLite backends (or
-    of a canary's SQLite side). On the in-memory backend there is nothing durable to
-    check; a database left at ``db_path`` (after a rollback) is checked all the same,
-    since its tasks wait there to be picked up again."""
+    of a canary's SQLite side), and ``server_store`` (unopened: the PostgreSQL queue,
+    described by ``server``) when the backend or the canary is postgres. On the
+    in-memory backend there is nothing durable to check; a database left at ``db_path``
+    (after a rollback) is checked all the same, since its tasks wait there to be picked
+    up again."""
     uses_sqlite = any(name.startswith("sqlite") for name in (backend, canary or ""))
+    uses_server = "postgres" in (backend, canary) and server_store is not None
     label = backend if canary is None else f"{backend} + canary {canary}"
     report = ValidationReport(backend=label, database=str(db_path))
+    if uses_server and server_store is not None:
+        if not uses_sqlite:
+            report.database = server
+            return await validate_store(
+                server_store, report=report, stale_after=stale_after, scratch=scratch
+            )
+        await validate_database(
+            db_path,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            stale_after=stale_after,
+            scratch=scratch,
+            report=report,
+        )
+        return await validate_store(
+            server_store,
+            report=report,
+            stale_after=stale_after,
+            scratch=scratch,
+            prefix="postgres ",
+        )
     if uses_sqlite:
         return await validate_database(
             db_path,

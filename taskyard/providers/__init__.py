@@ -49,6 +49,7 @@ __all__ = [
     "Container",
     "backend_not_available",
     "canary_backend",
+    "durable_ops_store",
     "effective_backend",
     "make_handover_store",
     "make_ops_store",
@@ -163,19 +164,31 @@ def make_selected_store(task_execution: Mapping[str, Any]) -> TaskStore:
     )
 
 
-def make_ops_store(task_execution: Mapping[str, Any]) -> StoreOperations:
-    """A new store for the operations tools (export, import, validate, rollback): the
-    durable storage the settings select. The SQLite file when the backend or a canary
-    uses it (the fallback's memory belongs to its process), else the PostgreSQL schema
-    when one of them is postgres, else an InMemoryStore: nothing durable to work on."""
-    names = [effective_backend(task_execution), canary_backend(task_execution) or ""]
-    if any(name.startswith("sqlite") for name in names):
+def durable_ops_store(backend: str, task_execution: Mapping[str, Any]) -> StoreOperations | None:
+    """A new store on the durable storage of ``backend`` (the SQLite file of the SQLite
+    backends: the fallback's memory belongs to its process; the PostgreSQL schema), or
+    None for a backend that keeps nothing outside its process."""
+    if backend.startswith("sqlite"):
         return sqlite_store(task_execution)
-    if "postgres" in names:
+    if backend == "postgres":
         store = make_postgres_store(task_execution)
         assert isinstance(store, StoreOperations)
         return store
-    return InMemoryStore()
+    return None
+
+
+def make_ops_store(task_execution: Mapping[str, Any]) -> StoreOperations:
+    """A new store for the operations tools (status, tasks, maintenance, export,
+    import, validate, rollback): the durable storage the settings select. With a canary
+    between two durable backends (SQLite and PostgreSQL), a :class:`CanaryStore` over
+    both (reads cover both, new tasks split by ``canary_share``); else the durable one
+    of the backend and the canary, else an InMemoryStore: nothing durable to work on."""
+    stable = durable_ops_store(effective_backend(task_execution), task_execution)
+    canary_name = canary_backend(task_execution)
+    canary = None if canary_name is None else durable_ops_store(canary_name, task_execution)
+    if stable is not None and canary is not None:
+        return CanaryStore(stable, canary, share=float(task_execution["canary_share"]))
+    return stable or canary or InMemoryStore()
 
 
 def make_handover_store(task_execution: Mapping[str, Any]) -> TaskStore | None:

@@ -219,6 +219,25 @@ class StoreOperationsContract:
             with pytest.raises(OperationNotSupported):
                 await ops_store.vacuum()
 
+    async def test_table_maintenance_is_done_or_refused_by_capability(
+        self, ops_store: StoreOperations
+    ) -> None:
+        await ops_store.import_records([record(), record(TaskStatus.COMPLETED)])
+        if Capability.TABLE_MAINTENANCE in ops_store.capabilities:
+            assert await ops_store.vacuum_tables()  # says what it ran
+        else:
+            with pytest.raises(OperationNotSupported):
+                await ops_store.vacuum_tables()
+        if Capability.TABLE_STATISTICS in ops_store.capabilities:
+            tables = await ops_store.table_statistics()
+            assert tables and all(t.size_bytes > 0 and t.dead_rows >= 0 for t in tables.values())
+            assert sum(t.live_rows for t in tables.values()) >= 2 or (
+                Capability.TABLE_MAINTENANCE not in ops_store.capabilities
+            )  # estimates, exact right after a vacuum
+        else:
+            with pytest.raises(OperationNotSupported):
+                await ops_store.table_statistics()
+
     async def test_backups_are_done_or_refused_by_capability(
         self, ops_store: StoreOperations, tmp_path: Any
     ) -> None:

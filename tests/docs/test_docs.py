@@ -11,7 +11,9 @@ Each document is played from top to bottom in a scratch folder, like a shell ses
 
 Exported variables and the working directory carry over from block to block. The
 environment starts bare (no ``TASKYARD_*`` variable), with this checkout's ``.venv``
-first on the PATH so that ``taskyard`` and ``python`` are the ones under test. Processes
+first on the PATH so that ``taskyard`` and ``python`` are the ones under test; a
+document that moves a queue to PostgreSQL gets ``POSTGRES_URL``, the DSN (with a
+password, which the test server does not check) of a database made for it. Processes
 a document starts in the background write their pid to a ``*.pid`` file, and are
 stopped at the end if the document did not stop them itself.
 """
@@ -30,10 +32,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg_support import create_database, drop_database, require_postgres
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ["migration-guide.md", "runbook.md", "troubleshooting.md"]
+ON_POSTGRES = {"migration-guide.md"}
+"""The documents that show PostgreSQL: they run with a scratch database."""
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 
 
@@ -158,13 +164,32 @@ def session(tmp_path: Path) -> Iterator[Session]:
         shell.stop_background()
 
 
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A scratch database for a document that moves a queue to PostgreSQL."""
+    if request.node.callspec.params["name"] not in ON_POSTGRES:
+        yield None
+        return
+    require_postgres()
+    name, dsn = create_database()
+    try:
+        yield dsn.replace("://postgres@", "://postgres:doc-secret@", 1)
+    finally:
+        drop_database(name)
+
+
 @pytest.mark.parametrize("name", DOCS)
-def test_every_command_of_the_document_runs(name: str, session: Session) -> None:
+def test_every_command_of_the_document_runs(
+    name: str, session: Session, postgres_url: str | None
+) -> None:
+    if postgres_url is not None:
+        session.env["POSTGRES_URL"] = postgres_url
     steps = steps_of(ROOT / "docs" / name)
     assert steps, f"docs/{name} shows no command"
     for step in steps:
         done = session.run(step)
         where = f"docs/{name}, line {step.line}:\n{textwrap.indent(step.code, '    ')}"
+        assert "doc-secret" not in done.stdout + done.stderr, f"{where}printed the password"
         assert done.returncode == 0, f"{where}exit {done.returncode}\n{done.stdout}{done.stderr}"
         printed = [line.rstrip() for line in (done.stdout + done.stderr).splitlines()]
         for expected in step.expected:

@@ -216,11 +216,11 @@ async def test_expired_leases_come_back_by_the_token_rule(store: PostgresStore) 
 
 async def test_postgres_maintenance(store: PostgresStore) -> None:
     await store.add([record(id="q1"), record(id="q2")])
-    assert (await store.vacuum_analyze())[0].startswith("VACUUM (ANALYZE)")
-    stats = await store.table_stats()
+    assert (await store.vacuum_tables())[0].startswith("VACUUM (ANALYZE)")
+    stats = await store.table_statistics()
     assert set(stats) == {"taskyard_tasks", "taskyard_runs", "taskyard_workers"}
-    assert stats["taskyard_tasks"]["bytes"] > 0 and stats["taskyard_tasks"]["live_rows"] == 2
-    assert stats["taskyard_tasks"]["last_vacuum"] is not None
+    assert stats["taskyard_tasks"].size_bytes > 0 and stats["taskyard_tasks"].live_rows == 2
+    assert stats["taskyard_tasks"].last_vacuum is not None
     assert await store.reindex() == [f"REINDEX TABLE CONCURRENTLY {store.tasks_table}"]
     assert all(sql.startswith("ANALYZE") for sql in await store.optimize())
     info = await store.storage_info()

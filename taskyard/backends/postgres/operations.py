@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Collection, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from taskyard.backends.postgres import schema
+from taskyard.framework.dsn import redact_dsn
 from taskyard.framework.errors import (
     IntegrityError,
     OperationNotSupported,
@@ -41,6 +43,7 @@ from taskyard.framework.operations import (
     QueueFigures,
     StorageInfo,
     StoreOperations,
+    TableStatistics,
     TaskFilter,
     TaskPage,
     WorkerRecord,
@@ -104,12 +107,32 @@ class PostgresOperations(StoreOperations):
     async def _connect(self, role: str) -> asyncpg.Connection:
         """A connection of its own (not from the pool)."""
 
+    dsn: str
+
+    def dump_command(self, file: str = "") -> str:
+        """The ``pg_dump`` command that backs up this queue's schema (the DSN without its
+        password: pg_dump reads it from PGPASSWORD or ~/.pgpass)."""
+        dsn = redact_dsn(self.dsn).replace(":***@", "@", 1)
+        target = file or f"taskyard-{self.schema}.dump"
+        return (
+            f"pg_dump --dbname={shlex.quote(dsn)} --schema={shlex.quote(self.schema)} "
+            f"--format=custom --file={shlex.quote(target)}"
+        )
+
     def unsupported(self, what: str, operation: str) -> OperationNotSupported:
+        if what in ("backup", "restore"):
+            return OperationNotSupported(
+                f"{operation} copies a SQLite file; {self.where} lives on a PostgreSQL "
+                f"server, which backs it up consistently while workers run: "
+                f"{self.dump_command()} (password from PGPASSWORD or ~/.pgpass); restore "
+                "with pg_restore --dbname=<dsn> --clean --if-exists <file>; to move the "
+                "queue, export and import the tasks (taskyard export / taskyard import)"
+            )
         return OperationNotSupported(
-            f"{operation} is a file operation; {self!r} is a PostgreSQL schema ({what}). "
-            "Use the server's own tools (VACUUM, pg_dump --schema="
-            f"{self.schema} --format=custom, pg_restore), or export and import the tasks "
-            "(taskyard export / taskyard import)"
+            f"{operation} is a SQLite file operation; {self.where} lives on a PostgreSQL "
+            f"server, which checkpoints its write-ahead log by itself ({what}). "
+            "`taskyard maintenance vacuum` runs VACUUM (ANALYZE) of taskyard's tables; to "
+            "move the queue, export and import the tasks (taskyard export / taskyard import)"
         )
 
     # -- opening ------------------------------------------------------------------------------
@@ -613,7 +636,7 @@ class PostgresOperations(StoreOperations):
         indexes, _, live, dead = (int(value) for value in rows[0])
         return indexes > 8 * 1024 * 1024 and dead > 2 * max(live, 1)
 
-    async def vacuum_analyze(self) -> list[str]:
+    async def vacuum_tables(self) -> list[str]:
         """``VACUUM (ANALYZE)`` of taskyard's tables; returns the statements run."""
         done: list[str] = []
         async with self._conn() as conn:
@@ -641,10 +664,10 @@ class PostgresOperations(StoreOperations):
             await conn.execute(sql, timeout=None)
         return [sql]
 
-    async def table_stats(self) -> dict[str, dict[str, int | None]]:
+    async def table_statistics(self) -> dict[str, TableStatistics]:
         """Per table: live and dead rows (the statistics collector's estimates), total
-        size in bytes (with indexes and TOAST), and the last (auto)vacuum as epoch
-        seconds or None: what ``status`` and ``metrics`` report on PostgreSQL."""
+        size (with indexes and TOAST), the last (auto)vacuum: what ``status`` and
+        ``metrics`` report on PostgreSQL."""
         rows = await self._fetch(
             "SELECT c.relname, COALESCE(s.n_live_tup, 0), COALESCE(s.n_dead_tup, 0),"
             " pg_total_relation_size(c.oid),"
@@ -656,11 +679,11 @@ class PostgresOperations(StoreOperations):
             list(TABLES),
         )
         return {
-            row[0]: {
-                "live_rows": int(row[1]), "dead_rows": int(row[2]), "bytes": int(row[3]),
-                "last_vacuum": None if row[4] is None else int(row[4]),
-            }
-            for row in rows
+            row[0]: TableStatistics(
+                live_rows=int(row[1]), dead_rows=int(row[2]), size_bytes=int(row[3]),
+                last_vacuum=None if row[4] is None else float(row[4]),
+            )
+            for row in sorted(rows)
         }  # fmt: skip
 
     async def drop_schema(self) -> None:

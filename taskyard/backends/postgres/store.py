@@ -114,7 +114,14 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
 class PostgresStore(PostgresOperations):
     """Tasks in one PostgreSQL schema, shared by any number of processes on any hosts."""
 
-    capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
+    capabilities = frozenset(
+        {
+            Capability.DURABLE,
+            Capability.MULTI_PROCESS,
+            Capability.TABLE_MAINTENANCE,
+            Capability.TABLE_STATISTICS,
+        }
+    )
 
     def __init__(
         self,

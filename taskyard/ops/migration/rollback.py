@@ -175,6 +175,7 @@ async def planned_rollback(
     stale_after: float,
     extra_settings: Mapping[str, Any] | None = None,
     source: str = "",
+    rollback_log: str | os.PathLike[str] | None = None,
 ) -> RollbackReport:
     """Drain the workers of ``store`` (see :func:`drain_workers`), export its unfinished
     tasks to ``export_path``, switch ``environment``'s backend to ``to_backend`` in
@@ -184,7 +185,8 @@ async def planned_rollback(
     The unfinished tasks stay in the database as they are: they run again once the
     backend is switched back, none lost; the export file is the record of what waited
     (and can rebuild a lost database with ``taskyard import``). ``source`` names the
-    store in the export's header (default: where the store is)."""
+    store in the export's header (default: where the store is); ``rollback_log`` is
+    the log (default: next to the database file, :func:`rollback_log_path`)."""
     if not reason.strip():
         raise OperationRefused("a rollback needs a reason (--reason)")
     seconds: dict[str, float] = {}
@@ -214,7 +216,7 @@ async def planned_rollback(
         comment=f"{stamp} rollback from {from_backend} to {to_backend} "
         f"(environment {environment}) by {_operator()}: {' '.join(reason.split())}",
     )
-    log = rollback_log_path(database)
+    log = Path(rollback_log) if rollback_log is not None else rollback_log_path(database)
     seconds["switch"] = time.perf_counter() - clock
     report = RollbackReport(
         at=stamp,
@@ -255,6 +257,7 @@ async def roll_back(
     drain_timeout: float,
     stale_after: float,
     source: str = "",
+    rollback_log: Path | None = None,
 ) -> RollbackOutcome:
     """The planned rollback of ``environment`` from ``current`` (with ``canary``, when
     one is rolled out) to ``target``, switched in ``settings_file``.
@@ -295,6 +298,7 @@ async def roll_back(
         stale_after=stale_after,
         extra_settings=extra,
         source=source,
+        rollback_log=rollback_log,
     )
     drain = report.drain
     lines.append(
