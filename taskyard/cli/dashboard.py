@@ -37,7 +37,7 @@ def dashboard_for(ctx: typer.Context, host: str) -> tuple[Any, str]:
     section = dashboard_settings(ctx)
     check_bind(host, section["token"])
     token = section["token"] or new_token()
-    config = ops_config(ctx, require_file=False)  # SQLite or PostgreSQL
+    config = ops_config(ctx, needs="nothing")  # SQLite or PostgreSQL: checked below
     if config.backend == "in-memory":
         raise ConfigurationError(
             "task_execution.backend is in-memory: its tasks live inside the process that "
