@@ -32,12 +32,22 @@ from taskyard.framework.models import (
     utcnow,
 )
 from taskyard.framework.operations import (
+    CANCELLABLE,
+    PURGEABLE,
+    RETRYABLE,
+    AuditEntry,
     InitFigures,
     IntegrityFindings,
     QueueFigures,
     StorageInfo,
     StoreOperations,
+    TaskFilter,
+    TaskPage,
     WorkerRecord,
+    bucket_of,
+    decode_cursor,
+    encode_cursor,
+    page_key,
 )
 from taskyard.framework.runs import RunRegistry
 
@@ -61,6 +71,8 @@ class InMemoryStore(StoreOperations):
         self._seq = itertools.count(1)
         self.workers: dict[str, WorkerRecord] = {}
         """The heartbeat records of the workers of this process, by id."""
+        self.paused = False
+        self.audit: list[AuditEntry] = []
 
     def __repr__(self) -> str:
         return f"<InMemoryStore tasks={len(self.tasks)}>"
@@ -382,6 +394,70 @@ class InMemoryStore(StoreOperations):
         self, *, statuses: Sequence[TaskStatus], before: float, task_type: str | None = None
     ) -> int:
         return len(self._finished_before(statuses, before, task_type))
+
+    def _filtered(self, task_filter: TaskFilter) -> list[TaskRecord]:
+        """The matching records, newest first."""
+        found = [record for record in self.tasks.values() if task_filter.matches(record)]
+        found.sort(key=page_key, reverse=True)
+        return found
+
+    async def page_tasks(
+        self, task_filter: TaskFilter, *, limit: int, after: str | None = None
+    ) -> TaskPage:
+        found = self._filtered(task_filter)
+        if after is not None:
+            key = decode_cursor(after)
+            found = [record for record in found if page_key(record) < key]
+        tasks = [self._copy_out(record) for record in found[:limit]]
+        more = len(found) > limit
+        return TaskPage(tasks, encode_cursor(page_key(tasks[-1])) if more else None)
+
+    async def count_matching(self, task_filter: TaskFilter) -> int:
+        return len(self._filtered(task_filter))
+
+    async def finished_series(
+        self, *, since: float, until: float, buckets: int
+    ) -> list[dict[str, int]]:
+        series = [{"completed": 0, "failed": 0} for _ in range(buckets)]
+        for record in self.tasks.values():
+            if record.finished_at is None or record.status not in (
+                TaskStatus.COMPLETED,
+                TaskStatus.FAILED,
+            ):
+                continue
+            at = bucket_of(to_epoch(record.finished_at), since=since, until=until, buckets=buckets)
+            if at is not None:
+                series[at][str(record.status)] += 1
+        return series
+
+    async def retry_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        chosen = self._filtered(task_filter.narrowed(RETRYABLE))[:limit]
+        for record in chosen:
+            await self.retry(record.id, now=now)
+        return len(chosen)
+
+    async def cancel_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        chosen = self._filtered(task_filter.narrowed(CANCELLABLE))[:limit]
+        at = datetime.fromtimestamp(now, UTC)
+        for record in chosen:
+            await self.cancel(record.id, now=at)
+        return len(chosen)
+
+    async def purge_matching(self, task_filter: TaskFilter, *, limit: int) -> int:
+        chosen = self._filtered(task_filter.narrowed(PURGEABLE))[:limit]
+        return len(self.detach([record.id for record in chosen]))
+
+    async def set_intake_paused(self, paused: bool) -> None:
+        self.paused = paused
+
+    async def intake_paused(self) -> bool:
+        return self.paused
+
+    async def record_action(self, entry: AuditEntry) -> None:
+        self.audit.append(entry)
+
+    async def list_actions(self, *, limit: int = 100) -> list[AuditEntry]:
+        return self.audit[::-1][:limit]
 
     async def delete_finished(
         self,

@@ -85,6 +85,8 @@ _EMPTY: Mapping[str, float] = MappingProxyType({})
 
 STOP_WRITE_GRACE = 1.0
 """Seconds ``stop()`` gives the store, beyond its timeout, to write the last outcomes."""
+PAUSE_READ = 1.0
+"""Seconds a worker trusts its last reading of the store's intake pause."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,8 @@ class TaskEngine:
         self._intake.set()
         self._pool: DaemonThreadPool | None = None
         self._claim_error: str | None = None  # why the last claim failed, until one works
+        self._held = False  # an operator paused intake in the store (intake_paused)
+        self._held_read_at = -math.inf
         self.stats: dict[str, int] = {
             "scheduled": 0,
             "claimed": 0,
@@ -297,7 +301,12 @@ class TaskEngine:
             self._background = [self._loop_task(self._flush_outcomes(), "taskyard-flush")]
             if self.config.run_worker:
                 self._pool = DaemonThreadPool(self.config.concurrency + 4, name="taskyard")
+                try:  # a queue paused before this worker started is honoured at once
+                    await self._read_pause()
+                except Exception as exc:
+                    _log_unexpected(exc, "reading the intake pause")
                 self._background += [
+                    self._loop_task(self._pause_loop(), "taskyard-pause"),
                     self._loop_task(self._claim_loop(), "taskyard-claim"),
                     self._loop_task(self._heartbeat_loop(), "taskyard-heartbeat"),
                     self._loop_task(self._recover_loop(), "taskyard-recover"),
@@ -942,6 +951,10 @@ class TaskEngine:
                     self._due_now, self._next_at, self._next_known = True, None, False
                 want = self._free_slots() + self.config.prefetch - len(self._ready)
                 if want > 0 and self._due_now and self._handlers:
+                    if self._held:  # an operator paused intake; _pause_loop watches
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+                        continue
                     try:
                         await self._claim(want)
                     except asyncio.CancelledError:
@@ -1038,6 +1051,31 @@ class TaskEngine:
         tasks): claim, and ask the store what is next."""
         self._due_now, self._next_known = True, False
         self._wake.set()
+
+    async def _read_pause(self) -> None:
+        """Read the store's intake pause (logged when it changes; a resume wakes the
+        claim loop)."""
+        held = await self.store.intake_paused()
+        self._held_read_at = time.monotonic()
+        if held != self._held:
+            logger.info(
+                "taskyard worker {}: intake {} by an operator",
+                self.worker_id,
+                "paused" if held else "resumed",
+            )
+            self._held = held
+            if not held:
+                self._wake.set()
+
+    async def _pause_loop(self) -> None:
+        """Watch the store's intake pause beside the claim loop, so a claim never waits
+        for it."""
+        while True:
+            await asyncio.sleep(PAUSE_READ)
+            try:
+                await self._read_pause()
+            except Exception as exc:  # the loop goes on whatever fails
+                _log_unexpected(exc, "reading the intake pause")
 
     def _start_ready(self) -> None:
         """Start claimed tasks while slots are free."""
@@ -1398,6 +1436,7 @@ class TaskEngine:
             "running": len(self._running),
             "task_types": sorted(self._handlers),
             "claim_error": self._claim_error,
+            "intake_paused": self._held,
             **self.stats,
         }
 

@@ -13,7 +13,8 @@ each class's docstring is its default message::
     ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
     ├── OperationRefused              an operations command will not act (state, active workers)
-    │   └── OperationNotSupported     the store cannot do this operation (a capability it lacks)
+    │   ├── OperationNotSupported     the store cannot do this operation (a capability it lacks)
+    │   └── InvalidQuery              a filter or page cursor of an operations query is wrong
     ├── ExportFileError               a file given to import is not a taskyard export, or damaged
     ├── MigrationError                a move between stores failed; the tasks stayed where they were
     └── StoreError                    the storage failed (driver errors are translated to these)
@@ -84,6 +85,11 @@ class OperationRefused(TaskyardError):
 class OperationNotSupported(OperationRefused):
     """This store cannot do this operation (it lacks the capability); the message says
     what to use instead."""
+
+
+class InvalidQuery(OperationRefused):
+    """A filter or a page cursor given to an operations query is wrong; the message says
+    what is allowed."""
 
 
 class ExportFileError(TaskyardError):

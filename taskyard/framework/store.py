@@ -159,6 +159,12 @@ class TaskStore(abc.ABC):
         ``wake`` when they do, so the engine claims at once instead of at its next poll.
         Called by the engine at start; the default ignores it."""
 
+    async def intake_paused(self) -> bool:
+        """Whether an operator paused the intake of the workers on this store
+        (:meth:`~taskyard.framework.operations.StoreOperations.set_intake_paused`): the
+        engine claims nothing while it is. Cheap; the default: never paused."""
+        return False
+
     async def changed_elsewhere(self) -> bool:
         """Whether another process may have written since the last call (cheap).
 

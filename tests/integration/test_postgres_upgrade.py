@@ -29,6 +29,9 @@ async def test_a_version_1_schema_with_tasks_is_upgraded_and_keeps_them(postgres
     try:  # back to what version 1 wrote
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN tracebacks")
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN trace_context")
+        for index in ("newest", "finished"):  # the dashboard's
+            await conn.execute(f"DROP INDEX upgraded.taskyard_tasks_{index}")
+        await conn.execute("DROP TABLE upgraded.taskyard_audit, upgraded.taskyard_state")
         await conn.execute("DELETE FROM upgraded.taskyard_schema_version WHERE version > 1")
     finally:
         await conn.close()

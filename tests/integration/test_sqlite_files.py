@@ -149,6 +149,10 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
         conn.execute("ALTER TABLE taskyard_workers DROP COLUMN stop_requested_at")
         conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN trace_context")
         conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN tracebacks")
+        for index in ("newest", "finished", "finished_types"):  # the dashboard's
+            conn.execute(f"DROP INDEX taskyard_tasks_{index}")
+        conn.execute("DROP TABLE taskyard_audit")
+        conn.execute("DROP TABLE taskyard_state")
         conn.execute("DELETE FROM taskyard_schema_version WHERE version > 1")
         conn.execute(
             "INSERT INTO taskyard_workers VALUES ('old', 'here', 1, 0, 0, '{\"role\": \"worker\"}')"

@@ -39,6 +39,14 @@ def test_without_a_command_the_help_lists_the_commands(runner: CliRunner) -> Non
         assert command in result.output
 
 
+def test_settings_hide_the_dashboard_tokens(runner: CliRunner, monkeypatch) -> None:
+    monkeypatch.setenv("TASKYARD_DASHBOARD__TOKEN", "a-secret-of-twenty-chars")
+    result = runner.invoke(app, ["settings"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dashboard"]["token"] == "***"
+    assert "a-secret-of-twenty-chars" not in result.output
+
+
 def test_settings_prints_the_effective_settings_as_json(runner: CliRunner) -> None:
     result = runner.invoke(app, ["settings"])
     assert result.exit_code == 0, result.output
@@ -53,6 +61,7 @@ def test_settings_prints_the_effective_settings_as_json(runner: CliRunner) -> No
         "logging",
         "operations",
         "maintenance",
+        "dashboard",
     }
 
 

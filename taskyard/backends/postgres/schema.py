@@ -62,6 +62,8 @@ EXPECTED_COLUMNS = {
         "worker_id", "hostname", "pid", "started_at", "last_heartbeat", "info",
         "stop_requested_at",
     },
+    "taskyard_audit": {"seq", "at", "actor", "action", "target", "count", "detail"},
+    "taskyard_state": {"key", "value"},
 }  # fmt: skip
 
 
