@@ -50,6 +50,13 @@ from taskyard.framework.operations import (
     page_key,
 )
 from taskyard.framework.runs import RunRegistry
+from taskyard.framework.schedules import ScheduleRecord
+
+
+def _schedule_copy(record: ScheduleRecord) -> ScheduleRecord:
+    return replace(
+        record, schedule=replace(record.schedule, payload=deepcopy(record.schedule.payload))
+    )
 
 
 class InMemoryStore(StoreOperations):
@@ -73,6 +80,9 @@ class InMemoryStore(StoreOperations):
         """The heartbeat records of the workers of this process, by id."""
         self.paused = False
         self.audit: list[AuditEntry] = []
+        self.schedules: dict[str, ScheduleRecord] = {}
+        """The periodic schedules, by name (kept for this process only: each process
+        with its own in-memory store fires its own schedules)."""
 
     def __repr__(self) -> str:
         return f"<InMemoryStore tasks={len(self.tasks)}>"
@@ -535,6 +545,59 @@ class InMemoryStore(StoreOperations):
 
     async def storage_info(self) -> StorageInfo:
         return StorageInfo(path="in-memory")
+
+    # -- periodic schedules ------------------------------------------------------------------
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        record = self.schedules.get(name)
+        return None if record is None else _schedule_copy(record)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [_schedule_copy(self.schedules[name]) for name in sorted(self.schedules)]
+
+    async def insert_schedule(self, record: ScheduleRecord) -> bool:
+        if record.name in self.schedules:
+            return False
+        self.schedules[record.name] = _schedule_copy(record)
+        return True
+
+    async def update_schedule(
+        self, record: ScheduleRecord, *, expected_next: datetime | None = None
+    ) -> bool:
+        stored = self.schedules.get(record.name)
+        if stored is None or (expected_next is not None and stored.next_fire_at != expected_next):
+            return False
+        self.schedules[record.name] = replace(
+            _schedule_copy(record),
+            last_fire_at=stored.last_fire_at,
+            last_task_id=stored.last_task_id,
+            created_at=stored.created_at,
+        )
+        return True
+
+    async def remove_schedule(self, name: str) -> bool:
+        return self.schedules.pop(name, None) is not None
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next: datetime,
+        records: Sequence[TaskRecord],
+        next_fire_at: datetime,
+        last_fire_at: datetime | None,
+        now: datetime,
+    ) -> list[str] | None:
+        stored = self.schedules.get(name)
+        if stored is None or not stored.enabled or stored.next_fire_at != expected_next:
+            return None
+        ids = await self.add(records)  # no await inside: nothing runs in between
+        stored.next_fire_at = next_fire_at
+        stored.updated_at = now
+        if last_fire_at is not None:
+            stored.last_fire_at = last_fire_at
+            stored.last_task_id = ids[-1] if ids else stored.last_task_id
+        return ids
 
 
 def _stored_result(outcome: Outcome) -> object:

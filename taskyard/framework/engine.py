@@ -120,6 +120,8 @@ class EngineConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     shutdown_timeout: float = 30.0
     worker_id: str | None = None
+    run_schedules: bool = True
+    """Fire the store's periodic schedules (a worker does; see add_schedule)."""
     tracked_tasks: int = 100_000
     """Unfinished tasks scheduled through this manager that it follows for ``wait_all()``
     and the active-task calls (the newest ones; a producer-only manager never sees its
@@ -311,6 +313,10 @@ class TaskEngine:
                     self._loop_task(self._heartbeat_loop(), "taskyard-heartbeat"),
                     self._loop_task(self._recover_loop(), "taskyard-recover"),
                 ]
+                if self.config.run_schedules:  # periodic schedules: taskyard.framework.schedules
+                    self._background.append(
+                        self._loop_task(self._schedule_loop(), "taskyard-schedules")
+                    )
             if not self.config.run_worker and Capability.DURABLE not in self.store.capabilities:
                 logger.warning(
                     "taskyard: this manager runs no worker (run_worker = false) on {}, which "
@@ -681,6 +687,32 @@ class TaskEngine:
             if record.type in runs_here:
                 self._note_due(to_epoch(record.run_after))
         return ids
+
+    async def add_schedule(
+        self, name: str, task_type: str, payload: Any = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Declare periodic schedule ``name`` in the store (or update it when its fields
+        changed): ``cron`` (5 fields, or 6 with seconds first) or ``every`` (seconds or a
+        timedelta), ``timezone``, ``missed`` (skip, once, all), ``max_backfill``,
+        ``priority``, ``max_attempts``, ``enabled``. Returns the schedule as a dict.
+        Raises InvalidSchedule naming a wrong field. See :mod:`taskyard.framework.schedules`."""
+        from taskyard.framework import schedules
+
+        schedule = schedules.make_schedule(name, task_type, payload, **fields)
+        await self._ensure_started()
+        record, _ = await schedules.declare(self.store, schedule)
+        return record.to_json()
+
+    async def _schedule_loop(self) -> None:
+        from taskyard.framework.schedules import ScheduleRunner
+
+        runner = ScheduleRunner(
+            self.store,
+            poll_interval=self.config.poll_interval,
+            default_max_attempts=self.config.default_max_attempts,
+            on_fired=lambda ids: self._wake.set(),
+        )
+        await runner.run()
 
     # -- reading and cancelling --------------------------------------------------------------
 

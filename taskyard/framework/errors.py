@@ -9,9 +9,11 @@ each class's docstring is its default message::
     ├── SchedulingError               schedule_task refused the request; nothing was stored
     │   ├── UnknownTaskType           no handler registered for the type
     │   ├── PayloadError              the payload is not exactly representable as JSON
-    │   └── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
+    │   ├── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
+    │   └── InvalidSchedule           a periodic schedule's fields are wrong (names the field)
     ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
+    ├── ScheduleNotFound              no periodic schedule with that name
     ├── OperationRefused              an operations command will not act (state, active workers)
     │   ├── OperationNotSupported     the store cannot do this operation (a capability it lacks)
     │   └── InvalidQuery              a filter or page cursor of an operations query is wrong
@@ -70,12 +72,20 @@ class InvalidTaskOptions(SchedulingError):
     """An option of schedule_task has a bad value."""
 
 
+class InvalidSchedule(SchedulingError):
+    """The periodic schedule was refused and nothing was stored; fix the named field."""
+
+
 class ManagerStateError(TaskyardError):
     """The task manager is not in a state that allows this call."""
 
 
 class TaskNotFound(TaskyardError):
     """No task has this id."""
+
+
+class ScheduleNotFound(TaskyardError):
+    """No periodic schedule has this name; `taskyard schedules list` shows them."""
 
 
 class OperationRefused(TaskyardError):
