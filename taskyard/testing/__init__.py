@@ -3,7 +3,9 @@ anyone writing one. See :mod:`taskyard.testing.contract` for how a backend joins
 
 import pytest
 
-pytest.register_assert_rewrite("taskyard.testing.contract", "taskyard.testing.operations")
+pytest.register_assert_rewrite(
+    "taskyard.testing.contract", "taskyard.testing.operations", "taskyard.testing.schedules"
+)
 
 from taskyard.testing.contract import TaskManagerContract  # noqa: E402
 from taskyard.testing.helpers import (  # noqa: E402
@@ -18,6 +20,7 @@ from taskyard.testing.helpers import (  # noqa: E402
     wait_until,
 )
 from taskyard.testing.operations import StoreOperationsContract  # noqa: E402
+from taskyard.testing.schedules import ScheduleContract  # noqa: E402
 
 __all__ = [
     "BackendFactory",
@@ -25,6 +28,7 @@ __all__ = [
     "EventRecorder",
     "MakeManager",
     "ManagerFactory",
+    "ScheduleContract",
     "StoreOperationsContract",
     "TaskManagerContract",
     "fast_config",
