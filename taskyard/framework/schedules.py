@@ -479,12 +479,12 @@ def plan(schedule: Schedule, next_fire_at: datetime, now: datetime) -> Plan | No
 
 def _count_due(schedule: Schedule, first: datetime, oldest: datetime, counted: int) -> int:
     """How many slots from ``first`` to ``now`` there were, given ``counted`` of them down
-    to ``oldest`` (exact for intervals; a cron walk stops counting at 100 000)."""
+    to ``oldest`` (exact for intervals; a cron walk stops counting at 1 000)."""
     if schedule.every is not None:
         step = timedelta(microseconds=round(schedule.every * 1_000_000))
         return counted + (oldest - first) // step
     cursor = oldest
-    while counted < 100_000:
+    while counted < 1_000:
         earlier = _previous(schedule, cursor)
         if earlier is None or earlier < first:
             break
