@@ -146,6 +146,7 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
     await store.close()
     ids = [task.id for task in tasks]
     with sqlite3.connect(path) as conn:  # back to what version 1 wrote
+        conn.execute("DROP TABLE taskyard_schedules")
         conn.execute("ALTER TABLE taskyard_workers DROP COLUMN stop_requested_at")
         conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN trace_context")
         conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN tracebacks")
@@ -163,5 +164,35 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
         assert await store.present(ids) == set(ids)
         assert await store.request_worker_stop(["old"]) == ["old"]
         assert await store.record_worker("old", {"role": "worker"}) is True
+    finally:
+        await store.close()
+
+
+async def test_a_version_2_file_with_tasks_is_upgraded_to_keep_schedules(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from taskyard.framework.schedules import ScheduleRecord, fire, make_schedule
+
+    path = tmp_path / "v2.db"
+    store = await open_store(path)
+    tasks = [record(), record(TaskStatus.COMPLETED), record(TaskStatus.QUEUED)]
+    await store.import_records(tasks)
+    await store.close()
+    ids = [task.id for task in tasks]
+    with sqlite3.connect(path) as conn:  # back to what version 2 wrote
+        conn.execute("DROP TABLE taskyard_schedules")
+        conn.execute("DELETE FROM taskyard_schema_version WHERE version > 2")
+    store = await open_store(path)
+    try:
+        assert store.migrations_applied == list(range(3, SCHEMA_VERSION + 1))
+        assert await store.present(ids) == set(ids)
+        slot = datetime(2030, 1, 1, tzinfo=UTC)
+        schedule = make_schedule("tick", "work", every=60)
+        assert await store.insert_schedule(ScheduleRecord(schedule=schedule, next_fire_at=slot))
+        stored = await store.get_schedule("tick")
+        assert stored is not None
+        fired, _ = await fire(store, stored, slot)
+        assert fired is not None and len(fired) == 1
+        assert await store.present([*ids, *fired]) == {*ids, *fired}
     finally:
         await store.close()
