@@ -19,6 +19,7 @@ from taskyard.framework.protocol import TaskManager
 from taskyard.ops import metrics as ops_metrics
 from taskyard.ops.config import FILE_BACKENDS, QUEUE_BACKENDS, OpsConfig
 from taskyard.providers import Container
+from taskyard.settings import schedules_from_settings
 
 # -- workers --------------------------------------------------------------------------------
 
@@ -84,6 +85,7 @@ def worker(
                 "task_execution.worker_app"
             )
         registrar = load_registrar(target)
+        declared = schedules_from_settings(container.settings())
         manager = container.task_manager()
         exporter = None if metrics_port is None else serve_metrics(container, manager, metrics_port)
         where = worker_location(container)
@@ -100,7 +102,12 @@ def worker(
             print(f"taskyard dashboard at {server.url(token)}", flush=True)
         try:
             await serve(
-                manager, registrar, stop=stop, shutdown_timeout=shutdown_timeout, where=where
+                manager,
+                registrar,
+                stop=stop,
+                shutdown_timeout=shutdown_timeout,
+                where=where,
+                schedules=declared,
             )
         finally:
             stop.set()

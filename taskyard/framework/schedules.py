@@ -26,7 +26,9 @@ twice on the fall-back day fires once, at its first occurrence.
 
 The slot a task serves is stored in the task's idempotency key, independent of its
 payload: :func:`schedule_slot` reads it back from a task record (a handler's context can
-hand it on). The task's ``run_after`` is its slot time too.
+hand it on). For handlers, which receive only their payload, a dict payload also carries
+it as ``payload["schedule_slot"]`` (ISO 8601, UTC); the task's ``run_after`` is the slot
+time too (or the firing time, for a slot fired late).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BACKFILL",
     "MISSED_POLICIES",
+    "SLOT_PAYLOAD_KEY",
     "Clock",
     "Schedule",
     "ScheduleRecord",
@@ -86,6 +89,8 @@ DEFAULT_MAX_BACKFILL = 100
 MAX_GRACE = timedelta(seconds=60)
 """A slot is *missed* when it is later than this, or than half its period if shorter."""
 SLOT_KEY_PREFIX = "schedule:"
+SLOT_PAYLOAD_KEY = "schedule_slot"
+"""The key a fired task's dict payload carries its slot under (ISO 8601, UTC)."""
 MAX_NAME = 200
 
 Clock = Callable[[], datetime]
@@ -521,8 +526,13 @@ def schedule_slot(record: TaskRecord) -> tuple[str, datetime] | None:
 def slot_record(
     schedule: Schedule, slot: datetime, *, now: datetime, default_max_attempts: int
 ) -> TaskRecord:
-    """The task that serves ``slot``: due at once (its ``run_after`` is the slot)."""
-    payload_json = dumps(schedule.payload, what="payload")
+    """The task that serves ``slot``: due at once (its ``run_after`` is the slot). A dict
+    payload also gets ``schedule_slot`` (the slot, ISO 8601 UTC) so that a handler, which
+    receives only its payload, knows which period it serves."""
+    payload = schedule.payload
+    if isinstance(payload, dict):
+        payload = {**payload, SLOT_PAYLOAD_KEY: slot.astimezone(UTC).isoformat()}
+    payload_json = dumps(payload, what="payload")
     return TaskRecord(
         id=new_task_id(),
         type=schedule.task_type,

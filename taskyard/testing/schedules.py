@@ -94,7 +94,7 @@ class ScheduleContract:
         assert ids is not None and len(ids) == 1 and step is not None
         task = await store.get(ids[0])
         assert task is not None and task.status is TaskStatus.QUEUED
-        assert task.type == "work" and task.payload == {"n": 1}
+        assert task.type == "work" and task.payload == {"n": 1, "schedule_slot": T0.isoformat()}
         assert task.idempotency_key == slot_key("tick", T0)
         assert schedule_slot(task) == ("tick", T0), "the task carries its slot"
         stored = await store.get_schedule("tick")
@@ -217,7 +217,7 @@ class ScheduleContract:
         keys = [task.idempotency_key for task in tasks]
         assert len(keys) == len(set(keys)), "no slot fired twice"
         assert all(schedule_slot(task) is not None for task in tasks)
-        assert slots[0] == {"k": 1}
+        assert slots[0]["k"] == 1 and "schedule_slot" in slots[0]
 
     async def test_schedules_survive_a_restart(self, make_manager: MakeManager) -> None:
         manager = await make_manager(run_worker=False)
