@@ -117,6 +117,8 @@ def test_the_demo_runs_every_task_to_its_expected_status(runner: CliRunner) -> N
     assert "as expected" in out
     assert "NOT as expected" not in out
     assert "tasks/s" in out
+    fired = out.split("periodic schedule (every 0.25 s)")[1].split()[1]
+    assert int(fired) >= 3 and "slots fired, each once" in out
 
 
 def test_the_demo_on_sqlite_keeps_going_through_an_injected_outage(
@@ -138,7 +140,16 @@ def test_the_demo_on_sqlite_keeps_going_through_an_injected_outage(
     assert fallbacks > 0
     assert moved == fallbacks
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM taskyard_tasks").fetchone()[0] == 90
+        count = "SELECT COUNT(*) FROM taskyard_tasks WHERE type != 'heartbeat'"
+        assert conn.execute(count).fetchone()[0] == 90
+        # the demo's periodic schedule fired through the outage, then was removed
+        assert (
+            conn.execute("SELECT COUNT(*) FROM taskyard_tasks WHERE type = 'heartbeat'").fetchone()[
+                0
+            ]
+            >= 3
+        )
+        assert conn.execute("SELECT COUNT(*) FROM taskyard_schedules").fetchone()[0] == 0
 
 
 def test_the_outage_demo_needs_a_sqlite_backend(runner: CliRunner) -> None:
