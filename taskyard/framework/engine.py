@@ -711,6 +711,7 @@ class TaskEngine:
             poll_interval=self.config.poll_interval,
             default_max_attempts=self.config.default_max_attempts,
             on_fired=lambda ids: self._wake.set(),
+            active=lambda: self._state == _State.RUNNING and self._intake.is_set(),
         )
         await runner.run()
 

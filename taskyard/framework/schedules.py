@@ -675,8 +675,11 @@ class ScheduleRunner:
         default_max_attempts: int = 3,
         clock: Clock = utcnow,
         on_fired: Callable[[Sequence[str]], None] | None = None,
+        active: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
+        self.active = active
+        """Fires only while this returns True (the engine: running, intake not paused)."""
         self.poll_interval = poll_interval
         self.default_max_attempts = default_max_attempts
         self.clock = clock
@@ -686,7 +689,9 @@ class ScheduleRunner:
 
     async def turn(self) -> datetime | None:
         """Fire what is due now; returns the earliest next fire time of an enabled
-        schedule (None: there is none)."""
+        schedule (None: there is none, or firing is held by ``active``)."""
+        if self.active is not None and not self.active():
+            return None
         earliest: datetime | None = None
         for record in await self.store.list_schedules():
             current: ScheduleRecord | None = record

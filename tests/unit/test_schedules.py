@@ -206,3 +206,15 @@ async def test_the_runner_fires_on_an_injected_clock() -> None:
     assert slots == [utc(2026, 1, 1, 0, m) for m in (1, 2, 3)]
     assert await runner.turn() == utc(2026, 1, 1, 0, 4)
     assert len(store.tasks) == 3, "a second turn at the same time fires nothing"
+
+
+async def test_the_runner_holds_its_fire_while_not_active() -> None:
+    store = InMemoryStore()
+    now = utc(2026, 1, 1, 0, 1, 0)
+    await declare(store, make_schedule("m", "t", every=60), now=now - timedelta(seconds=30))
+    active = [False]
+    runner = ScheduleRunner(store, clock=lambda: now, active=lambda: active[0])
+    assert await runner.turn() is None and store.tasks == {}, "held: a drain is under way"
+    active[0] = True
+    await runner.turn()
+    assert len(store.tasks) == 1
