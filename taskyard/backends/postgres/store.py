@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 from loguru import logger
 
-from taskyard.backends.postgres import schema
+from taskyard.backends.postgres import schedules, schema
 from taskyard.backends.postgres.errors import translate
 from taskyard.backends.postgres.operations import PostgresOperations
 from taskyard.framework.dsn import redact_dsn
@@ -51,6 +51,7 @@ from taskyard.framework.models import (
     trace_context_from_text,
     trace_context_text,
 )
+from taskyard.framework.schedules import ScheduleRecord
 from taskyard.framework.store import Capability
 
 COLUMNS = (
@@ -533,6 +534,14 @@ class PostgresStore(PostgresOperations):
             self._add_busy = False
 
     async def _insert(self, records: Sequence[TaskRecord]) -> list[str]:
+        async with self._conn() as conn:
+            return await self._insert_on(conn, records)
+
+    async def _insert_on(
+        self, conn: asyncpg.Connection, records: Sequence[TaskRecord]
+    ) -> list[str]:
+        """Insert on ``conn`` (inside the caller's transaction, when it has one); a known
+        idempotency key yields the existing task's id."""
         rows_of: list[tuple[Any, ...]] = [
             (
                 record.id, record.type, record.priority, record.attempts, record.max_attempts,
@@ -547,22 +556,21 @@ class PostgresStore(PostgresOperations):
             sql, args = self._sql_add_one, list(rows_of[0])
         else:
             sql, args = self._sql_add, [list(column) for column in zip(*rows_of, strict=True)]
-        async with self._conn() as conn:
-            rows = await conn.fetch(sql, *args, self.channel, self._want_notify())
-            inserted = {row[0] for row in rows}
-            keys = [
-                record.idempotency_key
-                for record in records
-                if record.id not in inserted and record.idempotency_key
-            ]
-            known: dict[str, str] = {}
-            if keys:
-                found = await conn.fetch(
-                    f"SELECT idempotency_key, id FROM {self.tasks_table}"
-                    " WHERE idempotency_key = ANY($1::text[])",
-                    keys,
-                )
-                known = {row[0]: row[1] for row in found}
+        rows = await conn.fetch(sql, *args, self.channel, self._want_notify())
+        inserted = {row[0] for row in rows}
+        keys = [
+            record.idempotency_key
+            for record in records
+            if record.id not in inserted and record.idempotency_key
+        ]
+        known: dict[str, str] = {}
+        if keys:
+            found = await conn.fetch(
+                f"SELECT idempotency_key, id FROM {self.tasks_table}"
+                " WHERE idempotency_key = ANY($1::text[])",
+                keys,
+            )
+            known = {row[0]: row[1] for row in found}
         return [
             record.id
             if record.id in inserted or not record.idempotency_key
@@ -774,3 +782,47 @@ class PostgresStore(PostgresOperations):
             f"SELECT {COLUMNS} FROM {self.tasks_table}{where} ORDER BY seq", *params
         )
         return [row_to_record(row) for row in rows]
+
+    # -- periodic schedules ------------------------------------------------------------------
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        async with self._conn() as conn:
+            return await schedules.read_one(conn, self._q, name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        async with self._conn() as conn:
+            return await schedules.read_all(conn, self._q)
+
+    async def insert_schedule(self, record: ScheduleRecord) -> bool:
+        async with self._conn() as conn:
+            return await schedules.insert(conn, self._q, record)
+
+    async def update_schedule(
+        self, record: ScheduleRecord, *, expected_next: datetime | None = None
+    ) -> bool:
+        async with self._conn() as conn:
+            return await schedules.update(conn, self._q, record, expected_next)
+
+    async def remove_schedule(self, name: str) -> bool:
+        async with self._conn() as conn:
+            return await schedules.remove(conn, self._q, name)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next: datetime,
+        records: Sequence[TaskRecord],
+        next_fire_at: datetime,
+        last_fire_at: datetime | None,
+        now: datetime,
+    ) -> list[str] | None:
+        async with self._conn() as conn, conn.transaction():
+            if not await schedules.advance(conn, self._q, name, expected_next, next_fire_at, now):
+                return None
+            ids = await self._insert_on(conn, records) if records else []
+            if last_fire_at is not None:
+                await schedules.fired(conn, self._q, name, last_fire_at, ids)
+        if ids and self._wakeup is not None:
+            self._wakeup()
+        return ids
