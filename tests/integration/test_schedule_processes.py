@@ -1,5 +1,6 @@
-"""Periodic schedules across real `taskyard worker` processes on one SQLite file: each slot
-fires once whatever runs, is killed or restarts; an outage is caught up by the policy."""
+"""Periodic schedules across real `taskyard worker` processes on one SQLite file or one
+PostgreSQL schema: each slot fires once whatever runs, is killed or restarts; an outage is
+caught up by the policy."""
 
 from __future__ import annotations
 
@@ -17,18 +18,33 @@ import pytest
 from taskyard.backends.sqlite import SqliteStore
 from taskyard.framework.models import TaskRecord
 from taskyard.framework.schedules import schedule_slot
+from taskyard.framework.store import TaskStore
 from taskyard.testing import poll_until
+from tests.pg_support import postgres_dsn
 
 from .test_sqlite_processes import APP, ROOT, Workers
+
+__all__ = ["postgres_dsn"]
 
 pytestmark = pytest.mark.slow
 
 SECOND = timedelta(seconds=1)
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(tmp_path)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]:
+    """Worker processes on one SQLite file, or on one PostgreSQL schema."""
+    pool: Workers
+    if request.param == "postgres":
+        from tests.pg_support import require_postgres, schema_for
+
+        from .test_postgres_processes import Workers as PostgresWorkers
+
+        require_postgres()
+        dsn = request.getfixturevalue("postgres_dsn")
+        pool = PostgresWorkers(tmp_path, dsn, schema_for(request.node.nodeid))  # type: ignore[assignment]
+    else:
+        pool = Workers(tmp_path)
     try:
         yield pool
     finally:
@@ -56,8 +72,14 @@ def executed_slots(workers: Workers) -> collections.Counter[datetime]:
     )
 
 
-async def fired_tasks(db: Path) -> list[TaskRecord]:
-    store = SqliteStore(db)
+async def fired_tasks(workers: Workers) -> list[TaskRecord]:
+    store: TaskStore
+    if hasattr(workers, "dsn"):
+        from taskyard.backends.postgres import PostgresStore
+
+        store = PostgresStore(workers.dsn, schema_name=workers.schema, pool_size=1)
+    else:
+        store = SqliteStore(workers.db)
     await store.open()
     try:
         return await store.list_tasks(task_type="slot", limit=100_000)
@@ -94,7 +116,7 @@ async def test_three_workers_fire_each_slot_once_through_a_kill_and_restart(
     for process in pool:
         stop(process)
 
-    tasks = await fired_tasks(workers.db)
+    tasks = await fired_tasks(workers)
     by_slot = collections.Counter(schedule_slot(t)[1] for t in tasks)  # type: ignore[index]
     assert by_slot and set(by_slot.values()) == {1}, "a slot fired twice"
     slots = sorted(by_slot)
@@ -142,7 +164,7 @@ async def test_an_outage_of_five_slots_is_caught_up_by_policy(
     wait_for_slots(workers, 2, after=up_at)
     stop(worker)
 
-    tasks = await fired_tasks(workers.db)
+    tasks = await fired_tasks(workers)
     slots = {schedule_slot(t)[1]: t for t in tasks}  # type: ignore[index]
     assert len(slots) == len(tasks), "a slot fired twice"
     last_before = max(s for s, t in slots.items() if t.created_at.timestamp() < down_at)
