@@ -31,6 +31,7 @@ from taskyard.framework.schedules import (
     slot_record,
 )
 from taskyard.framework.store import Capability
+from taskyard.testing.contract import require
 from taskyard.testing.helpers import MakeManager, wait_until
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -221,8 +222,7 @@ class ScheduleContract:
 
     async def test_schedules_survive_a_restart(self, make_manager: MakeManager) -> None:
         manager = await make_manager(run_worker=False)
-        if Capability.DURABLE not in manager.store.capabilities:
-            return  # in-memory: schedules live as long as the process (documented)
+        require(manager, Capability.DURABLE)  # in-memory: as long as the process (documented)
         await manager.store.insert_schedule(_record())
         record = await manager.store.get_schedule("tick")
         assert record is not None
