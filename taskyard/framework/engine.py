@@ -710,7 +710,7 @@ class TaskEngine:
             self.store,
             poll_interval=self.config.poll_interval,
             default_max_attempts=self.config.default_max_attempts,
-            on_fired=lambda ids: self._wake.set(),
+            on_fired=lambda ids: self._work_may_be_due(),  # tasks the engine did not add
             active=lambda: self._state == _State.RUNNING and self._intake.is_set(),
         )
         await runner.run()
