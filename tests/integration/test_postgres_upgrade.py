@@ -27,6 +27,7 @@ async def test_a_version_1_schema_with_tasks_is_upgraded_and_keeps_them(postgres
     await store.close()
     conn = await asyncpg.connect(postgres_dsn)
     try:  # back to what version 1 wrote
+        await conn.execute("DROP TABLE upgraded.taskyard_schedules")
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN tracebacks")
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN trace_context")
         for index in ("newest", "finished"):  # the dashboard's
