@@ -168,23 +168,23 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
         await store.close()
 
 
-async def test_a_version_4_file_with_tasks_is_upgraded_to_keep_schedules(tmp_path: Path) -> None:
+async def test_a_version_5_file_with_tasks_is_upgraded_to_keep_schedules(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
     from taskyard.framework.schedules import ScheduleRecord, fire, make_schedule
 
-    path = tmp_path / "v4.db"
+    path = tmp_path / "v5.db"
     store = await open_store(path)
     tasks = [record(), record(TaskStatus.COMPLETED), record(TaskStatus.QUEUED)]
     await store.import_records(tasks)
     await store.close()
     ids = [task.id for task in tasks]
-    with sqlite3.connect(path) as conn:  # back to what version 4 wrote (5 adds schedules)
+    with sqlite3.connect(path) as conn:  # back to what version 5 wrote (6 adds schedules)
         conn.execute("DROP TABLE taskyard_schedules")
-        conn.execute("DELETE FROM taskyard_schema_version WHERE version > 4")
+        conn.execute("DELETE FROM taskyard_schema_version WHERE version > 5")
     store = await open_store(path)
     try:
-        assert store.migrations_applied == list(range(5, SCHEMA_VERSION + 1))
+        assert store.migrations_applied == list(range(6, SCHEMA_VERSION + 1))
         assert await store.present(ids) == set(ids)
         slot = datetime(2030, 1, 1, tzinfo=UTC)
         schedule = make_schedule("tick", "work", every=60)

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's periodic schedules: the ``taskyard_schedules`` table (migration 4).
+"""The PostgreSQL store's periodic schedules: the ``taskyard_schedules`` table (migration 5).
 
 Plain functions on a connection; ``q`` is the quoted schema name. Firing is
 :func:`advance` (the conditional update on the next fire time the firer read) followed,

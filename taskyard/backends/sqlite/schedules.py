@@ -1,4 +1,4 @@
-"""The SQLite store's periodic schedules: the ``taskyard_schedules`` table (migration 5).
+"""The SQLite store's periodic schedules: the ``taskyard_schedules`` table (migration 6).
 
 Reads are plain functions on a connection; writes are operations for the store's
 group-commit queue. Firing (:func:`op_fire`) updates the schedule's next fire time under

@@ -1,4 +1,4 @@
--- taskyard queue schema on PostgreSQL, version 4: periodic schedules
+-- taskyard queue schema on PostgreSQL, version 5: periodic schedules
 -- (taskyard.framework.schedules). definition is the schedule's fields as JSON text.
 -- Firing a slot updates next_fire_at under the condition that it still holds the value
 -- the firer read, in the transaction that inserts the slot's task: a second firer waits

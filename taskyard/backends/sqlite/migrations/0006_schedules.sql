@@ -1,4 +1,4 @@
--- taskyard queue schema, version 5: periodic schedules (taskyard.framework.schedules).
+-- taskyard queue schema, version 6: periodic schedules (taskyard.framework.schedules).
 -- definition is the schedule's fields as JSON; times are REAL epoch seconds like the rest.
 -- Firing a slot updates next_fire_at under the condition that it still holds the value the
 -- firer read, in the transaction that inserts the slot's task.
