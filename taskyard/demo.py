@@ -60,6 +60,10 @@ FLAKY_FAILURES = 2
 FLAKY_ATTEMPTS = 3
 ALWAYS_FAILS_ATTEMPTS = 2
 CANCELLED_DELAY = 3600.0
+DEMO_SCHEDULE = "demo_heartbeat"
+DEMO_SCHEDULE_EVERY = 0.25
+DEMO_SCHEDULE_RUNS = 3
+"""The demo declares a periodic schedule and waits until it has fired this many slots."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class DemoHandlers:
 
     def __init__(self) -> None:
         self.flaky_attempts: Counter[int] = Counter()
+        self.slots: list[str] = []
 
     async def resize_image(self, payload: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0)
@@ -175,7 +180,13 @@ class DemoHandlers:
         await asyncio.sleep(float(payload["seconds"]))
         return {"slept": payload["seconds"]}
 
+    async def heartbeat(self, payload: dict[str, Any]) -> str:
+        """The periodic schedule's task: notes the slot it serves."""
+        self.slots.append(str(payload["schedule_slot"]))
+        return str(payload["schedule_slot"])
+
     async def register(self, manager: TaskManager) -> None:
+        await manager.register_task("heartbeat", self.heartbeat)
         await manager.register_task("resize_image", self.resize_image)
         await manager.register_task("send_email", self.send_email)
         await manager.register_task("flaky", self.flaky, max_attempts=FLAKY_ATTEMPTS)
@@ -195,6 +206,8 @@ class DemoProgress:
     scheduled: int = 0
 
     def on_event(self, event: TaskEvent) -> None:
+        if event.type == "heartbeat":  # the periodic schedule's, reported on their own
+            return
         if event.status.is_terminal:
             self.finished[str(event.status)] += 1
         elif event.status is TaskStatus.QUEUED and event.error is not None:
@@ -223,9 +236,20 @@ class DemoResult:
     rows: list[tuple[DemoTask, dict[str, Any] | None]]
     timed_out: bool
     fallback: dict[str, int] = field(default_factory=dict)
+    schedule_slots: list[str] = field(default_factory=list)
+    """The slots the demo's periodic schedule fired and ran (once each)."""
+    scheduled: bool = False
+    """Whether the demo declared its periodic schedule (a TaskEngine manager)."""
 
     def mismatches(self) -> list[str]:
         problems: list[str] = []
+        if self.scheduled and len(self.schedule_slots) < DEMO_SCHEDULE_RUNS:
+            problems.append(
+                f"the periodic schedule ran {len(self.schedule_slots)} slot(s), expected at "
+                f"least {DEMO_SCHEDULE_RUNS}"
+            )
+        if len(set(self.schedule_slots)) != len(self.schedule_slots):
+            problems.append("the periodic schedule ran a slot twice")
         for task, status in self.rows:
             if status is None:
                 problems.append(f"{task.kind}: the task is unknown to the manager")
@@ -263,6 +287,10 @@ async def run_demo(
     try:
         async with manager:
             await handlers.register(manager)
+            if isinstance(manager, TaskEngine):
+                await manager.add_schedule(
+                    DEMO_SCHEDULE, "heartbeat", every=DEMO_SCHEDULE_EVERY, missed="skip"
+                )
             started = time.perf_counter()
             ids: list[str] = []
 
@@ -290,6 +318,8 @@ async def run_demo(
             if outage is not None:
                 await outage.end()
                 await wait_for_recovery(manager, timeout)
+            if isinstance(manager, TaskEngine):
+                await _schedule_runs(manager, handlers, timeout)
             statuses = [await manager.get_task_status(task_id) for task_id in ids]
             fallback = _fallback_of(manager)
             stats = dict(vars(fallback.stats)) if fallback is not None else {}
@@ -304,7 +334,18 @@ async def run_demo(
         rows=list(zip(plan, statuses, strict=True)),
         timed_out=timed_out,
         fallback=stats,
+        schedule_slots=list(handlers.slots),
+        scheduled=isinstance(manager, TaskEngine),
     )
+
+
+async def _schedule_runs(manager: TaskEngine, handlers: DemoHandlers, timeout: float) -> None:
+    """Wait (bounded) until the demo schedule has run its slots, then remove it: a demo
+    leaves no schedule behind in a queue file that real workers may use later."""
+    deadline = time.monotonic() + timeout
+    while len(handlers.slots) < DEMO_SCHEDULE_RUNS and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await manager.store.remove_schedule(DEMO_SCHEDULE)
 
 
 class Outage:
@@ -428,6 +469,11 @@ def print_report(console: Console, result: DemoResult, problems: list[str]) -> N
     summary.add_row("scheduled with a delay", str(kinds["delayed"] + kinds["cancelled"]))
     summary.add_row("cancelled right after scheduling", str(kinds["cancelled"]))
     summary.add_row("retries", str(totals["retries"]))
+    if result.schedule_slots:
+        summary.add_row(
+            f"periodic schedule (every {DEMO_SCHEDULE_EVERY:g} s)",
+            f"{len(result.schedule_slots)} slots fired, each once",
+        )
     if result.fallback:
         summary.add_row("accepted into memory (fallback)", str(result.fallback["fallbacks"]))
         summary.add_row("moved back into SQLite", str(result.fallback["moved"]))

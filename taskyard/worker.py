@@ -13,7 +13,7 @@ import asyncio
 import importlib
 import inspect
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -23,6 +23,7 @@ from taskyard._platform import install_stop_handlers
 from taskyard.framework.engine import TaskEngine
 from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.protocol import TaskManager
+from taskyard.framework.schedules import Schedule, declare
 
 Registrar = Callable[[TaskManager], Any]
 
@@ -125,12 +126,15 @@ async def serve(
     shutdown_timeout: float | None = None,
     install_signal_handlers: bool = True,
     where: str = "",
+    schedules: Sequence[Schedule] = (),
 ) -> None:
     """Run ``manager`` as a worker until ``stop`` is set, a stop signal arrives
     (SIGTERM/SIGINT; SIGINT/SIGBREAK on Windows) or ``taskyard workers stop`` asks
     through the queue, then stop gracefully: no new claims, running handlers get
     ``shutdown_timeout`` seconds, the rest go back to ``queued``. ``where`` says what the
-    worker runs on (the backend and its file), for the start line."""
+    worker runs on (the backend and its file), for the start line. ``schedules`` (from
+    the settings) are declared once the manager started: created, or updated when
+    changed."""
     stop = stop or asyncio.Event()
     uninstall = stop_on_signals(stop) if install_signal_handlers else None
     asked: asyncio.Event | None = None
@@ -141,6 +145,9 @@ async def serve(
         if registrar is not None:
             await register(manager, registrar)
         await manager.start()
+        if schedules and isinstance(manager, TaskEngine):  # the settings' [schedules] tables
+            for schedule in schedules:
+                await declare(manager.store, schedule)
         logger.info("taskyard worker started: {}", describe(manager, where))
         # a line supervisors and tests wait for
         print(f"taskyard worker ready{': ' + where if where else ''}", flush=True)

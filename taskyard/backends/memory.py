@@ -39,12 +39,22 @@ from taskyard.framework.models import (
     utcnow,
 )
 from taskyard.framework.operations import (
+    CANCELLABLE,
+    PURGEABLE,
+    RETRYABLE,
+    AuditEntry,
     InitFigures,
     IntegrityFindings,
     QueueFigures,
     StorageInfo,
     StoreOperations,
+    TaskFilter,
+    TaskPage,
     WorkerRecord,
+    bucket_of,
+    decode_cursor,
+    encode_cursor,
+    page_key,
 )
 from taskyard.framework.runs import RunRegistry
 from taskyard.framework.store import Capability
@@ -54,6 +64,13 @@ from taskyard.framework.workflows import (
     concurrency_limit,
     settles,
 )
+from taskyard.framework.schedules import ScheduleRecord
+
+
+def _schedule_copy(record: ScheduleRecord) -> ScheduleRecord:
+    return replace(
+        record, schedule=replace(record.schedule, payload=deepcopy(record.schedule.payload))
+    )
 
 
 class InMemoryStore(StoreOperations):
@@ -82,6 +99,11 @@ class InMemoryStore(StoreOperations):
         self.releases = 0
         self.workers: dict[str, WorkerRecord] = {}
         """The heartbeat records of the workers of this process, by id."""
+        self.paused = False
+        self.audit: list[AuditEntry] = []
+        self.schedules: dict[str, ScheduleRecord] = {}
+        """The periodic schedules, by name (kept for this process only: each process
+        with its own in-memory store fires its own schedules)."""
 
     def __repr__(self) -> str:
         return f"<InMemoryStore tasks={len(self.tasks)}>"
@@ -560,6 +582,70 @@ class InMemoryStore(StoreOperations):
     ) -> int:
         return len(self._finished_before(statuses, before, task_type))
 
+    def _filtered(self, task_filter: TaskFilter) -> list[TaskRecord]:
+        """The matching records, newest first."""
+        found = [record for record in self.tasks.values() if task_filter.matches(record)]
+        found.sort(key=page_key, reverse=True)
+        return found
+
+    async def page_tasks(
+        self, task_filter: TaskFilter, *, limit: int, after: str | None = None
+    ) -> TaskPage:
+        found = self._filtered(task_filter)
+        if after is not None:
+            key = decode_cursor(after)
+            found = [record for record in found if page_key(record) < key]
+        tasks = [self._copy_out(record) for record in found[:limit]]
+        more = len(found) > limit
+        return TaskPage(tasks, encode_cursor(page_key(tasks[-1])) if more else None)
+
+    async def count_matching(self, task_filter: TaskFilter) -> int:
+        return len(self._filtered(task_filter))
+
+    async def finished_series(
+        self, *, since: float, until: float, buckets: int
+    ) -> list[dict[str, int]]:
+        series = [{"completed": 0, "failed": 0} for _ in range(buckets)]
+        for record in self.tasks.values():
+            if record.finished_at is None or record.status not in (
+                TaskStatus.COMPLETED,
+                TaskStatus.FAILED,
+            ):
+                continue
+            at = bucket_of(to_epoch(record.finished_at), since=since, until=until, buckets=buckets)
+            if at is not None:
+                series[at][str(record.status)] += 1
+        return series
+
+    async def retry_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        chosen = self._filtered(task_filter.narrowed(RETRYABLE))[:limit]
+        for record in chosen:
+            await self.retry(record.id, now=now)
+        return len(chosen)
+
+    async def cancel_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        chosen = self._filtered(task_filter.narrowed(CANCELLABLE))[:limit]
+        at = datetime.fromtimestamp(now, UTC)
+        for record in chosen:
+            await self.cancel(record.id, now=at)
+        return len(chosen)
+
+    async def purge_matching(self, task_filter: TaskFilter, *, limit: int) -> int:
+        chosen = self._filtered(task_filter.narrowed(PURGEABLE))[:limit]
+        return len(self.detach([record.id for record in chosen]))
+
+    async def set_intake_paused(self, paused: bool) -> None:
+        self.paused = paused
+
+    async def intake_paused(self) -> bool:
+        return self.paused
+
+    async def record_action(self, entry: AuditEntry) -> None:
+        self.audit.append(entry)
+
+    async def list_actions(self, *, limit: int = 100) -> list[AuditEntry]:
+        return self.audit[::-1][:limit]
+
     async def delete_finished(
         self,
         *,
@@ -636,6 +722,59 @@ class InMemoryStore(StoreOperations):
 
     async def storage_info(self) -> StorageInfo:
         return StorageInfo(path="in-memory")
+
+    # -- periodic schedules ------------------------------------------------------------------
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        record = self.schedules.get(name)
+        return None if record is None else _schedule_copy(record)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [_schedule_copy(self.schedules[name]) for name in sorted(self.schedules)]
+
+    async def insert_schedule(self, record: ScheduleRecord) -> bool:
+        if record.name in self.schedules:
+            return False
+        self.schedules[record.name] = _schedule_copy(record)
+        return True
+
+    async def update_schedule(
+        self, record: ScheduleRecord, *, expected_next: datetime | None = None
+    ) -> bool:
+        stored = self.schedules.get(record.name)
+        if stored is None or (expected_next is not None and stored.next_fire_at != expected_next):
+            return False
+        self.schedules[record.name] = replace(
+            _schedule_copy(record),
+            last_fire_at=stored.last_fire_at,
+            last_task_id=stored.last_task_id,
+            created_at=stored.created_at,
+        )
+        return True
+
+    async def remove_schedule(self, name: str) -> bool:
+        return self.schedules.pop(name, None) is not None
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next: datetime,
+        records: Sequence[TaskRecord],
+        next_fire_at: datetime,
+        last_fire_at: datetime | None,
+        now: datetime,
+    ) -> list[str] | None:
+        stored = self.schedules.get(name)
+        if stored is None or not stored.enabled or stored.next_fire_at != expected_next:
+            return None
+        ids = await self.add(records)  # no await inside: nothing runs in between
+        stored.next_fire_at = next_fire_at
+        stored.updated_at = now
+        if last_fire_at is not None:
+            stored.last_fire_at = last_fire_at
+            stored.last_task_id = ids[-1] if ids else stored.last_task_id
+        return ids
 
 
 def _stored_result(outcome: Outcome) -> object:

@@ -188,6 +188,9 @@ def show_settings(ctx: typer.Context) -> None:
     dsn = shown["task_execution"].get("postgres_dsn")
     if isinstance(dsn, str):
         shown["task_execution"]["postgres_dsn"] = redact_dsn(dsn)
+    for key in ("token", "read_only_token"):
+        if shown.get("dashboard", {}).get(key):
+            shown["dashboard"][key] = "***"
     print_json(shown, sort_keys=True)
 
 

@@ -19,6 +19,7 @@ from taskyard.framework.protocol import TaskManager
 from taskyard.ops import metrics as ops_metrics
 from taskyard.ops.config import FILE_BACKENDS, QUEUE_BACKENDS, OpsConfig
 from taskyard.providers import Container
+from taskyard.settings import schedules_from_settings
 
 # -- workers --------------------------------------------------------------------------------
 
@@ -56,6 +57,15 @@ def worker(
             "(0: a free port; needs taskyard[metrics]).",
         ),
     ] = None,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve the web dashboard on dashboard.host:PORT while working (0: a free "
+            "port; needs taskyard[dashboard]); prints its login URL.",
+        ),
+    ] = None,
 ) -> None:
     """Run tasks from the configured queue until SIGTERM or SIGINT, then stop gracefully:
     no new claims, running handlers finish within the shutdown timeout, the rest go back
@@ -75,13 +85,37 @@ def worker(
                 "task_execution.worker_app"
             )
         registrar = load_registrar(target)
+        declared = schedules_from_settings(container.settings())
         manager = container.task_manager()
         exporter = None if metrics_port is None else serve_metrics(container, manager, metrics_port)
         where = worker_location(container)
+        web = None if dashboard_port is None else dashboard_server(ctx, dashboard_port)
     except ConfigurationError as exc:
         raise configuration_failure(exc) from exc
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        serving = None
+        if web is not None:
+            server, token = web
+            serving = asyncio.create_task(server.run(stop))
+            print(f"taskyard dashboard at {server.url(token)}", flush=True)
+        try:
+            await serve(
+                manager,
+                registrar,
+                stop=stop,
+                shutdown_timeout=shutdown_timeout,
+                where=where,
+                schedules=declared,
+            )
+        finally:
+            stop.set()
+            if serving is not None:
+                await serving
+
     try:
-        asyncio.run(serve(manager, registrar, shutdown_timeout=shutdown_timeout, where=where))
+        asyncio.run(run())
     except ConfigurationError as exc:  # the --app function could not register handlers
         raise configuration_failure(exc) from exc
     finally:
@@ -97,6 +131,17 @@ def worker_location(container: Container) -> str:
         return f"backend {backend}"
     path = Path(container.config.task_execution.queue_db_path()).resolve()
     return f"backend {backend}, file {path}"
+
+
+def dashboard_server(ctx: typer.Context, port: int) -> tuple[Any, str]:
+    """The dashboard of a worker, bound to dashboard.host:``port``, and its login token.
+    Raises ConfigurationError."""
+    from taskyard.cli.dashboard import dashboard_for, dashboard_settings
+    from taskyard.web.server import DashboardServer
+
+    host = str(dashboard_settings(ctx)["host"])
+    app, token = dashboard_for(ctx, host)
+    return DashboardServer(app, host, port), token
 
 
 def serve_metrics(

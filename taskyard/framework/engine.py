@@ -94,6 +94,8 @@ _NO_LIMITS: Mapping[str, int] = MappingProxyType({})
 
 STOP_WRITE_GRACE = 1.0
 """Seconds ``stop()`` gives the store, beyond its timeout, to write the last outcomes."""
+PAUSE_READ = 1.0
+"""Seconds a worker trusts its last reading of the store's intake pause."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class EngineConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     shutdown_timeout: float = 30.0
     worker_id: str | None = None
+    run_schedules: bool = True
+    """Fire the store's periodic schedules (a worker does; see add_schedule)."""
     tracked_tasks: int = 100_000
     """Unfinished tasks scheduled through this manager that it follows for ``wait_all()``
     and the active-task calls (the newest ones; a producer-only manager never sees its
@@ -284,6 +288,8 @@ class TaskEngine:
         self._intake.set()
         self._pool: DaemonThreadPool | None = None
         self._claim_error: str | None = None  # why the last claim failed, until one works
+        self._held = False  # an operator paused intake in the store (intake_paused)
+        self._held_read_at = -math.inf
         self.stats: dict[str, int] = {
             "scheduled": 0,
             "claimed": 0,
@@ -314,11 +320,20 @@ class TaskEngine:
             self._background = [self._loop_task(self._flush_outcomes(), "taskyard-flush")]
             if self.config.run_worker:
                 self._pool = DaemonThreadPool(self.config.concurrency + 4, name="taskyard")
+                try:  # a queue paused before this worker started is honoured at once
+                    await self._read_pause()
+                except Exception as exc:
+                    _log_unexpected(exc, "reading the intake pause")
                 self._background += [
+                    self._loop_task(self._pause_loop(), "taskyard-pause"),
                     self._loop_task(self._claim_loop(), "taskyard-claim"),
                     self._loop_task(self._heartbeat_loop(), "taskyard-heartbeat"),
                     self._loop_task(self._recover_loop(), "taskyard-recover"),
                 ]
+                if self.config.run_schedules:  # periodic schedules: taskyard.framework.schedules
+                    self._background.append(
+                        self._loop_task(self._schedule_loop(), "taskyard-schedules")
+                    )
             if not self.config.run_worker and Capability.DURABLE not in self.store.capabilities:
                 logger.warning(
                     "taskyard: this manager runs no worker (run_worker = false) on {}, which "
@@ -722,6 +737,33 @@ class TaskEngine:
                 self._note_due(to_epoch(record.run_after))
         return ids
 
+    async def add_schedule(
+        self, name: str, task_type: str, payload: Any = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Declare periodic schedule ``name`` in the store (or update it when its fields
+        changed): ``cron`` (5 fields, or 6 with seconds first) or ``every`` (seconds or a
+        timedelta), ``timezone``, ``missed`` (skip, once, all), ``max_backfill``,
+        ``priority``, ``max_attempts``, ``enabled``. Returns the schedule as a dict.
+        Raises InvalidSchedule naming a wrong field. See :mod:`taskyard.framework.schedules`."""
+        from taskyard.framework import schedules
+
+        schedule = schedules.make_schedule(name, task_type, payload, **fields)
+        await self._ensure_started()
+        record, _ = await schedules.declare(self.store, schedule)
+        return record.to_json()
+
+    async def _schedule_loop(self) -> None:
+        from taskyard.framework.schedules import ScheduleRunner
+
+        runner = ScheduleRunner(
+            self.store,
+            poll_interval=self.config.poll_interval,
+            default_max_attempts=self.config.default_max_attempts,
+            on_fired=lambda ids: self._work_may_be_due(),  # tasks the engine did not add
+            active=lambda: self._state == _State.RUNNING and self._intake.is_set(),
+        )
+        await runner.run()
+
     # -- reading and cancelling --------------------------------------------------------------
 
     async def get_task_status(self, task_id: str) -> dict[str, Any] | None:
@@ -1005,6 +1047,10 @@ class TaskEngine:
                     self._due_now, self._next_at, self._next_known = True, None, False
                 want = self._free_slots() + self.config.prefetch - len(self._ready)
                 if want > 0 and self._due_now and self._handlers:
+                    if self._held:  # an operator paused intake; _pause_loop watches
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+                        continue
                     try:
                         await self._claim(want)
                     except asyncio.CancelledError:
@@ -1118,6 +1164,31 @@ class TaskEngine:
             self._releases_seen = self.store.releases
             self._blocked = False
             self._work_may_be_due()
+
+    async def _read_pause(self) -> None:
+        """Read the store's intake pause (logged when it changes; a resume wakes the
+        claim loop)."""
+        held = await self.store.intake_paused()
+        self._held_read_at = time.monotonic()
+        if held != self._held:
+            logger.info(
+                "taskyard worker {}: intake {} by an operator",
+                self.worker_id,
+                "paused" if held else "resumed",
+            )
+            self._held = held
+            if not held:
+                self._wake.set()
+
+    async def _pause_loop(self) -> None:
+        """Watch the store's intake pause beside the claim loop, so a claim never waits
+        for it."""
+        while True:
+            await asyncio.sleep(PAUSE_READ)
+            try:
+                await self._read_pause()
+            except Exception as exc:  # the loop goes on whatever fails
+                _log_unexpected(exc, "reading the intake pause")
 
     def _start_ready(self) -> None:
         """Start claimed tasks while slots are free."""
@@ -1492,6 +1563,7 @@ class TaskEngine:
             "running": len(self._running),
             "task_types": sorted(self.registered_types),
             "claim_error": self._claim_error,
+            "intake_paused": self._held,
             **self.stats,
         }
 

@@ -10,11 +10,14 @@ each class's docstring is its default message::
     │   ├── UnknownTaskType           no handler registered for the type
     │   ├── PayloadError              the payload is not exactly representable as JSON
     │   ├── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
-    │   └── DependencyError           depends_on names an unknown task or would make a cycle
+    │   ├── DependencyError           depends_on names an unknown task or would make a cycle
+    │   └── InvalidSchedule           a periodic schedule's fields are wrong (names the field)
     ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
+    ├── ScheduleNotFound              no periodic schedule with that name
     ├── OperationRefused              an operations command will not act (state, active workers)
-    │   └── OperationNotSupported     the store cannot do this operation (a capability it lacks)
+    │   ├── OperationNotSupported     the store cannot do this operation (a capability it lacks)
+    │   └── InvalidQuery              a filter or page cursor of an operations query is wrong
     ├── ExportFileError               a file given to import is not a taskyard export, or damaged
     ├── MigrationError                a move between stores failed; the tasks stayed where they were
     └── StoreError                    the storage failed (driver errors are translated to these)
@@ -75,12 +78,20 @@ class DependencyError(SchedulingError):
     stored. Schedule the dependencies first (or list them earlier in the same batch)."""
 
 
+class InvalidSchedule(SchedulingError):
+    """The periodic schedule was refused and nothing was stored; fix the named field."""
+
+
 class ManagerStateError(TaskyardError):
     """The task manager is not in a state that allows this call."""
 
 
 class TaskNotFound(TaskyardError):
     """No task has this id."""
+
+
+class ScheduleNotFound(TaskyardError):
+    """No periodic schedule has this name; `taskyard schedules list` shows them."""
 
 
 class OperationRefused(TaskyardError):
@@ -90,6 +101,11 @@ class OperationRefused(TaskyardError):
 class OperationNotSupported(OperationRefused):
     """This store cannot do this operation (it lacks the capability); the message says
     what to use instead."""
+
+
+class InvalidQuery(OperationRefused):
+    """A filter or a page cursor given to an operations query is wrong; the message says
+    what is allowed."""
 
 
 class ExportFileError(TaskyardError):

@@ -46,13 +46,16 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskyard.framework.errors import OperationNotSupported
-from taskyard.framework.models import TaskRecord, TaskStatus
+from taskyard.framework.errors import InvalidQuery, OperationNotSupported
+from taskyard.framework.models import TaskRecord, TaskStatus, dumps, to_epoch
 from taskyard.framework.store import TaskStore
 
 __all__ = [
+    "CANCELLABLE",
     "FINISHED",
+    "RETRYABLE",
     "STATUSES",
+    "AuditEntry",
     "BackupCheck",
     "CheckpointFigures",
     "ComposedOperations",
@@ -63,12 +66,25 @@ __all__ = [
     "StorageInfo",
     "StoreOperations",
     "TableStatistics",
+    "TaskFilter",
+    "TaskPage",
     "WorkerRecord",
+    "ascii_lower",
+    "bucket_of",
     "no_progress",
 ]
 
 STATUSES = tuple(str(status) for status in TaskStatus)
 FINISHED = ("completed", "failed", "cancelled")
+RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+"""The statuses :meth:`StoreOperations.retry` and :meth:`~StoreOperations.retry_matching`
+queue again."""
+CANCELLABLE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+"""The statuses :meth:`~StoreOperations.cancel_matching` cancels."""
+PURGEABLE = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+"""The statuses :meth:`~StoreOperations.purge_matching` deletes."""
+MAX_FILTER_TEXT = 200
+"""The longest text a :class:`TaskFilter` searches for."""
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: called as a long operation advances (total 0: unknown)."""
@@ -96,6 +112,133 @@ class WorkerRecord:
         """``worker`` (a ``taskyard worker`` process, which stops when asked) or
         ``application`` (a program that runs tasks itself: left to its own manager)."""
         return "worker" if self.info.get("role") == "worker" else "application"
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with only the ASCII letters lowered: how every store compares the text of
+    a :class:`TaskFilter` (SQLite's ``LIKE`` folds exactly these)."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks a page, a count or a bulk action is about; every field narrows it (an
+    empty filter: every task). :meth:`matches` is the meaning every store implements."""
+
+    statuses: tuple[TaskStatus, ...] | None = None
+    """Any of these statuses (None: any status)."""
+    task_type: str | None = None
+    """Exactly this type."""
+    since: float | None = None
+    """Created at or after this time."""
+    until: float | None = None
+    """Created before this time."""
+    text: str | None = None
+    """Found in the payload's JSON text or in the error, ignoring ASCII case."""
+    ids: tuple[str, ...] | None = None
+    """Only these tasks (an action on one task, or on a selection)."""
+
+    def __post_init__(self) -> None:
+        if self.text is not None and (len(self.text) > MAX_FILTER_TEXT or "\x00" in self.text):
+            raise InvalidQuery(
+                f"the text to search for has {len(self.text)} characters; search for at "
+                f"most {MAX_FILTER_TEXT} (and no NUL character)"
+            )
+        if self.statuses is not None:
+            object.__setattr__(self, "statuses", tuple(TaskStatus(s) for s in self.statuses))
+
+    def narrowed(self, allowed: Sequence[TaskStatus]) -> TaskFilter:
+        """This filter limited to the ``allowed`` statuses (a bulk action's)."""
+        wanted = tuple(s for s in (self.statuses or allowed) if s in allowed)
+        return TaskFilter(wanted, self.task_type, self.since, self.until, self.text, self.ids)
+
+    def matches(self, record: TaskRecord) -> bool:
+        """Whether ``record`` is one of the tasks this filter names."""
+        if self.statuses is not None and record.status not in self.statuses:
+            return False
+        if self.task_type is not None and record.type != self.task_type:
+            return False
+        if self.ids is not None and record.id not in self.ids:
+            return False
+        created = to_epoch(record.created_at)
+        if self.since is not None and created < self.since:
+            return False
+        if self.until is not None and created >= self.until:
+            return False
+        if self.text:
+            needle = ascii_lower(self.text)
+            payload = record.payload_json or dumps(record.payload)
+            if needle not in ascii_lower(payload) and needle not in ascii_lower(record.error or ""):
+                return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "statuses": None if self.statuses is None else [str(s) for s in self.statuses],
+            "task_type": self.task_type,
+            "since": self.since,
+            "until": self.until,
+            "text": self.text,
+            "ids": None if self.ids is None else list(self.ids),
+        }
+
+
+def bucket_of(finished: float, *, since: float, until: float, buckets: int) -> int | None:
+    """The slice of :meth:`StoreOperations.finished_series` a finish time falls in."""
+    if not since <= finished < until:
+        return None
+    return min(int((finished - since) * buckets / (until - since)), buckets - 1)
+
+
+def page_key(record: TaskRecord) -> tuple[float, str]:
+    """The order of :meth:`StoreOperations.page_tasks`, newest first: ``created_at``
+    then ``id``, both descending."""
+    return (to_epoch(record.created_at), record.id)
+
+
+def encode_cursor(key: tuple[float, str]) -> str:
+    """The cursor that continues after the task of ``key``."""
+    return f"{key[0]!r}~{key[1]}"
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The key a cursor of :func:`encode_cursor` holds; InvalidQuery for anything else."""
+    created, _, task_id = cursor.partition("~")
+    try:
+        seconds = float(created)
+    except ValueError:
+        seconds = float("nan")
+    if not task_id or seconds != seconds or len(cursor) > 200:
+        raise InvalidQuery(f"{cursor[:60]!r} is not a page cursor; start again from the first page")
+    return seconds, task_id
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """A page of :meth:`StoreOperations.page_tasks`."""
+
+    tasks: list[TaskRecord]
+    next_cursor: str | None
+    """Pass as ``after`` for the next (older) page; None: this was the last."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One operator action, as :meth:`StoreOperations.record_action` keeps it."""
+
+    at: float
+    actor: str
+    """Who did it (the dashboard's token role, ``cli``...)."""
+    action: str
+    """``retry``, ``cancel``, ``purge``, ``pause``, ``resume``..."""
+    target: str
+    """A task id, or a description of the filter a bulk action ran on."""
+    count: int = 1
+    """Tasks changed."""
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -246,7 +389,63 @@ class StoreOperations(TaskStore):
         have a record, sorted (unknown ids are ignored); asking twice keeps the first
         request's time."""
 
+    @abc.abstractmethod
+    async def page_tasks(
+        self, task_filter: TaskFilter, *, limit: int, after: str | None = None
+    ) -> TaskPage:
+        """Up to ``limit`` tasks that ``task_filter`` matches, newest first (by
+        ``created_at``, then id, both descending), starting after the cursor ``after``
+        of the previous page. Keyset paging: a store reads from an index on the order
+        and stops once the page is full, never skipping rows by offset. Raises
+        InvalidQuery for a cursor it did not make."""
+
+    @abc.abstractmethod
+    async def count_matching(self, task_filter: TaskFilter) -> int:
+        """How many tasks ``task_filter`` matches (the count a bulk action confirms)."""
+
+    @abc.abstractmethod
+    async def finished_series(
+        self, *, since: float, until: float, buckets: int
+    ) -> list[dict[str, int]]:
+        """Tasks that finished completed or failed in ``[since, until)``, by
+        ``finished_at``, in ``buckets`` equal slices, oldest first: one
+        ``{"completed": n, "failed": n}`` per slice (throughput and failures over time)."""
+
     # -- changing tasks ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def retry_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        """:meth:`retry` up to ``limit`` of the failed or cancelled tasks that
+        ``task_filter`` matches, in one short transaction. Returns how many (fewer than
+        ``limit``: none are left)."""
+
+    @abc.abstractmethod
+    async def cancel_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        """Cancel up to ``limit`` of the queued or running tasks that ``task_filter``
+        matches, in one short transaction, as ``cancel`` does (a running task's lease
+        is revoked). Returns how many (fewer than ``limit``: none are left)."""
+
+    @abc.abstractmethod
+    async def purge_matching(self, task_filter: TaskFilter, *, limit: int) -> int:
+        """Delete up to ``limit`` of the finished tasks ``task_filter`` matches, in one
+        short transaction. Returns how many (fewer than ``limit``: none are left)."""
+
+    # -- intake and the audit log -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_intake_paused(self, paused: bool) -> None:
+        """Pause (or resume) the intake of every worker on this store: while paused,
+        workers claim nothing (they read :meth:`intake_paused` before claiming);
+        scheduling goes on and running tasks finish. Kept in the store, so it outlives
+        processes."""
+
+    @abc.abstractmethod
+    async def record_action(self, entry: AuditEntry) -> None:
+        """Add an operator's action to the store's audit log."""
+
+    @abc.abstractmethod
+    async def list_actions(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The audit log, newest first, up to ``limit`` entries."""
 
     @abc.abstractmethod
     async def retry(self, task_id: str, *, now: float) -> TaskRecord:
@@ -425,6 +624,71 @@ class ComposedOperations(StoreOperations):
             if await part.present([task_id]):
                 return await part.retry(task_id, now=now)
         return await parts[0].retry(task_id, now=now)  # raises TaskNotFound
+
+    async def page_tasks(
+        self, task_filter: TaskFilter, *, limit: int, after: str | None = None
+    ) -> TaskPage:
+        key = None if after is None else decode_cursor(after)
+        merged: list[TaskRecord] = []
+        more = False
+        for part in self.operation_parts():
+            page = await part.page_tasks(task_filter, limit=limit, after=after)
+            merged += page.tasks
+            more = more or page.next_cursor is not None
+        merged.sort(key=page_key, reverse=True)
+        if key is not None:
+            merged = [record for record in merged if page_key(record) < key]
+        tasks = merged[:limit]
+        more = more or len(merged) > limit
+        return TaskPage(tasks, encode_cursor(page_key(tasks[-1])) if more and tasks else None)
+
+    async def count_matching(self, task_filter: TaskFilter) -> int:
+        return sum([await part.count_matching(task_filter) for part in self.operation_parts()])
+
+    async def finished_series(
+        self, *, since: float, until: float, buckets: int
+    ) -> list[dict[str, int]]:
+        series = [{"completed": 0, "failed": 0} for _ in range(buckets)]
+        for part in self.operation_parts():
+            found = await part.finished_series(since=since, until=until, buckets=buckets)
+            for total, counts in zip(series, found, strict=True):
+                for status, count in counts.items():
+                    total[status] += count
+        return series
+
+    async def retry_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        done = 0
+        for part in self.operation_parts():
+            if done < limit:
+                done += await part.retry_matching(task_filter, now=now, limit=limit - done)
+        return done
+
+    async def cancel_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        done = 0
+        for part in self.operation_parts():
+            if done < limit:
+                done += await part.cancel_matching(task_filter, now=now, limit=limit - done)
+        return done
+
+    async def purge_matching(self, task_filter: TaskFilter, *, limit: int) -> int:
+        done = 0
+        for part in self.operation_parts():
+            if done < limit:
+                done += await part.purge_matching(task_filter, limit=limit - done)
+        return done
+
+    async def set_intake_paused(self, paused: bool) -> None:
+        for part in self.operation_parts():
+            await part.set_intake_paused(paused)
+
+    async def intake_paused(self) -> bool:
+        return any([await part.intake_paused() for part in self.operation_parts()])
+
+    async def record_action(self, entry: AuditEntry) -> None:
+        await self.operation_parts()[0].record_action(entry)
+
+    async def list_actions(self, *, limit: int = 100) -> list[AuditEntry]:
+        return await self.operation_parts()[0].list_actions(limit=limit)
 
     async def count_finished(
         self, *, statuses: Sequence[TaskStatus], before: float, task_type: str | None = None

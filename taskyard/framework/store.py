@@ -13,9 +13,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from taskyard.framework.errors import OperationNotSupported
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus
+
+if TYPE_CHECKING:
+    from taskyard.framework.schedules import ScheduleRecord
 
 
 class Capability:
@@ -211,6 +215,12 @@ class TaskStore(abc.ABC):
         ``wake`` when they do, so the engine claims at once instead of at its next poll.
         Called by the engine at start; the default ignores it."""
 
+    async def intake_paused(self) -> bool:
+        """Whether an operator paused the intake of the workers on this store
+        (:meth:`~taskyard.framework.operations.StoreOperations.set_intake_paused`): the
+        engine claims nothing while it is. Cheap; the default: never paused."""
+        return False
+
     async def changed_elsewhere(self) -> bool:
         """Whether another process may have written since the last call (cheap).
 
@@ -251,3 +261,55 @@ class TaskStore(abc.ABC):
         offset: int = 0,
     ) -> list[TaskRecord]:
         """Tasks in scheduling order, optionally filtered."""
+
+    # -- periodic schedules (taskyard.framework.schedules decides; the store keeps state) --
+    #
+    # A store keeps each schedule's definition, next fire time, last fire and enabled flag,
+    # durably when the store is durable. Times compare to the microsecond. The defaults
+    # refuse (OperationNotSupported): every shipped store implements these, and the
+    # contract suite's schedules part holds them to the same behaviour.
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule named ``name`` as stored, or None."""
+        raise OperationNotSupported(f"{type(self).__name__} keeps no periodic schedules")
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+        raise OperationNotSupported(f"{type(self).__name__} keeps no periodic schedules")
+
+    async def insert_schedule(self, record: ScheduleRecord) -> bool:
+        """Store a new schedule. Returns False, storing nothing, when one of that name
+        exists (another process declared it first)."""
+        raise OperationNotSupported(f"{type(self).__name__} keeps no periodic schedules")
+
+    async def update_schedule(
+        self, record: ScheduleRecord, *, expected_next: datetime | None = None
+    ) -> bool:
+        """Overwrite a stored schedule's definition, ``enabled``, ``next_fire_at`` and
+        ``updated_at`` (its last fire stays). With ``expected_next``, only while its
+        stored next fire time is that one. Returns whether it was updated (False: no
+        such schedule, or the condition failed)."""
+        raise OperationNotSupported(f"{type(self).__name__} keeps no periodic schedules")
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete the schedule; its tasks stay. Returns whether it existed."""
+        raise OperationNotSupported(f"{type(self).__name__} keeps no periodic schedules")
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next: datetime,
+        records: Sequence[TaskRecord],
+        next_fire_at: datetime,
+        last_fire_at: datetime | None,
+        now: datetime,
+    ) -> list[str] | None:
+        """Fire schedule ``name``, atomically: when it is enabled and its stored next fire
+        time is ``expected_next``, add ``records`` (as :meth:`add` does: a known
+        idempotency key yields the existing task), set its next fire time to
+        ``next_fire_at`` and, when ``last_fire_at`` is given, its last fire and last task
+        (the last record's id) — all in one transaction, or nothing. Returns the tasks'
+        ids, or None when the condition failed (another process fired, paused, removed or
+        changed it since it was read): nothing was written then."""
+        raise OperationNotSupported(f"{type(self).__name__} keeps no periodic schedules")

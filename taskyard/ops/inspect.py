@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from taskyard.framework.errors import OperationNotSupported
 from taskyard.framework.models import from_epoch, iso
 from taskyard.framework.operations import (
     FINISHED,
@@ -46,6 +47,7 @@ from taskyard.framework.operations import (
 )
 from taskyard.framework.store import Capability
 from taskyard.ops.database import opened
+from taskyard.ops.schedules import schedule_figures
 
 PERCENTILES = (50, 95, 99)
 
@@ -185,6 +187,10 @@ class QueueStatus:
     tables: dict[str, TableStatistics] = field(default_factory=dict)
     """Per table, live and dead rows and size, where the store reports them
     (:attr:`~taskyard.framework.store.Capability.TABLE_STATISTICS`: PostgreSQL)."""
+    schedules: dict[str, Any] = field(default_factory=dict)
+    """Periodic schedules: ``total``, ``enabled``, ``paused``, ``max_lag_seconds`` (how
+    overdue the latest enabled schedule is; it grows while no worker runs). Empty for a
+    store that keeps none."""
 
     @property
     def total(self) -> int:
@@ -220,6 +226,7 @@ class QueueStatus:
             "workers_stale": len(self.stale_workers),
             "stale_worker_after_seconds": self.stale_after,
             "tables": {name: asdict(stats) for name, stats in self.tables.items()},
+            "schedules": self.schedules,
         }
 
 
@@ -293,7 +300,11 @@ async def queue_status(
     status = status_from_figures(figures, stale_after=stale_after)
     if Capability.TABLE_STATISTICS in store.capabilities:
         status = dataclasses.replace(status, tables=await store.table_statistics())
-    return status
+    try:
+        schedules = await schedule_figures(store, now=from_epoch(figures.now))
+    except OperationNotSupported:
+        return status
+    return dataclasses.replace(status, schedules=schedules)
 
 
 async def status_of(

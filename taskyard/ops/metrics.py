@@ -24,6 +24,8 @@ name                                                      type     labels
 ``taskyard_task_processing_seconds``                      summary  quantile 0.5/0.95/0.99
 ``taskyard_workers``                                      gauge    state (active, stale)
 ``taskyard_worker_last_heartbeat_timestamp_seconds``      gauge    worker_id, hostname
+``taskyard_schedules``                                    gauge    state (enabled, paused)
+``taskyard_schedule_lag_seconds``                         gauge    most overdue enabled schedule
 ``taskyard_database_size_bytes`` / ``_wal_size_bytes``    gauge
 ========================================================  =======  ====================
 
@@ -199,6 +201,20 @@ def status_families(status: QueueStatus) -> list[Metric]:
     for worker in status.workers:
         heartbeats.add_metric([worker.worker_id, worker.hostname], worker.last_heartbeat)
     families.append(heartbeats)
+    if status.schedules:
+        schedules = GaugeMetricFamily(
+            "taskyard_schedules", "Periodic schedules by state.", labels=["state"]
+        )
+        schedules.add_metric(["enabled"], status.schedules["enabled"])
+        schedules.add_metric(["paused"], status.schedules["paused"])
+        families.append(schedules)
+        families.append(
+            gauge(
+                "taskyard_schedule_lag_seconds",
+                "How overdue the most overdue enabled schedule's next slot is (0: on time).",
+                status.schedules["max_lag_seconds"],
+            )
+        )
     families += [
         gauge(
             "taskyard_database_size_bytes", "Size of the database file.", status.database.size_bytes

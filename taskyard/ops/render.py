@@ -85,6 +85,17 @@ def status_tables(status: QueueStatus) -> Group:
     if not status.workers:
         workers.add_row("(none)", "", "", "", "", "", "")
 
+    schedules = Table(title="periodic schedules", show_header=False, title_justify="left")
+    schedules.add_column("what")
+    schedules.add_column("value")
+    figures = status.schedules
+    if figures:
+        schedules.add_row("schedules", f"{figures['enabled']} enabled, {figures['paused']} paused")
+        lag = figures["max_lag_seconds"]
+        schedules.add_row("lag", "on time" if not lag else f"[red]{seconds_text(lag)} late[/]")
+    else:
+        schedules.add_row("schedules", "(kept by no store here)")
+
     database = status.database
     file = Table(title="database", show_header=False, title_justify="left")
     file.add_column("what")
@@ -97,7 +108,7 @@ def status_tables(status: QueueStatus) -> Group:
     file.add_row("schema version", str(database.schema_version))
     file.add_row("read at", str(iso(from_epoch(status.now))))
     if not status.tables:
-        return Group(queue, types, last, workers, file)
+        return Group(queue, types, last, workers, schedules, file)
     tables = Table(title="tables", title_justify="left")
     for column in ("table", "live rows", "dead rows", "size", "last vacuum"):
         tables.add_column(column, justify="left" if column in ("table", "last vacuum") else "right")
@@ -110,7 +121,7 @@ def status_tables(status: QueueStatus) -> Group:
             bytes_text(stats.size_bytes),
             "never" if vacuumed is None else f"{seconds_text(status.now - vacuumed)} ago",
         )
-    return Group(queue, types, last, workers, file, tables)
+    return Group(queue, types, last, workers, schedules, file, tables)
 
 
 def health_lines(report: HealthReport) -> list[str]:

@@ -40,6 +40,7 @@ from taskyard.settings.loader import (
     LOCAL_SETTINGS_FILE,
     SETTINGS_FILES_ENVVAR,
     load_settings,
+    schedules_from_settings,
     settings_files_in_use,
     validate,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "environment_of",
     "load_settings",
     "redact_dsn",
+    "schedules_from_settings",
     "settings_as_dict",
     "settings_files_in_use",
     "validate",

@@ -15,7 +15,7 @@ from taskyard.framework.errors import ConfigurationError
 from taskyard.framework.retry import RetryPolicy
 from taskyard.settings.validators import BACKEND_ALIASES, BACKEND_CHOICES, BACKENDS
 
-SECTIONS = ("task_execution", "runs", "logging", "operations", "maintenance")
+SECTIONS = ("task_execution", "runs", "logging", "operations", "maintenance", "dashboard")
 """The top-level sections taskyard owns; an application may add its own beside them."""
 
 _DYNACONF_OPTIONS = frozenset({"load_dotenv"})  # Dynaconf keeps this option as a setting

@@ -13,7 +13,8 @@ from typing import Any
 
 from dynaconf import Dynaconf, ValidationError
 
-from taskyard.framework.errors import ConfigurationError
+from taskyard.framework.errors import ConfigurationError, InvalidSchedule
+from taskyard.framework.schedules import Schedule, schedule_from_settings
 from taskyard.settings.conversion import SECTIONS
 from taskyard.settings.validators import (
     BACKEND_ALIASES,
@@ -100,6 +101,7 @@ def validate(settings: Dynaconf) -> None:
     )
     if missing:
         raise ConfigurationError(_problems("invalid taskyard settings", missing))
+    schedules_from_settings(settings)  # [default.schedules.NAME] tables, checked at start-up
     for key in _UPPER_CASE_KEYS:  # written in any case, read in one
         settings.set(key, _upper(settings.get(key)))
 
@@ -118,6 +120,35 @@ def _check_backend_names(settings: Dynaconf) -> None:
                 f'did you mean "{near}"? It must be one of {BACKEND_CHOICES}. Fix it in your '
                 f"settings file or in {envvar}."
             )
+
+
+def schedules_from_settings(settings: Dynaconf | Mapping[str, Any]) -> list[Schedule]:
+    """The periodic schedules the settings declare (``[default.schedules.NAME]`` tables,
+    the fields of ``add_schedule``); ConfigurationError naming the key of a bad one."""
+    tables = settings.get("schedules") or settings.get("SCHEDULES") or {}
+    if not isinstance(tables, Mapping):
+        raise ConfigurationError(
+            "schedules must be a table of schedules ([default.schedules.NAME]), not "
+            f"{type(tables).__name__}"
+        )
+    found: list[Schedule] = []
+    problems: list[str] = []
+    for name, table in tables.items():
+        try:
+            found.append(schedule_from_settings(str(name), _plain_table(table)))
+        except InvalidSchedule as exc:
+            problems.append(f"schedules.{name}: {exc}")
+    if problems:
+        raise ConfigurationError(_problems("invalid taskyard schedules", problems))
+    return found
+
+
+def _plain_table(table: Any) -> Any:
+    if isinstance(table, Mapping):
+        return {str(key): _plain_table(value) for key, value in table.items()}
+    if isinstance(table, list | tuple):
+        return [_plain_table(value) for value in table]
+    return table
 
 
 _UPPER_CASE_KEYS = ("task_execution.sqlite_synchronous", "logging.level")

@@ -226,6 +226,23 @@ VALIDATORS: tuple[Validator, ...] = (
         'a folder path, or "" for a backups folder next to the database',
     ),
     _rule("maintenance.keep_backups", _int_at_least(1), "an integer of at least 1"),
+    _rule(
+        "dashboard.token",
+        lambda value: isinstance(value, str) and (value == "" or len(value) >= 16),
+        '"" (one is generated at each start) or a secret of at least 16 characters',
+    ),
+    _rule(
+        "dashboard.read_only_token",
+        lambda value: isinstance(value, str) and (value == "" or len(value) >= 16),
+        '"" (no read-only access) or a secret of at least 16 characters',
+    ),
+    _rule("dashboard.host", _non_empty_str, 'an address to listen on, such as "127.0.0.1"'),
+    _rule(
+        "dashboard.port",
+        lambda value: _is_int(value) and 0 <= value <= 65535,
+        "a port number, 0..65535 (0: a free port)",
+    ),
+    _rule("dashboard.refresh_seconds", _positive, "a number of seconds greater than 0"),
 )
 
 

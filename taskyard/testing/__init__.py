@@ -4,7 +4,10 @@ anyone writing one. See :mod:`taskyard.testing.contract` for how a backend joins
 import pytest
 
 pytest.register_assert_rewrite(
-    "taskyard.testing.contract", "taskyard.testing.operations", "taskyard.testing.workflows"
+    "taskyard.testing.contract",
+    "taskyard.testing.operations",
+    "taskyard.testing.schedules",
+    "taskyard.testing.workflows",
 )
 
 from taskyard.testing.contract import TaskManagerContract  # noqa: E402
@@ -20,6 +23,7 @@ from taskyard.testing.helpers import (  # noqa: E402
     wait_until,
 )
 from taskyard.testing.operations import StoreOperationsContract  # noqa: E402
+from taskyard.testing.schedules import ScheduleContract  # noqa: E402
 
 __all__ = [
     "BackendFactory",
@@ -27,6 +31,7 @@ __all__ = [
     "EventRecorder",
     "MakeManager",
     "ManagerFactory",
+    "ScheduleContract",
     "StoreOperationsContract",
     "TaskManagerContract",
     "fast_config",

@@ -25,9 +25,14 @@ from typing import Any
 
 import pytest
 
-from taskyard.framework.errors import OperationNotSupported, OperationRefused, TaskNotFound
+from taskyard.framework.errors import (
+    InvalidQuery,
+    OperationNotSupported,
+    OperationRefused,
+    TaskNotFound,
+)
 from taskyard.framework.models import TaskRecord, TaskStatus, new_task_id
-from taskyard.framework.operations import StoreOperations
+from taskyard.framework.operations import AuditEntry, StoreOperations, TaskFilter
 from taskyard.framework.store import Capability
 
 __all__ = ["StoreOperationsContract", "record"]
@@ -43,6 +48,9 @@ def record(
     finished_ago: float | None = None,
     attempts: int = 0,
     lease_expired_ago: float | None = None,
+    created_ago: float | None = None,
+    payload: Any = None,
+    error: str | None = None,
 ) -> TaskRecord:
     """A task as :meth:`TaskStore.import_records` takes it, in ``status``, due
     ``due_ago`` seconds ago (negative: in the future), finished ``finished_ago`` seconds
@@ -58,15 +66,16 @@ def record(
         id=new_task_id(),
         type=task_type,
         status=status,
-        payload={"n": 1},
+        payload={"n": 1} if payload is None else payload,
         attempts=attempts,
         max_attempts=3,
-        created_at=now - timedelta(seconds=abs(due_ago) + 1),
+        created_at=now
+        - timedelta(seconds=abs(due_ago) + 1 if created_ago is None else created_ago),
         updated_at=finished or now,
         run_after=now - timedelta(seconds=due_ago),
         started_at=started,
         finished_at=finished,
-        error="boom" if status is TaskStatus.FAILED else None,
+        error=error or ("boom" if status is TaskStatus.FAILED else None),
         lease_token="lease" if lease is not None else None,
         lease_expires_at=lease,
         worker_id="w" if lease is not None else None,
@@ -248,3 +257,129 @@ class StoreOperationsContract:
         await ops_store.import_records([record()])
         assert (await ops_store.restore_from(target))["queued"] == 1
         assert await ops_store.count_tasks() == 2
+
+    async def test_pages_are_newest_first_and_follow_the_filter(
+        self, ops_store: StoreOperations
+    ) -> None:
+        tasks = [
+            record(created_ago=100 - n, task_type="mail" if n % 2 else "work") for n in range(7)
+        ]
+        await ops_store.import_records(tasks)
+        newest_first = [task.id for task in reversed(tasks)]
+        seen: list[str] = []
+        after = None
+        while True:
+            page = await ops_store.page_tasks(TaskFilter(), limit=3, after=after)
+            seen += [task.id for task in page.tasks]
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        assert seen == newest_first
+        mail = await ops_store.page_tasks(TaskFilter(task_type="mail"), limit=10)
+        assert [task.id for task in mail.tasks] == [
+            t.id for t in reversed(tasks) if t.type == "mail"
+        ]
+        assert mail.next_cursor is None
+        since = time.time() - 96.5  # created 96, 95, 94 seconds ago: the last three
+        recent = await ops_store.page_tasks(TaskFilter(since=since), limit=10)
+        assert [task.id for task in recent.tasks] == newest_first[:3]
+        older = await ops_store.page_tasks(TaskFilter(until=since), limit=10)
+        assert len(older.tasks) == 4
+        with pytest.raises(InvalidQuery, match="first page"):
+            await ops_store.page_tasks(TaskFilter(), limit=3, after="not a cursor")
+
+    async def test_text_is_found_in_payloads_and_errors_ignoring_case(
+        self, ops_store: StoreOperations
+    ) -> None:
+        by_payload = record(payload={"customer": "ACME_corp 100%"})
+        by_error = record(TaskStatus.FAILED, error="Connection Refused by acme")
+        other = record(payload={"customer": "globex"})
+        await ops_store.import_records([by_payload, by_error, other])
+        found = await ops_store.page_tasks(TaskFilter(text="acme"), limit=10)
+        assert {task.id for task in found.tasks} == {by_payload.id, by_error.id}
+        assert await ops_store.count_matching(TaskFilter(text="acme")) == 2
+        # LIKE's wildcards are searched for as text, not as patterns
+        assert await ops_store.count_matching(TaskFilter(text="e_c")) == 1
+        assert await ops_store.count_matching(TaskFilter(text="100%")) == 1
+        assert await ops_store.count_matching(TaskFilter(text="a%c")) == 0
+        # only ASCII letters are folded (as SQLite's LIKE does), the same on every store
+        await ops_store.import_records([record(payload={"name": "Émile"})])
+        assert await ops_store.count_matching(TaskFilter(text="MILE")) == 1
+        assert await ops_store.count_matching(TaskFilter(text="émile")) == 0
+        failed = TaskFilter(statuses=(TaskStatus.FAILED,), text="acme")
+        assert await ops_store.count_matching(failed) == 1
+        with pytest.raises(InvalidQuery, match="at most"):
+            TaskFilter(text="x" * 1000)
+
+    async def test_bulk_actions_change_exactly_the_matching_tasks(
+        self, ops_store: StoreOperations
+    ) -> None:
+        failed_mail = [record(TaskStatus.FAILED, task_type="mail", attempts=3) for _ in range(5)]
+        failed_work = record(TaskStatus.FAILED, task_type="work", attempts=3)
+        queued_mail = record(task_type="mail")
+        done_mail = record(TaskStatus.COMPLETED, task_type="mail")
+        await ops_store.import_records([*failed_mail, failed_work, queued_mail, done_mail])
+        now = time.time()
+        mail = TaskFilter(task_type="mail")
+        assert await ops_store.retry_matching(mail, now=now, limit=3) == 3
+        assert await ops_store.retry_matching(mail, now=now, limit=3) == 2
+        assert await ops_store.retry_matching(mail, now=now, limit=3) == 0
+        for task in failed_mail:
+            stored = await ops_store.get(task.id)
+            assert stored is not None and stored.status is TaskStatus.QUEUED
+            assert stored.attempts == 0 and stored.error is None
+        untouched = await ops_store.get(failed_work.id)
+        assert untouched is not None and untouched.status is TaskStatus.FAILED
+        assert await ops_store.cancel_matching(mail, now=now, limit=100) == 6
+        assert (
+            await ops_store.count_matching(
+                TaskFilter(statuses=(TaskStatus.CANCELLED,), task_type="mail")
+            )
+            == 6
+        )
+        one = TaskFilter(ids=(failed_work.id,))
+        assert await ops_store.retry_matching(one, now=now, limit=100) == 1
+        assert await ops_store.count_matching(TaskFilter(ids=(failed_work.id, "nothing"))) == 1
+        assert await ops_store.purge_matching(mail, limit=100) == 7  # cancelled + completed
+        assert await ops_store.count_tasks() == 1
+        assert (
+            await ops_store.purge_matching(TaskFilter(statuses=(TaskStatus.QUEUED,)), limit=9) == 0
+        )
+
+    async def test_intake_pause_and_the_audit_log_are_kept(
+        self, ops_store: StoreOperations
+    ) -> None:
+        assert await ops_store.intake_paused() is False
+        await ops_store.set_intake_paused(True)
+        assert await ops_store.intake_paused() is True
+        await ops_store.set_intake_paused(True)
+        await ops_store.set_intake_paused(False)
+        assert await ops_store.intake_paused() is False
+        assert await ops_store.list_actions() == []
+        first = AuditEntry(time.time(), "admin", "retry", "task-1", 1, {"why": "<b>"})
+        second = AuditEntry(time.time(), "admin", "purge", "type=mail", 40, {})
+        await ops_store.record_action(first)
+        await ops_store.record_action(second)
+        assert await ops_store.list_actions() == [second, first]
+        assert await ops_store.list_actions(limit=1) == [second]
+
+    async def test_finished_tasks_are_counted_per_slice_of_time(
+        self, ops_store: StoreOperations
+    ) -> None:
+        await ops_store.import_records(
+            [
+                record(TaskStatus.COMPLETED, finished_ago=50),
+                record(TaskStatus.COMPLETED, finished_ago=55),
+                record(TaskStatus.FAILED, finished_ago=10),
+                record(TaskStatus.CANCELLED, finished_ago=10),
+                record(TaskStatus.COMPLETED, finished_ago=500),
+                record(),
+            ]
+        )
+        now = time.time()
+        series = await ops_store.finished_series(since=now - 60, until=now, buckets=3)
+        assert series == [
+            {"completed": 2, "failed": 0},
+            {"completed": 0, "failed": 0},
+            {"completed": 0, "failed": 1},
+        ]

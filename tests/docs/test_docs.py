@@ -207,6 +207,28 @@ def test_every_command_of_the_document_runs(
                 )
 
 
+@pytest.mark.parametrize("title", ["Periodic tasks"])
+def test_every_block_of_a_readme_section_runs(title: str, session: Session, tmp_path: Path) -> None:
+    """README sections whose code is played like the documents above."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    section = tmp_path / "section.md"
+    section.write_text(text[start : end if end != -1 else None], encoding="utf-8")
+    steps = steps_of(section)
+    assert len(steps) >= 3, f"README section {title!r} shows no command"
+    for step in steps:
+        done = session.run(step)
+        where = f"README {title!r}:\n{textwrap.indent(step.code, '    ')}"
+        assert done.returncode == 0, f"{where}exit {done.returncode}\n{done.stdout}{done.stderr}"
+        printed = [line.rstrip() for line in (done.stdout + done.stderr).splitlines()]
+        for expected in step.expected:
+            if expected.strip():
+                assert any(pattern(expected).fullmatch(line) for line in printed), (
+                    f"{where}expected a line like {expected!r}; it printed:\n" + "\n".join(printed)
+                )
+
+
 def test_the_parser_finds_commands_outputs_and_scripts(tmp_path: Path) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(

@@ -105,6 +105,38 @@ async def test_other_tables_beside_ours_are_left_alone(postgres_dsn: str) -> Non
     assert store.migrations_applied == list(range(1, SCHEMA_VERSION + 1))
 
 
+async def test_a_version_4_schema_with_tasks_is_upgraded_to_keep_schedules(
+    postgres_dsn: str,
+) -> None:
+    from datetime import UTC, datetime
+
+    from taskyard.framework.schedules import ScheduleRecord, fire, make_schedule
+
+    store = PostgresStore(postgres_dsn, schema_name="upgraded_schema", pool_size=2)
+    await store.open()
+    tasks = [record(), record(), record(idempotency_key="kept")]
+    ids = await store.add(tasks)
+    await store.close()
+    # back to what version 4 wrote (5 adds the schedules)
+    await sql(postgres_dsn, "DROP TABLE upgraded_schema.taskyard_schedules")
+    await sql(postgres_dsn, "DELETE FROM upgraded_schema.taskyard_schema_version WHERE version > 4")
+    store = PostgresStore(postgres_dsn, schema_name="upgraded_schema", pool_size=2)
+    await store.open()
+    try:
+        assert store.migrations_applied == list(range(5, SCHEMA_VERSION + 1))
+        assert await store.present(ids) == set(ids)
+        slot = datetime(2030, 1, 1, tzinfo=UTC)
+        schedule = make_schedule("tick", "t", every=60)
+        assert await store.insert_schedule(ScheduleRecord(schedule=schedule, next_fire_at=slot))
+        stored = await store.get_schedule("tick")
+        assert stored is not None
+        fired, _ = await fire(store, stored, slot)
+        assert fired is not None and len(fired) == 1
+        assert await store.present([*ids, *fired]) == {*ids, *fired}
+    finally:
+        await store.close()
+
+
 async def test_a_server_that_is_not_postgresql_is_refused_before_anything_is_written() -> None:
     name, dsn = create_database()
     try:

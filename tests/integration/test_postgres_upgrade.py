@@ -27,6 +27,7 @@ async def test_a_version_1_schema_with_tasks_is_upgraded_and_keeps_them(postgres
     await store.close()
     conn = await asyncpg.connect(postgres_dsn)
     try:  # back to what version 1 wrote
+        await conn.execute("DROP TABLE upgraded.taskyard_schedules")
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN tracebacks")
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN trace_context")
         await conn.execute(  # and before workflows (their indexes go with the columns)
@@ -39,6 +40,9 @@ async def test_a_version_1_schema_with_tasks_is_upgraded_and_keeps_them(postgres
             "CREATE INDEX taskyard_tasks_ready ON upgraded.taskyard_tasks (priority, seq)"
             " WHERE status = 'queued'"
         )
+        for index in ("newest", "finished"):  # the dashboard's
+            await conn.execute(f"DROP INDEX upgraded.taskyard_tasks_{index}")
+        await conn.execute("DROP TABLE upgraded.taskyard_audit, upgraded.taskyard_state")
         await conn.execute("DELETE FROM upgraded.taskyard_schema_version WHERE version > 1")
     finally:
         await conn.close()

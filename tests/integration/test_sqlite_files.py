@@ -231,3 +231,27 @@ async def test_an_older_file_with_tasks_is_upgraded_to_run_workflows(
         "cancelled",
     ]
     assert {"taskyard_tasks_ready", "taskyard_tasks_keyed", "taskyard_dependencies"} <= indexes
+
+
+async def test_a_version_5_file_with_tasks_is_upgraded_to_keep_schedules(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from taskyard.framework.schedules import ScheduleRecord, fire, make_schedule
+
+    path = tmp_path / "v5.db"
+    older_queue(path, 5)  # what version 5 wrote (6 adds schedules)
+    ids = insert_old_tasks(path, ["queued", "completed", "queued"])
+    store = await open_store(path)
+    try:
+        assert store.migrations_applied == list(range(6, SCHEMA_VERSION + 1))
+        assert await store.present(ids) == set(ids)
+        slot = datetime(2030, 1, 1, tzinfo=UTC)
+        schedule = make_schedule("tick", "work", every=60)
+        assert await store.insert_schedule(ScheduleRecord(schedule=schedule, next_fire_at=slot))
+        stored = await store.get_schedule("tick")
+        assert stored is not None
+        fired, _ = await fire(store, stored, slot)
+        assert fired is not None and len(fired) == 1
+        assert await store.present([*ids, *fired]) == {*ids, *fired}
+    finally:
+        await store.close()

@@ -28,6 +28,19 @@ async def count(payload: dict[str, Any]) -> Any:
     return payload["n"]
 
 
+async def slot(payload: dict[str, Any]) -> str:
+    """A periodic schedule's task: logs ``<slot> <pid>``."""
+    line = f"{payload['schedule_slot']} {os.getpid()}\n".encode()
+    fd = os.open(
+        os.environ["TASKYARD_TEST_EXEC_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+    )
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return str(payload["schedule_slot"])
+
+
 async def hang_once(payload: dict[str, Any]) -> str:
     """The first execution anywhere hangs (until its process dies); later ones finish."""
     marker = Path(os.environ["TASKYARD_TEST_EXEC_LOG"] + ".hung")
@@ -50,4 +63,9 @@ async def wait_for_release(payload: dict[str, Any]) -> str:
     return "released"
 
 
-HANDLERS = {"count": count, "hang_once": hang_once, "wait_for_release": wait_for_release}
+HANDLERS = {
+    "count": count,
+    "hang_once": hang_once,
+    "wait_for_release": wait_for_release,
+    "slot": slot,
+}

@@ -39,6 +39,14 @@ def test_without_a_command_the_help_lists_the_commands(runner: CliRunner) -> Non
         assert command in result.output
 
 
+def test_settings_hide_the_dashboard_tokens(runner: CliRunner, monkeypatch) -> None:
+    monkeypatch.setenv("TASKYARD_DASHBOARD__TOKEN", "a-secret-of-twenty-chars")
+    result = runner.invoke(app, ["settings"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dashboard"]["token"] == "***"
+    assert "a-secret-of-twenty-chars" not in result.output
+
+
 def test_settings_prints_the_effective_settings_as_json(runner: CliRunner) -> None:
     result = runner.invoke(app, ["settings"])
     assert result.exit_code == 0, result.output
@@ -53,6 +61,7 @@ def test_settings_prints_the_effective_settings_as_json(runner: CliRunner) -> No
         "logging",
         "operations",
         "maintenance",
+        "dashboard",
     }
 
 
@@ -108,6 +117,8 @@ def test_the_demo_runs_every_task_to_its_expected_status(runner: CliRunner) -> N
     assert "as expected" in out
     assert "NOT as expected" not in out
     assert "tasks/s" in out
+    fired = out.split("periodic schedule (every 0.25 s)")[1].split()[1]
+    assert int(fired) >= 3 and "slots fired, each once" in out
 
 
 def test_the_demo_on_sqlite_keeps_going_through_an_injected_outage(
@@ -129,7 +140,16 @@ def test_the_demo_on_sqlite_keeps_going_through_an_injected_outage(
     assert fallbacks > 0
     assert moved == fallbacks
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM taskyard_tasks").fetchone()[0] == 90
+        count = "SELECT COUNT(*) FROM taskyard_tasks WHERE type != 'heartbeat'"
+        assert conn.execute(count).fetchone()[0] == 90
+        # the demo's periodic schedule fired through the outage, then was removed
+        assert (
+            conn.execute("SELECT COUNT(*) FROM taskyard_tasks WHERE type = 'heartbeat'").fetchone()[
+                0
+            ]
+            >= 3
+        )
+        assert conn.execute("SELECT COUNT(*) FROM taskyard_schedules").fetchone()[0] == 0
 
 
 def test_the_outage_demo_needs_a_sqlite_backend(runner: CliRunner) -> None:

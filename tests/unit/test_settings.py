@@ -296,6 +296,7 @@ def test_settings_as_dict_has_lower_case_keys_and_keeps_application_sections(
         "operations",
         "maintenance",
         "concurrency_limits",
+        "dashboard",
         "reports",
     }
     assert data["task_execution"]["backend"] == "in-memory"
@@ -478,3 +479,46 @@ def test_an_environment_of_one_s_own_unlike_the_standard_names_is_accepted(
     )
     settings = load_settings(environment="staging", settings_files=[path])
     assert settings.task_execution.backend == "in-memory"
+
+
+# -- periodic schedules ----------------------------------------------------------------------
+
+
+def test_schedule_tables_are_read_with_their_payload_keys_as_written(tmp_path: Path) -> None:
+    from taskyard.settings import schedules_from_settings
+
+    path = write(
+        tmp_path / "settings.toml",
+        "[default.schedules.nightly_report]\n"
+        'cron = "0 3 * * *"\n'
+        'task_type = "report"\n'
+        'timezone = "Europe/Berlin"\n'
+        'missed = "once"\n'
+        'payload = { Format = "pdf", recipients = ["ops"] }\n'
+        "[testing.schedules.heartbeat]\n"
+        "every = 30\n"
+        'task_type = "ping"\n',
+    )
+    [heartbeat, nightly] = sorted(
+        schedules_from_settings(load_settings(settings_files=[path])), key=lambda s: s.name
+    )
+    assert nightly.name == "nightly_report" and nightly.cron == "0 3 * * *"
+    assert nightly.timezone == "Europe/Berlin" and nightly.missed == "once"
+    assert nightly.payload == {"Format": "pdf", "recipients": ["ops"]}
+    assert heartbeat.every == 30.0 and heartbeat.task_type == "ping"
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ('cron = "0 3 * *"\ntask_type = "r"\n', "schedules.bad: schedule 'bad': cron"),
+        ('cron = "0 3 * * *"\ntask_type = "r"\nmised = "all"\n', "unknown key(s) mised"),
+        ('every = 5\ntask_type = "r"\ntimezone = "Berlin"\n', "not an IANA zone"),
+        ("every = 5\n", "task_type is missing"),
+    ],
+)
+def test_a_bad_schedule_table_is_refused_at_start_up(tmp_path: Path, table: str, says: str) -> None:
+    path = write(tmp_path / "settings.toml", "[default.schedules.bad]\n" + table)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(settings_files=[path])
+    assert says in str(caught.value)

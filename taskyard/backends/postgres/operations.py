@@ -32,19 +32,30 @@ from taskyard.framework.errors import (
 )
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, utcnow
 from taskyard.framework.operations import (
+    CANCELLABLE,
     FINISHED,
+    PURGEABLE,
+    RETRYABLE,
     STATUSES,
+    AuditEntry,
     InitFigures,
     IntegrityFindings,
     QueueFigures,
     StorageInfo,
     StoreOperations,
     TableStatistics,
+    TaskFilter,
+    TaskPage,
     WorkerRecord,
+    ascii_lower,
+    decode_cursor,
+    encode_cursor,
 )
 
 SCRATCH_PREFIX = "taskyard-validate-"
 TABLES = ("taskyard_tasks", "taskyard_runs", "taskyard_workers")
+ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
 
 INVARIANTS = {
     "running tasks without a lease": (
@@ -187,6 +198,173 @@ class PostgresOperations(StoreOperations):
     async def list_workers(self) -> list[WorkerRecord]:
         async with self._conn() as conn:
             return await self._workers(conn)
+
+    def _task_filter(self, task_filter: TaskFilter, params: list[Any]) -> list[str]:
+        """The WHERE clauses (ANDed) of a :class:`TaskFilter`; appends to ``params``."""
+        where: list[str] = []
+        if task_filter.statuses is not None:
+            params.append([str(status) for status in task_filter.statuses])
+            where.append(f"status = ANY(${len(params)}::text[])")
+        if task_filter.task_type is not None:
+            params.append(task_filter.task_type)
+            where.append(f"type = ${len(params)}")
+        if task_filter.ids is not None:
+            params.append(list(task_filter.ids))
+            where.append(f"id = ANY(${len(params)}::text[])")
+        if task_filter.since is not None:
+            params.append(_at(task_filter.since))
+            where.append(f"created_at >= ${len(params)}")
+        if task_filter.until is not None:
+            params.append(_at(task_filter.until))
+            where.append(f"created_at < ${len(params)}")
+        if task_filter.text:
+            text = ascii_lower(task_filter.text)
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%{escaped}%")
+            n = len(params)
+            fold = f"'{ASCII_UPPER}', '{ASCII_LOWER}'"  # ASCII case only, as every store
+            # ILIKE (fast) finds a superset; translate (slow) keeps the ASCII-only folding
+            found = [
+                f"({column} ILIKE ${n} ESCAPE '\\'"
+                f" AND translate({column}, {fold}) LIKE ${n} ESCAPE '\\')"
+                for column in ("payload::text", "error")
+            ]
+            where.append(f"({found[0]} OR {found[1]})")
+        return where
+
+    async def page_tasks(
+        self, task_filter: TaskFilter, *, limit: int, after: str | None = None
+    ) -> TaskPage:
+        from taskyard.backends.postgres.store import COLUMNS, row_to_record
+
+        params: list[Any] = []
+        where = self._task_filter(task_filter, params)
+        if after is not None:
+            created, task_id = decode_cursor(after)
+            params += [_at(created), task_id]
+            where.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+        params.append(limit + 1)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM {self.tasks_table}{clause}"
+            f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}",
+            *params,
+        )
+        tasks = [row_to_record(row) for row in rows[:limit]]
+        cursor = None
+        if len(rows) > limit:
+            last = tasks[-1]
+            cursor = encode_cursor((last.created_at.timestamp(), last.id))
+        return TaskPage(tasks, cursor)
+
+    async def count_matching(self, task_filter: TaskFilter) -> int:
+        params: list[Any] = []
+        where = self._task_filter(task_filter, params)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._fetch(f"SELECT COUNT(*) FROM {self.tasks_table}{clause}", *params)
+        return int(rows[0][0])
+
+    async def finished_series(
+        self, *, since: float, until: float, buckets: int
+    ) -> list[dict[str, int]]:
+        series = [{"completed": 0, "failed": 0} for _ in range(buckets)]
+        rows = await self._fetch(
+            "SELECT LEAST(FLOOR(EXTRACT(EPOCH FROM finished_at - $1) * $3 / $4)::int, $3 - 1),"
+            f" status, COUNT(*) FROM {self.tasks_table} WHERE finished_at >= $1"
+            " AND finished_at < $2 AND status IN ('completed', 'failed') GROUP BY 1, 2",
+            _at(since),
+            _at(until),
+            buckets,
+            float(until - since),
+        )
+        for bucket, status, count in rows:
+            series[int(bucket)][str(status)] += int(count)
+        return series
+
+    def _chosen(self, task_filter: TaskFilter, limit: int, params: list[Any]) -> str:
+        """``seq IN (...)``: up to ``limit`` of the tasks the filter matches, newest first."""
+        where = self._task_filter(task_filter, params)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        return (
+            f"seq IN (SELECT seq FROM {self.tasks_table}{clause}"
+            f" ORDER BY created_at DESC, id DESC LIMIT {int(limit)})"
+        )
+
+    async def retry_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        params: list[Any] = [_at(now)]
+        chosen = self._chosen(task_filter.narrowed(RETRYABLE), limit, params)
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"UPDATE {self.tasks_table} SET status = 'queued', attempts = 0,"
+                " run_after = $1, updated_at = $1, started_at = NULL, finished_at = NULL,"
+                " result = NULL, error = NULL, lease_token = NULL, lease_expires_at = NULL,"
+                f" worker_id = NULL WHERE {chosen} AND status IN ('failed', 'cancelled')"
+                " RETURNING seq",
+                *params,
+            )
+            if rows:
+                await conn.execute("SELECT pg_notify($1, '')", f"taskyard_{self.schema}")
+        return len(rows)
+
+    async def cancel_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        params: list[Any] = [_at(now)]
+        chosen = self._chosen(task_filter.narrowed(CANCELLABLE), limit, params)
+        rows = await self._fetch(
+            f"UPDATE {self.tasks_table} SET status = 'cancelled', finished_at = $1,"
+            " updated_at = $1, lease_token = NULL, lease_expires_at = NULL"
+            f" WHERE {chosen} AND status IN ('queued', 'running') RETURNING seq",
+            *params,
+        )
+        return len(rows)
+
+    async def purge_matching(self, task_filter: TaskFilter, *, limit: int) -> int:
+        params: list[Any] = []
+        chosen = self._chosen(task_filter.narrowed(PURGEABLE), limit, params)
+        rows = await self._fetch(
+            f"DELETE FROM {self.tasks_table} WHERE {chosen}"
+            " AND status IN ('completed', 'failed', 'cancelled') RETURNING seq",
+            *params,
+        )
+        return len(rows)
+
+    async def set_intake_paused(self, paused: bool) -> None:
+        if paused:
+            await self._fetch(
+                f"INSERT INTO {self._q}.taskyard_state (key, value) VALUES ('intake_paused', '1')"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            )
+        else:
+            await self._fetch(f"DELETE FROM {self._q}.taskyard_state WHERE key = 'intake_paused'")
+
+    async def intake_paused(self) -> bool:
+        rows = await self._fetch(
+            f"SELECT value FROM {self._q}.taskyard_state WHERE key = 'intake_paused'"
+        )
+        return bool(rows) and rows[0][0] == "1"
+
+    async def record_action(self, entry: AuditEntry) -> None:
+        await self._fetch(
+            f"INSERT INTO {self._q}.taskyard_audit (at, actor, action, target, count, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.count,
+            json.dumps(entry.detail, default=str),
+        )
+
+    async def list_actions(self, *, limit: int = 100) -> list[AuditEntry]:
+        rows = await self._fetch(
+            f"SELECT at, actor, action, target, count, detail FROM {self._q}.taskyard_audit"
+            " ORDER BY seq DESC LIMIT $1",
+            limit,
+        )
+        return [
+            AuditEntry(float(row[0]), row[1], row[2], row[3], int(row[4]),
+                       _json_object(row[5]))
+            for row in rows
+        ]  # fmt: skip
 
     async def _workers(self, conn: asyncpg.Connection) -> list[WorkerRecord]:
         rows = await conn.fetch(

@@ -64,6 +64,12 @@ EXPECTED_COLUMNS = {
         "worker_id", "hostname", "pid", "started_at", "last_heartbeat", "info",
         "stop_requested_at",
     },
+    "taskyard_audit": {"seq", "at", "actor", "action", "target", "count", "detail"},
+    "taskyard_state": {"key", "value"},
+    "taskyard_schedules": {
+        "name", "definition", "enabled", "next_fire_at", "last_fire_at", "last_task_id",
+        "created_at", "updated_at",
+    },
 }  # fmt: skip
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 from loguru import logger
 
-from taskyard.backends.postgres import schema
+from taskyard.backends.postgres import schedules, schema
 from taskyard.backends.postgres.errors import translate
 from taskyard.backends.postgres.operations import PostgresOperations
 from taskyard.framework.dsn import redact_dsn
@@ -53,6 +53,7 @@ from taskyard.framework.models import (
     trace_context_from_text,
     trace_context_text,
 )
+from taskyard.framework.schedules import ScheduleRecord
 from taskyard.framework.store import Capability
 from taskyard.framework.workflows import cancelled_because, check_batch, settles
 
@@ -1101,3 +1102,47 @@ class PostgresStore(PostgresOperations):
             limit,
         )
         return [row[0] for row in rows]
+
+    # -- periodic schedules ------------------------------------------------------------------
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        async with self._conn() as conn:
+            return await schedules.read_one(conn, self._q, name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        async with self._conn() as conn:
+            return await schedules.read_all(conn, self._q)
+
+    async def insert_schedule(self, record: ScheduleRecord) -> bool:
+        async with self._conn() as conn:
+            return await schedules.insert(conn, self._q, record)
+
+    async def update_schedule(
+        self, record: ScheduleRecord, *, expected_next: datetime | None = None
+    ) -> bool:
+        async with self._conn() as conn:
+            return await schedules.update(conn, self._q, record, expected_next)
+
+    async def remove_schedule(self, name: str) -> bool:
+        async with self._conn() as conn:
+            return await schedules.remove(conn, self._q, name)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next: datetime,
+        records: Sequence[TaskRecord],
+        next_fire_at: datetime,
+        last_fire_at: datetime | None,
+        now: datetime,
+    ) -> list[str] | None:
+        async with self._conn() as conn, conn.transaction():
+            if not await schedules.advance(conn, self._q, name, expected_next, next_fire_at, now):
+                return None
+            ids = (await self._insert_on(conn, records))[0] if records else []
+            if last_fire_at is not None:
+                await schedules.fired(conn, self._q, name, last_fire_at, ids)
+        if ids and self._wakeup is not None:
+            self._wakeup()
+        return ids

@@ -30,6 +30,7 @@ from taskyard.backends.sqlite.queries import (
     read_figures,
     scratch_cycle,
     storage_info,
+    task_filter_sql,
     workers,
 )
 from taskyard.framework.errors import (
@@ -38,6 +39,10 @@ from taskyard.framework.errors import (
 )
 from taskyard.framework.models import TaskRecord, TaskStatus
 from taskyard.framework.operations import (
+    CANCELLABLE,
+    PURGEABLE,
+    RETRYABLE,
+    AuditEntry,
     BackupCheck,
     CheckpointFigures,
     InitFigures,
@@ -46,7 +51,11 @@ from taskyard.framework.operations import (
     QueueFigures,
     StorageInfo,
     StoreOperations,
+    TaskFilter,
+    TaskPage,
     WorkerRecord,
+    decode_cursor,
+    encode_cursor,
     no_progress,
 )
 from taskyard.framework.store import Capability
@@ -172,6 +181,162 @@ class SqliteOperations(StoreOperations):
             return asked
 
         return await self.execute_write(run) if wanted else []
+
+    async def page_tasks(
+        self, task_filter: TaskFilter, *, limit: int, after: str | None = None
+    ) -> TaskPage:
+        from taskyard.backends.sqlite.store import COLUMNS, row_to_record
+
+        where, params = task_filter_sql(task_filter)
+        if after is not None:
+            where.append("(created_at, id) < (?, ?)")  # keyset: read on from the cursor
+            params += list(decode_cursor(after))
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        sql = (
+            f"SELECT {COLUMNS}, created_at FROM taskyard_tasks"
+            f" INDEXED BY taskyard_tasks_newest{clause}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[tuple[TaskRecord, float]]:
+            rows = conn.execute(sql, [*params, limit + 1]).fetchall()
+            return [(row_to_record(row[:-1]), float(row[-1])) for row in rows]
+
+        found = await self.execute_read(run)
+        tasks = [record for record, _ in found[:limit]]
+        cursor = None
+        if len(found) > limit:  # the raw created_at: a datetime would round it
+            cursor = encode_cursor((found[limit - 1][1], found[limit - 1][0].id))
+        return TaskPage(tasks, cursor)
+
+    async def count_matching(self, task_filter: TaskFilter) -> int:
+        where, params = task_filter_sql(task_filter)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+
+        def run(conn: sqlite3.Connection) -> int:
+            sql = f"SELECT COUNT(*) FROM taskyard_tasks{clause}"
+            return int(conn.execute(sql, params).fetchone()[0])
+
+        return await self.execute_read(run)
+
+    async def finished_series(
+        self, *, since: float, until: float, buckets: int
+    ) -> list[dict[str, int]]:
+        def run(conn: sqlite3.Connection) -> list[dict[str, int]]:
+            series = [{"completed": 0, "failed": 0} for _ in range(buckets)]
+            rows = conn.execute(
+                "SELECT MIN(CAST((finished_at - ?1) * ?3 / (?2 - ?1) AS INTEGER), ?3 - 1),"
+                " status, COUNT(*) FROM taskyard_tasks WHERE finished_at >= ?1"
+                " AND finished_at < ?2 AND status IN ('completed', 'failed') GROUP BY 1, 2",
+                (since, until, buckets),
+            )
+            for bucket, status, count in rows:
+                series[int(bucket)][str(status)] += int(count)
+            return series
+
+        return await self.execute_read(run)
+
+    @staticmethod
+    def _chosen(task_filter: TaskFilter, limit: int) -> tuple[str, list[Any]]:
+        """``seq IN (...)``: up to ``limit`` of the tasks the filter matches, newest first."""
+        where, params = task_filter_sql(task_filter)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        return (
+            f"seq IN (SELECT seq FROM taskyard_tasks{clause}"
+            f" ORDER BY created_at DESC, id DESC LIMIT {int(limit)})",
+            params,
+        )
+
+    async def retry_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        chosen, params = self._chosen(task_filter.narrowed(RETRYABLE), limit)
+        sql = (
+            "UPDATE taskyard_tasks SET status = 'queued', attempts = 0, run_after = ?,"
+            " updated_at = ?, started_at = NULL, finished_at = NULL, result = NULL,"
+            " error = NULL, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"
+            f" WHERE {chosen} AND status IN ('failed', 'cancelled')"
+        )
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, [now, now, *params]).rowcount
+
+        return await self.execute_write(run)
+
+    async def cancel_matching(self, task_filter: TaskFilter, *, now: float, limit: int) -> int:
+        chosen, params = self._chosen(task_filter.narrowed(CANCELLABLE), limit)
+        sql = (
+            "UPDATE taskyard_tasks SET status = 'cancelled', finished_at = ?, updated_at = ?,"
+            " lease_token = NULL, lease_expires_at = NULL"
+            f" WHERE {chosen} AND status IN ('queued', 'running')"
+        )
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, [now, now, *params]).rowcount
+
+        return await self.execute_write(run)
+
+    async def purge_matching(self, task_filter: TaskFilter, *, limit: int) -> int:
+        chosen, params = self._chosen(task_filter.narrowed(PURGEABLE), limit)
+        sql = (
+            f"DELETE FROM taskyard_tasks WHERE {chosen}"
+            " AND status IN ('completed', 'failed', 'cancelled')"
+        )
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, params).rowcount
+
+        return await self.execute_write(run)
+
+    async def set_intake_paused(self, paused: bool) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if paused:
+                conn.execute(
+                    "INSERT INTO taskyard_state (key, value) VALUES ('intake_paused', '1')"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                )
+            else:
+                conn.execute("DELETE FROM taskyard_state WHERE key = 'intake_paused'")
+
+        await self.execute_write(run)
+
+    async def intake_paused(self) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT value FROM taskyard_state WHERE key = 'intake_paused'"
+            ).fetchone()
+            return row is not None and row[0] == "1"
+
+        return await self.execute_read(run)
+
+    async def record_action(self, entry: AuditEntry) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO taskyard_audit (at, actor, action, target, count, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    entry.at,
+                    entry.actor,
+                    entry.action,
+                    entry.target,
+                    entry.count,
+                    json.dumps(entry.detail, default=str),
+                ),
+            )
+
+        await self.execute_write(run)
+
+    async def list_actions(self, *, limit: int = 100) -> list[AuditEntry]:
+        def run(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT at, actor, action, target, count, detail FROM taskyard_audit"
+                " ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            )
+            return [
+                AuditEntry(at, actor, action, target, count, json.loads(detail))
+                for at, actor, action, target, count, detail in rows
+            ]
+
+        return await self.execute_read(run)
 
     async def retry(self, task_id: str, *, now: float) -> TaskRecord:
         from taskyard.backends.sqlite.store import COLUMNS, row_to_record

@@ -21,6 +21,7 @@ from taskyard.framework.operations import (
     IntegrityFindings,
     QueueFigures,
     StorageInfo,
+    TaskFilter,
     WorkerRecord,
 )
 
@@ -40,6 +41,33 @@ def filters(statuses: Sequence[TaskStatus] | None, task_type: str | None) -> tup
         where.append("type = ?")
         params.append(task_type)
     return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def task_filter_sql(task_filter: TaskFilter) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (ANDed) and parameters of a :class:`TaskFilter`."""
+    where: list[str] = []
+    params: list[Any] = []
+    if task_filter.statuses is not None:
+        where.append("status IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps([str(status) for status in task_filter.statuses]))
+    if task_filter.task_type is not None:
+        where.append("type = ?")
+        params.append(task_filter.task_type)
+    if task_filter.ids is not None:
+        where.append("id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(task_filter.ids)))
+    if task_filter.since is not None:
+        where.append("created_at >= ?")
+        params.append(task_filter.since)
+    if task_filter.until is not None:
+        where.append("created_at < ?")
+        params.append(task_filter.until)
+    if task_filter.text:
+        text = task_filter.text
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("(payload LIKE ? ESCAPE '\\' OR error LIKE ? ESCAPE '\\')")
+        params += [f"%{escaped}%"] * 2
+    return where, params
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
@@ -84,6 +112,22 @@ def storage_info(conn: sqlite3.Connection, path: Path) -> StorageInfo:
     )
 
 
+def depth_by_type_rows(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    """Running and finished tasks per type and status without reading the table: the
+    running through their partial index, the finished through
+    ``taskyard_tasks_finished_types`` alone (an index-only scan in its order)."""
+    rows: list[tuple[str, str, int]] = conn.execute(  # queued ones: counted by _figures
+        "SELECT type, status, COUNT(*) FROM taskyard_tasks WHERE status = 'running' GROUP BY type"
+    ).fetchall()
+    rows += conn.execute(  # a finished task has its finished_at (an invariant the
+        # integrity check holds): counted from taskyard_tasks_finished_types alone
+        "SELECT type, status, COUNT(*) FROM taskyard_tasks"
+        " INDEXED BY taskyard_tasks_finished_types WHERE finished_at IS NOT NULL"
+        " AND status IN ('completed', 'failed', 'cancelled') GROUP BY status, type"
+    ).fetchall()
+    return rows
+
+
 def read_figures(
     conn: sqlite3.Connection, path: Path, *, now: float, window: float
 ) -> QueueFigures:
@@ -99,16 +143,18 @@ def read_figures(
 
 def _figures(conn: sqlite3.Connection, path: Path, now: float, window: float) -> QueueFigures:
     by_type: dict[str, dict[str, int]] = {}
-    for task_type, status, count in conn.execute(
-        "SELECT type, status, COUNT(*) FROM taskyard_tasks GROUP BY type, status"
-    ):
+    for task_type, status, count in depth_by_type_rows(conn):
         by_type.setdefault(task_type, dict.fromkeys(STATUSES, 0))[status] = count
-
-    due, delayed, waiting_retry = conn.execute(
-        "SELECT COALESCE(SUM(run_after <= ?1), 0), COALESCE(SUM(run_after > ?1), 0),"
-        " COALESCE(SUM(attempts > 0), 0) FROM taskyard_tasks WHERE status = 'queued'",
+    due = delayed = waiting_retry = 0
+    for task_type, count, due_here, retry_here in conn.execute(  # one pass over the queued
+        "SELECT type, COUNT(*), SUM(run_after <= ?), SUM(attempts > 0) FROM taskyard_tasks"
+        " WHERE status = 'queued' GROUP BY type",
         (now,),
-    ).fetchone()
+    ):
+        by_type.setdefault(task_type, dict.fromkeys(STATUSES, 0))["queued"] = count
+        due += due_here
+        delayed += count - due_here
+        waiting_retry += retry_here
     oldest = conn.execute(
         "SELECT id, run_after FROM taskyard_tasks"
         " WHERE status = 'queued' AND run_after <= ? ORDER BY run_after LIMIT 1",
@@ -125,16 +171,16 @@ def _figures(conn: sqlite3.Connection, path: Path, now: float, window: float) ->
     retried = retries = 0
     for task_type, status, count, retried_here, retries_here in conn.execute(
         "SELECT type, status, COUNT(*), SUM(attempts > 1), SUM(MAX(attempts - 1, 0))"
-        " FROM taskyard_tasks WHERE finished_at >= ? AND status IN"
+        " FROM taskyard_tasks WHERE finished_at >= ? AND +status IN"  # + : by finished_at
         " ('completed', 'failed', 'cancelled') GROUP BY type, status",
         (since,),
     ):
         finished_by_type.setdefault(task_type, dict.fromkeys(FINISHED, 0))[status] = count
         retried += retried_here
         retries += retries_here
-    spans = conn.execute(
+    spans = conn.execute(  # +status: read the window through the finished_at index
         "SELECT started_at, finished_at FROM taskyard_tasks WHERE finished_at >= ?"
-        " AND status IN ('completed', 'failed') AND started_at IS NOT NULL",
+        " AND +status IN ('completed', 'failed') AND started_at IS NOT NULL",
         (since,),
     ).fetchall()
     durations = [finished - started for started, finished in spans]

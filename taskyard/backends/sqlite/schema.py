@@ -68,6 +68,12 @@ EXPECTED_COLUMNS = {
         "worker_id", "hostname", "pid", "started_at", "last_heartbeat", "info",
         "stop_requested_at",
     },
+    "taskyard_audit": {"seq", "at", "actor", "action", "target", "count", "detail"},
+    "taskyard_state": {"key", "value"},
+    "taskyard_schedules": {
+        "name", "definition", "enabled", "next_fire_at", "last_fire_at", "last_task_id",
+        "created_at", "updated_at",
+    },
 }  # fmt: skip
 
 
@@ -245,9 +251,20 @@ def migrate(conn: sqlite3.Connection, path: object) -> list[int]:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration into statements (they contain no semicolons inside literals)."""
+    """Split a migration into statements (no "--" or semicolon inside literals; a
+    trigger's body, whose statements end in semicolons too, stays whole)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    statements: list[str] = []
+    pending = ""
+    for part in "\n".join(lines).split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip().removesuffix(";"))
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending.strip().removesuffix(";"))
+    return statements
 
 
 def configure(conn: sqlite3.Connection, *, synchronous: str, busy_timeout: float) -> None:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from taskyard.backends.sqlite import schema
+from taskyard.backends.sqlite import schedules, schema
 from taskyard.backends.sqlite.errors import translate
 from taskyard.backends.sqlite.operations import SqliteOperations
 from taskyard.framework.errors import (
@@ -50,6 +50,7 @@ from taskyard.framework.models import (
     trace_context_from_text,
     trace_context_text,
 )
+from taskyard.framework.schedules import ScheduleRecord
 from taskyard.framework.workflows import cancelled_because, check_batch, settles
 
 T = TypeVar("T")
@@ -1169,3 +1170,41 @@ class SqliteStore(SqliteOperations):
         """Run ``fn(conn)`` inside the next group-commit transaction (for ops tools)."""
         result: T = await self._write(fn)
         return result
+
+    # -- periodic schedules ------------------------------------------------------------------
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        return await self._read(schedules.read_one, name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return await self._read(schedules.read_all)
+
+    async def insert_schedule(self, record: ScheduleRecord) -> bool:
+        inserted: bool = await self._write(schedules.op_insert(record))
+        return inserted
+
+    async def update_schedule(
+        self, record: ScheduleRecord, *, expected_next: datetime | None = None
+    ) -> bool:
+        updated: bool = await self._write(schedules.op_update(record, expected_next))
+        return updated
+
+    async def remove_schedule(self, name: str) -> bool:
+        removed: bool = await self._write(schedules.op_remove(name))
+        return removed
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next: datetime,
+        records: Sequence[TaskRecord],
+        next_fire_at: datetime,
+        last_fire_at: datetime | None,
+        now: datetime,
+    ) -> list[str] | None:
+        operation = schedules.op_fire(
+            name, expected_next, op_add(records), next_fire_at, last_fire_at, now
+        )
+        ids: list[str] | None = await self._write(operation, size=len(records))
+        return ids

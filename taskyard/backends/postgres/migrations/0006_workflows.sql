@@ -1,4 +1,4 @@
--- taskyard queue schema on PostgreSQL, version 4: workflows (dependencies) and concurrency
+-- taskyard queue schema on PostgreSQL, version 6: workflows (dependencies) and concurrency
 -- keys. Existing tasks keep every field; the new columns take their defaults.
 
 ALTER TABLE {schema}.taskyard_tasks DROP CONSTRAINT taskyard_tasks_status_check;

@@ -1,4 +1,4 @@
--- taskyard queue schema, version 5: workflows (dependencies) and concurrency keys.
+-- taskyard queue schema, version 7: workflows (dependencies) and concurrency keys.
 -- The status CHECK gains 'waiting', which SQLite can only change by rebuilding the table:
 -- the tasks are copied into the new table (ids, seq and every field kept) and the old
 -- one dropped, inside this migration's one transaction.
@@ -63,6 +63,12 @@ CREATE INDEX taskyard_tasks_running_keys ON taskyard_tasks (concurrency_key)
     WHERE status = 'running' AND concurrency_key IS NOT NULL;
 CREATE INDEX taskyard_tasks_workflow ON taskyard_tasks (workflow_id)
     WHERE workflow_id IS NOT NULL;
+-- The dashboard's indexes (version 5) went with the old table: built again.
+CREATE INDEX taskyard_tasks_newest ON taskyard_tasks (created_at, id);
+CREATE INDEX taskyard_tasks_finished ON taskyard_tasks (finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX taskyard_tasks_finished_types ON taskyard_tasks (status, type, finished_at)
+    WHERE finished_at IS NOT NULL;
 
 -- One row per dependency: task_id waits for depends_on. Finishing a task reads its
 -- dependents through the primary key; a task's own dependencies through the second index.
