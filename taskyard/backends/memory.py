@@ -57,6 +57,7 @@ from taskyard.framework.operations import (
     page_key,
 )
 from taskyard.framework.runs import RunRegistry
+from taskyard.framework.schedules import ScheduleRecord
 from taskyard.framework.store import Capability
 from taskyard.framework.workflows import (
     cancelled_because,
@@ -64,7 +65,6 @@ from taskyard.framework.workflows import (
     concurrency_limit,
     settles,
 )
-from taskyard.framework.schedules import ScheduleRecord
 
 
 def _schedule_copy(record: ScheduleRecord) -> ScheduleRecord:

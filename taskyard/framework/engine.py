@@ -1369,8 +1369,20 @@ class TaskEngine:
             task_type=record.type,
             attempt=record.attempts,
             dependency_results=await self.store.dependency_results(record.id),
+            schedule_slot=await self._schedule_slot(record),
             workflow_id=record.workflow_id,
         )
+
+    async def _schedule_slot(self, record: TaskRecord) -> datetime | None:
+        """The slot a schedule fired ``record`` for. The idempotency key says so (a claim
+        does not carry it: it is read only for a task whose payload names a slot)."""
+        from taskyard.framework.schedules import SLOT_PAYLOAD_KEY, schedule_slot
+
+        if not (isinstance(record.payload, dict) and SLOT_PAYLOAD_KEY in record.payload):
+            return None
+        stored = record if record.idempotency_key else await self.store.get(record.id)
+        fired = None if stored is None else schedule_slot(stored)
+        return None if fired is None else fired[1]
 
     def _failure(
         self,
