@@ -9,6 +9,7 @@ from loguru import logger as _logger
 
 from taskyard.framework import (
     ConfigurationError,
+    DependencyError,
     EngineConfig,
     EventBus,
     InvalidSchedule,
@@ -24,6 +25,7 @@ from taskyard.framework import (
     ScheduleNotFound,
     SchedulingError,
     StoreError,
+    TaskContext,
     TaskEngine,
     TaskEvent,
     TaskManager,
@@ -33,6 +35,11 @@ from taskyard.framework import (
     TaskStore,
     TaskyardError,
     UnknownTaskType,
+    chain,
+    chord,
+    group,
+    schedule_workflow,
+    step,
 )
 
 _logger.disable("taskyard")  # a library adds no sinks; the CLI or the application enables it
@@ -41,6 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "DependencyError",
     "EngineConfig",
     "EventBus",
     "InvalidSchedule",
@@ -56,6 +64,7 @@ __all__ = [
     "ScheduleNotFound",
     "SchedulingError",
     "StoreError",
+    "TaskContext",
     "TaskEngine",
     "TaskEvent",
     "TaskManager",
@@ -66,4 +75,9 @@ __all__ = [
     "TaskyardError",
     "UnknownTaskType",
     "__version__",
+    "chain",
+    "chord",
+    "group",
+    "schedule_workflow",
+    "step",
 ]

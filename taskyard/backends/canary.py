@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from taskyard.framework.engine import EngineConfig, TaskEngine
@@ -27,7 +27,7 @@ from taskyard.framework.models import Outcome, TaskRecord, TaskStatus
 from taskyard.framework.operations import ComposedOperations, StoreOperations
 from taskyard.framework.runs import RunRegistry
 from taskyard.framework.schedules import ScheduleRecord
-from taskyard.framework.store import TaskStore
+from taskyard.framework.store import Capability, TaskStore
 
 __all__ = ["CanaryStore", "CanaryTaskManager", "routes_to_canary"]
 
@@ -51,7 +51,11 @@ class CanaryStore(ComposedOperations):
         self.stable = stable
         self.canary = canary
         self.share = share
-        self.capabilities = stable.capabilities & canary.capabilities
+        # Dependencies and concurrency limits cannot span two stores: neither is offered.
+        self.capabilities = (stable.capabilities & canary.capabilities) - {
+            Capability.WORKFLOWS,
+            Capability.CONCURRENCY_KEYS,
+        }
         self._owner: dict[str, TaskStore] = {}
         self._turn = 0
 
@@ -133,6 +137,7 @@ class CanaryStore(ComposedOperations):
         worker_id: str,
         lease_seconds: float,
         types: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]:
         # Priorities hold across both stores: take up to ``limit`` from each, keep the
         # best ``limit`` by (priority, scheduling time), and give the rest straight back
@@ -140,7 +145,12 @@ class CanaryStore(ComposedOperations):
         claimed: list[TaskRecord] = []
         for store in self.stores:
             got = await store.claim(
-                limit=limit, now=now, worker_id=worker_id, lease_seconds=lease_seconds, types=types
+                limit=limit,
+                now=now,
+                worker_id=worker_id,
+                lease_seconds=lease_seconds,
+                types=types,
+                limits=limits,
             )
             self._owner.update((record.id, store) for record in got)
             claimed += got

@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -73,7 +73,18 @@ class FallbackStats:
 class FallbackStore(ComposedOperations):
     """A :class:`SqliteStore` with an :class:`InMemoryStore` behind it."""
 
-    capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
+    capabilities = frozenset(
+        {
+            Capability.DURABLE,
+            Capability.MULTI_PROCESS,
+            Capability.WORKFLOWS,
+            Capability.CONCURRENCY_KEYS,
+        }
+    )
+    """Workflows and concurrency keys live in SQLite only: a task with ``depends_on`` or a
+    ``concurrency_key`` is never accepted into memory (while degraded, scheduling one
+    raises StoreUnavailable), so every edge and every keyed claim stays in one
+    transaction of one store."""
 
     def __init__(
         self,
@@ -401,11 +412,20 @@ class FallbackStore(ComposedOperations):
         return task_id in self.memory.tasks
 
     async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        sqlite_only = any(r.depends_on or r.concurrency_key for r in records)
         if not self.degraded:
             try:
                 return await self.primary.add(records)
             except StoreUnavailable as exc:
                 self._degrade(exc)
+                if sqlite_only:
+                    raise
+        if sqlite_only:
+            raise StoreUnavailable(
+                f"{self.primary.path} cannot be written now ({self.reason}), and tasks with "
+                "depends_on or a concurrency_key are kept in SQLite only; retry once it "
+                "is back (taskyard health says when)"
+            )
         self.stats.fallbacks += len(records)
         return await self.memory.add(records)
 
@@ -426,9 +446,15 @@ class FallbackStore(ComposedOperations):
         worker_id: str,
         lease_seconds: float,
         types: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]:
         claimed = await self.memory.claim(
-            limit=limit, now=now, worker_id=worker_id, lease_seconds=lease_seconds, types=types
+            limit=limit,
+            now=now,
+            worker_id=worker_id,
+            lease_seconds=lease_seconds,
+            types=types,
+            limits=limits,
         )
         if len(claimed) < limit and not self.degraded:
             try:
@@ -438,9 +464,11 @@ class FallbackStore(ComposedOperations):
                     worker_id=worker_id,
                     lease_seconds=lease_seconds,
                     types=types,
+                    limits=limits,
                 )
             except StoreUnavailable as exc:
                 self._degrade(exc)
+        self.held_back = self.memory.held_back or self.primary.held_back
         return claimed
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -460,6 +488,7 @@ class FallbackStore(ComposedOperations):
                 self._deferred.extend(elsewhere)
                 in_primary = [True] * len(elsewhere)
         memory_results, primary_results = iter(in_memory), iter(in_primary)
+        self._count_releases()
         return [next(memory_results) if m else next(primary_results) for m in local]
 
     async def renew_leases(
@@ -485,7 +514,29 @@ class FallbackStore(ComposedOperations):
             return before
         if self._in_memory(task_id):
             return await self.memory.cancel(task_id, now=now)
-        return await self.primary.cancel(task_id, now=now)
+        cancelled = await self.primary.cancel(task_id, now=now)
+        self._count_releases()
+        return cancelled
+
+    def _count_releases(self) -> None:
+        self.releases = self.primary.releases + self.memory.releases
+
+    async def dependencies(self, task_id: str) -> list[str]:
+        return [] if self._in_memory(task_id) else await self.primary.dependencies(task_id)
+
+    async def dependents(self, task_id: str) -> list[str]:
+        return [] if self._in_memory(task_id) else await self.primary.dependents(task_id)
+
+    async def dependency_results(self, task_id: str) -> dict[str, Any]:
+        if self._in_memory(task_id):
+            return {}
+        return await self.primary.dependency_results(task_id)
+
+    async def workflow_tasks(self, workflow_id: str) -> list[TaskRecord]:
+        return await self.primary.workflow_tasks(workflow_id)
+
+    async def workflow_ids(self, *, limit: int = 50) -> list[str]:
+        return await self.primary.workflow_ids(limit=limit)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         record = self.memory.tasks.get(task_id) or self._moving.get(task_id)
@@ -506,6 +557,7 @@ class FallbackStore(ComposedOperations):
                 recovered += await self.primary.recover_expired(now=now)
             except StoreUnavailable as exc:
                 self._degrade(exc)
+        self._count_releases()
         return recovered
 
     async def next_due(self, types: Collection[str] | None = None) -> datetime | None:

@@ -10,14 +10,20 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskyard.framework.engine import EngineConfig, TaskEngine
-from taskyard.framework.errors import IntegrityError, OperationRefused, TaskNotFound
+from taskyard.framework.errors import (
+    DependencyError,
+    IntegrityError,
+    OperationRefused,
+    TaskNotFound,
+)
 from taskyard.framework.events import EventBus
 from taskyard.framework.figures import figures_from_records
 from taskyard.framework.models import (
@@ -52,6 +58,13 @@ from taskyard.framework.operations import (
 )
 from taskyard.framework.runs import RunRegistry
 from taskyard.framework.schedules import ScheduleRecord
+from taskyard.framework.store import Capability
+from taskyard.framework.workflows import (
+    cancelled_because,
+    check_batch,
+    concurrency_limit,
+    settles,
+)
 
 
 def _schedule_copy(record: ScheduleRecord) -> ScheduleRecord:
@@ -67,6 +80,8 @@ class InMemoryStore(StoreOperations):
     handler sees exactly what a durable store would give it.
     """
 
+    capabilities = frozenset({Capability.WORKFLOWS, Capability.CONCURRENCY_KEYS})
+
     def __init__(self) -> None:
         self.reset()
 
@@ -74,9 +89,14 @@ class InMemoryStore(StoreOperations):
         """Forget every task."""
         self.tasks: dict[str, TaskRecord] = {}
         self._by_key: dict[str, str] = {}
-        self._ready: list[tuple[int, int, str]] = []
+        self._ready: list[tuple[int, int, str]] = []  # due tasks without a key
+        self._keyed: dict[str, list[tuple[int, int, str]]] = {}  # due tasks per key
         self._delayed: list[tuple[float, int, str]] = []
         self._seq = itertools.count(1)
+        self._children: dict[str, list[str]] = {}  # dependency -> its dependents
+        self._unfinished: dict[str, int] = {}  # waiting task -> dependencies not finished
+        self._running_keys: Counter[str] = Counter()  # concurrency key -> running tasks
+        self.releases = 0
         self.workers: dict[str, WorkerRecord] = {}
         """The heartbeat records of the workers of this process, by id."""
         self.paused = False
@@ -92,6 +112,16 @@ class InMemoryStore(StoreOperations):
         heapq.heappush(self._delayed, (to_epoch(record.run_after), record.seq, record.id))
 
     async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        check_batch(records)
+        batch = set()
+        for record in records:  # refuse before storing anything
+            for parent in record.depends_on:
+                if parent not in self.tasks and parent not in batch:
+                    raise DependencyError(
+                        f"task {record.id} depends on {parent}, which this store does not "
+                        "hold; schedule it first"
+                    )
+            batch.add(record.id)
         ids: list[str] = []
         for record in records:
             key = record.idempotency_key
@@ -111,9 +141,64 @@ class InMemoryStore(StoreOperations):
             self.tasks[stored.id] = stored
             if key is not None:
                 self._by_key[key] = stored.id
-            self._enqueue(stored)
+            if stored.depends_on:
+                self._wait(stored)
+            if stored.status is TaskStatus.QUEUED:
+                self._enqueue(stored)
             ids.append(stored.id)
         return ids
+
+    def _wait(self, record: TaskRecord) -> None:
+        """Link a new task to its dependencies: waiting, queued (all finished) or
+        cancelled (one failed and its policy says so)."""
+        unfinished = 0
+        for parent_id in record.depends_on:
+            self._children.setdefault(parent_id, []).append(record.id)
+            parent = self.tasks[parent_id]
+            if not parent.status.is_terminal:
+                unfinished += 1
+            elif settles(parent.status, record.on_dependency_failure) is not None:
+                record.status = TaskStatus.CANCELLED
+                record.finished_at = record.updated_at
+                record.error = cancelled_because(parent_id, parent.status)
+                return
+        if unfinished:
+            record.status = TaskStatus.WAITING
+            self._unfinished[record.id] = unfinished
+
+    def _settle(self, task_id: str, now: datetime) -> None:
+        """``task_id`` just finished: release or cancel its waiting dependents, cascading.
+        Costs one step per dependent."""
+        work = [task_id]
+        while work:
+            parent_id = work.pop()
+            parent_status = self.tasks[parent_id].status
+            for child_id in self._children.get(parent_id, ()):
+                child = self.tasks.get(child_id)
+                if child is None or child.status is not TaskStatus.WAITING:
+                    continue
+                if settles(parent_status, child.on_dependency_failure) is not None:
+                    self._unfinished.pop(child_id, None)
+                    child.status = TaskStatus.CANCELLED
+                    child.finished_at = child.updated_at = now
+                    child.error = cancelled_because(parent_id, parent_status)
+                    work.append(child_id)
+                    continue
+                left = self._unfinished[child_id] - 1
+                if left:
+                    self._unfinished[child_id] = left
+                    continue
+                del self._unfinished[child_id]
+                child.status = TaskStatus.QUEUED
+                child.updated_at = now
+                self._enqueue(child)
+                self.releases += 1
+
+    def _left_running(self, record: TaskRecord) -> None:
+        if record.concurrency_key is not None:
+            self._running_keys[record.concurrency_key] -= 1
+            if self._running_keys[record.concurrency_key] <= 0:
+                del self._running_keys[record.concurrency_key]
 
     async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
         stored: list[bool] = []
@@ -126,6 +211,13 @@ class InMemoryStore(StoreOperations):
             copy.seq = next(self._seq)
             if copy.status is TaskStatus.RUNNING:
                 copy.status = TaskStatus.QUEUED
+            if copy.status is TaskStatus.WAITING:
+                # its dependencies that are not here finished before the export (a
+                # finished task is not exported with the unfinished ones)
+                copy.depends_on = tuple(p for p in copy.depends_on if p in self.tasks)
+                copy.status = TaskStatus.QUEUED
+            else:
+                copy.depends_on = ()
             copy.lease_token = copy.lease_expires_at = copy.worker_id = None
             if copy.payload_json is None:
                 copy.payload_json = dumps(copy.payload)
@@ -134,6 +226,8 @@ class InMemoryStore(StoreOperations):
             self.tasks[copy.id] = copy
             if key is not None:
                 self._by_key[key] = copy.id
+            if copy.depends_on:
+                self._wait(copy)
             if copy.status is TaskStatus.QUEUED:
                 self._enqueue(copy)
             stored.append(True)
@@ -145,6 +239,8 @@ class InMemoryStore(StoreOperations):
         for record in moved:
             if record.idempotency_key is not None:
                 self._by_key.pop(record.idempotency_key, None)
+            self._children.pop(record.id, None)
+            self._unfinished.pop(record.id, None)
         return moved
 
     def _promote(self, now: datetime) -> None:
@@ -153,7 +249,19 @@ class InMemoryStore(StoreOperations):
             _, seq, task_id = heapq.heappop(self._delayed)
             record = self.tasks.get(task_id)
             if record is not None and record.status is TaskStatus.QUEUED:
-                heapq.heappush(self._ready, (record.priority, seq, task_id))
+                key = record.concurrency_key
+                heap = self._ready if key is None else self._keyed.setdefault(key, [])
+                heapq.heappush(heap, (record.priority, seq, task_id))
+
+    def _top(self, heap: list[tuple[int, int, str]]) -> tuple[int, int, str] | None:
+        """The heap's first entry that is still a queued task (stale ones are dropped)."""
+        while heap:
+            entry = heap[0]
+            record = self.tasks.get(entry[2])
+            if record is not None and record.status is TaskStatus.QUEUED and record.seq == entry[1]:
+                return entry
+            heapq.heappop(heap)  # cancelled, claimed, or re-queued under another entry
+        return None
 
     async def claim(
         self,
@@ -163,22 +271,40 @@ class InMemoryStore(StoreOperations):
         worker_id: str,
         lease_seconds: float,
         types: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]:
+        """Tasks without a key come from one heap, keyed ones from a heap per key; each
+        pick takes the best head among the unkeyed heap and the heaps of keys below
+        their limit, so a backlog behind a key at its limit is never walked."""
         self._promote(now)
         claimed: list[TaskRecord] = []
-        skipped: list[tuple[int, int, str]] = []
+        skipped: list[tuple[list[tuple[int, int, str]], tuple[int, int, str]]] = []
         expires = now + timedelta(seconds=lease_seconds)
         token = new_task_id()  # one lease token per claim, as the SQLite store does
-        while self._ready and len(claimed) < limit:
-            entry = heapq.heappop(self._ready)
-            record = self.tasks.get(entry[2])
-            if record is None or record.status is not TaskStatus.QUEUED:
-                continue  # cancelled or re-queued under another entry
-            if record.seq != entry[1]:
-                continue
+        held_back = False
+        while len(claimed) < limit:
+            best, source = self._top(self._ready), self._ready
+            for key, heap in list(self._keyed.items()):
+                head = self._top(heap)
+                if head is None:
+                    del self._keyed[key]
+                    continue
+                if best is not None and head >= best:
+                    continue
+                head_type = self.tasks[head[2]].type
+                if self._running_keys[key] >= concurrency_limit(head_type, key, limits or {}):
+                    held_back = True
+                    continue
+                best, source = head, heap
+            if best is None:
+                break
+            heapq.heappop(source)
+            record = self.tasks[best[2]]
             if types is not None and record.type not in types:
-                skipped.append(entry)
+                skipped.append((source, best))
                 continue
+            if record.concurrency_key is not None:
+                self._running_keys[record.concurrency_key] += 1
             record.status = TaskStatus.RUNNING
             record.attempts += 1
             record.started_at = now
@@ -187,8 +313,11 @@ class InMemoryStore(StoreOperations):
             record.lease_token = token
             record.lease_expires_at = expires
             claimed.append(self._copy_out(record))
-        for entry in skipped:
-            heapq.heappush(self._ready, entry)
+        self.held_back = held_back
+        for heap, entry in skipped:
+            heapq.heappush(heap, entry)
+            if heap is not self._ready:
+                self._keyed.setdefault(self.tasks[entry[2]].concurrency_key or "", heap)
         return claimed
 
     def _copy_out(self, record: TaskRecord) -> TaskRecord:
@@ -212,6 +341,7 @@ class InMemoryStore(StoreOperations):
             if record is None:
                 applied.append(False)
                 continue
+            self._left_running(record)
             record.status = outcome.status
             record.updated_at = outcome.finished_at
             if outcome.traceback is not None:
@@ -230,6 +360,7 @@ class InMemoryStore(StoreOperations):
                 record.finished_at = outcome.finished_at
                 record.error = outcome.error
                 record.result = _stored_result(outcome)
+                self._settle(record.id, outcome.finished_at)
             applied.append(True)
         return applied
 
@@ -252,11 +383,15 @@ class InMemoryStore(StoreOperations):
         before = record.status
         if before.is_terminal:
             return before
+        if before is TaskStatus.RUNNING:
+            self._left_running(record)
+        self._unfinished.pop(task_id, None)
         record.status = TaskStatus.CANCELLED
         record.updated_at = now
         record.finished_at = now
         record.lease_token = None
         record.lease_expires_at = None
+        self._settle(task_id, now)
         return before
 
     async def get(self, task_id: str) -> TaskRecord | None:
@@ -274,10 +409,12 @@ class InMemoryStore(StoreOperations):
                 record.lease_token = None
                 record.lease_expires_at = None
                 record.updated_at = now
+                self._left_running(record)
                 if record.attempts >= record.max_attempts:
                     record.status = TaskStatus.FAILED
                     record.finished_at = now
                     record.error = "lease expired: the worker running it stopped responding"
+                    self._settle(record.id, now)
                 else:
                     record.status = TaskStatus.QUEUED
                     record.run_after = now
@@ -286,13 +423,21 @@ class InMemoryStore(StoreOperations):
         return recovered
 
     async def next_due(self, types: Collection[str] | None = None) -> datetime | None:
+        """The earliest run_after among the heads of the due heaps (tasks a claim left:
+        keys at their limit, other types) and of the delayed heap."""
+        due: list[datetime] = []
+        for heap in (self._ready, *self._keyed.values()):
+            head = self._top(heap)
+            if head is not None:
+                due.append(self.tasks[head[2]].run_after)
         while self._delayed:
             _, seq, task_id = self._delayed[0]
             record = self.tasks.get(task_id)
             if record is not None and record.status is TaskStatus.QUEUED and record.seq == seq:
-                return record.run_after
+                due.append(record.run_after)
+                break
             heapq.heappop(self._delayed)
-        return None
+        return min(due, default=None)
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         counts = dict.fromkeys(TaskStatus, 0)
@@ -316,6 +461,37 @@ class InMemoryStore(StoreOperations):
         ]
         records.sort(key=lambda record: (record.created_at, record.seq))
         return [self._copy_out(record) for record in records[offset : offset + limit]]
+
+    # -- workflows -----------------------------------------------------------------------------
+
+    async def dependencies(self, task_id: str) -> list[str]:
+        record = self.tasks.get(task_id)
+        return [] if record is None else list(record.depends_on)
+
+    async def dependents(self, task_id: str) -> list[str]:
+        return list(self._children.get(task_id, ()))
+
+    async def dependency_results(self, task_id: str) -> dict[str, Any]:
+        record = self.tasks.get(task_id)
+        if record is None:
+            return {}
+        return {
+            parent: deepcopy(self.tasks[parent].result)
+            for parent in record.depends_on
+            if parent in self.tasks
+        }
+
+    async def workflow_tasks(self, workflow_id: str) -> list[TaskRecord]:
+        records = [r for r in self.tasks.values() if r.workflow_id == workflow_id]
+        records.sort(key=lambda record: record.seq)
+        return [self._copy_out(record) for record in records]
+
+    async def workflow_ids(self, *, limit: int = 50) -> list[str]:
+        newest: dict[str, int] = {}
+        for record in self.tasks.values():
+            if record.workflow_id is not None:
+                newest[record.workflow_id] = max(newest.get(record.workflow_id, 0), record.seq)
+        return sorted(newest, key=lambda wid: -newest[wid])[:limit]
 
     # -- StoreOperations: answered from the records held ------------------------------------
 

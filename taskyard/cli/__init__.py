@@ -10,7 +10,7 @@ from taskyard.cli.root import CliState, app, cli_state, main
 
 # isort: off
 # imported for their commands, in the order `taskyard --help` lists them
-from taskyard.cli import demo, worker, inspection, tasks  # noqa: F401
+from taskyard.cli import demo, worker, inspection, tasks, workflows  # noqa: F401
 from taskyard.cli import workers, schedules, maintenance, backup, migration, dashboard  # noqa: F401
 
 # isort: on

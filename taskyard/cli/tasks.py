@@ -19,6 +19,7 @@ from taskyard.ops import progress as ops_progress
 from taskyard.ops import render as ops_render
 from taskyard.ops import tasks as ops_tasks
 from taskyard.ops import units as ops_units
+from taskyard.ops import workflows as ops_workflows
 
 tasks_app = typer.Typer(
     rich_markup_mode=None,  # help text as written: no markup eats "[metrics]"
@@ -84,12 +85,13 @@ def tasks_list(
 
 @tasks_app.command("show")
 def tasks_show(ctx: typer.Context, task_id: str, as_json: JsonOption = False) -> None:
-    """Everything about one task."""
+    """Everything about one task, with the tasks it depends on and those depending on it."""
 
-    async def run(q: StoreOperations) -> TaskRecord:
-        return await ops_tasks.show_task(q, task_id)
+    async def run(q: StoreOperations) -> tuple[TaskRecord, dict[str, Any]]:
+        return await ops_tasks.show_task(q, task_id), await ops_workflows.task_links(q, task_id)
 
-    details = ops_tasks.record_details(on_queue(ctx, run))
+    record, links = on_queue(ctx, run)
+    details = {**ops_tasks.record_details(record), **links}
     if as_json:
         print_json(details)
     else:

@@ -5,6 +5,7 @@ from taskyard.framework.errors import (
     BackendNotAvailable,
     ConfigurationError,
     DatabaseMoved,
+    DependencyError,
     ExportFileError,
     ForeignDatabase,
     IntegrityError,
@@ -45,12 +46,14 @@ from taskyard.framework.runs import (
     RunStatus,
 )
 from taskyard.framework.store import Capability, TaskStore
+from taskyard.framework.workflows import TaskContext, chain, chord, group, schedule_workflow, step
 
 __all__ = [
     "BackendNotAvailable",
     "Capability",
     "ConfigurationError",
     "DatabaseMoved",
+    "DependencyError",
     "EngineConfig",
     "EventBus",
     "ExportFileError",
@@ -84,6 +87,7 @@ __all__ = [
     "StoreFull",
     "StoreOperations",
     "StoreUnavailable",
+    "TaskContext",
     "TaskEngine",
     "TaskEvent",
     "TaskManager",
@@ -94,4 +98,9 @@ __all__ = [
     "TaskStore",
     "TaskyardError",
     "UnknownTaskType",
+    "chain",
+    "chord",
+    "group",
+    "schedule_workflow",
+    "step",
 ]

@@ -80,8 +80,17 @@ from taskyard.framework.retry import RetryPolicy
 from taskyard.framework.runs import Run, RunRegistry, RunStatus, owner_tag
 from taskyard.framework.store import Capability, TaskStore
 from taskyard.framework.threads import DaemonThreadPool
+from taskyard.framework.workflows import (
+    CANCEL,
+    JOIN_TASK_TYPE,
+    TaskContext,
+    check_batch,
+    check_dependency_options,
+    join_results,
+)
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
+_NO_LIMITS: Mapping[str, int] = MappingProxyType({})
 
 STOP_WRITE_GRACE = 1.0
 """Seconds ``stop()`` gives the store, beyond its timeout, to write the last outcomes."""
@@ -117,6 +126,9 @@ class EngineConfig:
     default_max_attempts: int = 3
     default_timeout: float | None = None
     task_timeouts: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    concurrency_limits: Mapping[str, int] = field(default_factory=lambda: _NO_LIMITS)
+    """Tasks running at once per concurrency key prefix or task type, across every
+    process (:func:`~taskyard.framework.workflows.concurrency_limit`)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     shutdown_timeout: float = 30.0
     worker_id: str | None = None
@@ -150,6 +162,7 @@ class _Registration:
     is_async: bool
     timeout: float | None
     max_attempts: int | None
+    wants_context: bool = False
 
 
 @dataclass(slots=True)
@@ -232,7 +245,11 @@ class TaskEngine:
         :func:`taskyard.worker.serve` runs it (``taskyard workers stop`` stops those)."""
         self.stop_requested = asyncio.Event()
         """Set when the heartbeat reads a stop request (``taskyard workers stop``)."""
-        self._handlers: dict[str, _Registration] = {}
+        self._handlers: dict[str, _Registration] = {
+            JOIN_TASK_TYPE: _Registration(join_results, True, None, 1, wants_context=True)
+        }
+        self._releases_seen = store.releases  # waiting tasks the store has released
+        self._blocked = False  # due tasks the last claim could not take (keys at their limit)
         self._state = _State.NEW
         self._lifecycle = asyncio.Lock()
         self._running: dict[str, _Running] = {}
@@ -527,12 +544,14 @@ class TaskEngine:
             is_async=_is_async_callable(handler),
             timeout=timeout,
             max_attempts=max_attempts,
+            wants_context=_wants_context(handler),
         )
         self._work_may_be_due()
 
     @property
     def registered_types(self) -> frozenset[str]:
-        return frozenset(self._handlers)
+        """The types the application registered (the built-in group task aside)."""
+        return frozenset(self._handlers) - {JOIN_TASK_TYPE}
 
     def build_record(
         self,
@@ -547,6 +566,10 @@ class TaskEngine:
         idempotency_key: str | None = None,
         task_id: str | None = None,
         now: datetime | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_dependency_failure: str = CANCEL,
+        concurrency_key: str | None = None,
+        workflow_id: str | None = None,
     ) -> TaskRecord:
         """Validate one schedule request and build its record; raises SchedulingError."""
         registration = self._handlers.get(task_type)
@@ -586,6 +609,10 @@ class TaskEngine:
             _check_text("task_id", task_id)
         if payload is None:
             payload = {}
+        parents = check_dependency_options(depends_on, on_dependency_failure, concurrency_key)
+        self._check_capable(parents, concurrency_key)
+        if concurrency_key is not None:
+            _check_text("concurrency_key", concurrency_key)
         payload_json = dumps(payload, what="payload")
         return TaskRecord(
             id=task_id or new_task_id(),
@@ -599,6 +626,10 @@ class TaskEngine:
             run_after=due,
             timeout=timeout,
             idempotency_key=idempotency_key,
+            depends_on=parents,
+            on_dependency_failure=on_dependency_failure,
+            concurrency_key=concurrency_key,
+            workflow_id=workflow_id,
         )
 
     def _check_unregistered(self, task_type: str) -> None:
@@ -624,6 +655,17 @@ class TaskEngine:
             "call register_task first, or set task_execution.run_worker = false for a "
             "manager that only schedules"
         )
+    def _check_capable(self, parents: tuple[str, ...], concurrency_key: str | None) -> None:
+        needs = [
+            (Capability.WORKFLOWS, "depends_on") if parents else None,
+            (Capability.CONCURRENCY_KEYS, "concurrency_key") if concurrency_key else None,
+        ]
+        for need in needs:
+            if need is not None and need[0] not in self.store.capabilities:
+                raise InvalidTaskOptions(
+                    f"{need[1]} needs a store with the {need[0]} capability, and "
+                    f"{self.store!r} lacks it; use the in-memory, sqlite or postgres backend"
+                )
 
     async def schedule_task(
         self,
@@ -637,6 +679,9 @@ class TaskEngine:
         timeout: float | None = None,
         idempotency_key: str | None = None,
         task_id: str | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_dependency_failure: str = CANCEL,
+        concurrency_key: str | None = None,
     ) -> str:
         record = self.build_record(
             task_type,
@@ -648,6 +693,9 @@ class TaskEngine:
             timeout=timeout,
             idempotency_key=idempotency_key,
             task_id=task_id,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            concurrency_key=concurrency_key,
         )
         return (await self._add([record]))[0]
 
@@ -664,6 +712,7 @@ class TaskEngine:
             await self._intake.wait()  # paused while the tasks move to another store
         if self._state != _State.RUNNING:
             await self._ensure_started()
+        check_batch(records)
         adding = self._adding
         for record in records:
             adding[record.id] = record
@@ -683,7 +732,7 @@ class TaskEngine:
             if record.id != task_id:  # an idempotency key matched an existing task
                 continue
             self._track(task_id)
-            self._publish(record, TaskStatus.QUEUED)
+            self._publish(record, TaskStatus.WAITING if record.depends_on else TaskStatus.QUEUED)
             if record.type in runs_here:
                 self._note_due(to_epoch(record.run_after))
         return ids
@@ -729,9 +778,10 @@ class TaskEngine:
     async def cancel_task(self, task_id: str) -> bool:
         await self._ensure_started()
         before = await self.store.cancel(task_id, now=utcnow())
-        if before not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+        if before not in (TaskStatus.WAITING, TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
         self._ready.pop(task_id, None)
+        self._after_settling()
         entry = self._running.get(task_id)
         if entry is not None:
             entry.stop_reason = "cancelled"
@@ -742,6 +792,19 @@ class TaskEngine:
             self._publish(record, TaskStatus.CANCELLED)
         logger.debug("taskyard task {} cancelled (was {})", task_id, before)
         return True
+
+    async def cancel_workflow(self, workflow_id: str) -> list[str]:
+        """Cancel every task of the workflow that has not finished (running ones
+        cooperatively); returns the ids cancelled. Raises TaskNotFound for an unknown id."""
+        await self._ensure_started()
+        records = await self.store.workflow_tasks(workflow_id)
+        if not records:
+            raise TaskNotFound(f"no workflow has the id {workflow_id!r}")
+        cancelled = []
+        for record in reversed(records):  # the last first: nothing is released meanwhile
+            if not record.status.is_terminal and await self.cancel_task(record.id):
+                cancelled.append(record.id)
+        return cancelled
 
     async def wait_for(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         await self._ensure_started()
@@ -1026,12 +1089,14 @@ class TaskEngine:
         store raised (the loop records it and claims again after a pause)."""
         self._due_now = False
         types = frozenset(self._handlers)
+        claimed_at = utcnow()
         claimed = await self.store.claim(
             limit=want,
-            now=utcnow(),
+            now=claimed_at,
             worker_id=self.worker_id,
             lease_seconds=self.config.lease_seconds,
             types=types,
+            limits=self.config.concurrency_limits,
         )
         if claimed:
             self._ready.update((record.id, record) for record in claimed)
@@ -1040,7 +1105,14 @@ class TaskEngine:
             self._due_now = True  # more may be due: claim again once a slot frees
         elif not self._next_known:
             # nothing else is due now: learn when something will be
-            self._learn_next(await self.store.next_due(types))
+            due = await self.store.next_due(types)
+            if due is not None and due <= claimed_at and self.store.held_back:
+                # due already, yet not taken: its key is at its limit (or another worker
+                # holds it). Claiming again at once would spin; a finish here, or a write
+                # elsewhere (the poll), frees it.
+                self._blocked, self._next_known = True, True
+            else:
+                self._learn_next(due)
 
     async def _poll(self) -> None:
         """The periodic cheap check for work written by other processes."""
@@ -1084,6 +1156,14 @@ class TaskEngine:
         tasks): claim, and ask the store what is next."""
         self._due_now, self._next_known = True, False
         self._wake.set()
+
+    def _after_settling(self) -> None:
+        """After a finish, cancel or lease sweep: claim again when the store released
+        waiting tasks, or when due tasks were blocked (a key's slot may have freed)."""
+        if self.store.releases != self._releases_seen or self._blocked:
+            self._releases_seen = self.store.releases
+            self._blocked = False
+            self._work_may_be_due()
 
     async def _read_pause(self) -> None:
         """Read the store's intake pause (logged when it changes; a resume wakes the
@@ -1210,11 +1290,14 @@ class TaskEngine:
         if timeout is not None and entry is not None:
             self._watch_deadline(entry, timeout)
         try:
+            args: tuple[Any, ...] = (record.payload,)
+            if registration.wants_context:
+                args = (record.payload, await self._context(record))
             if registration.is_async:
-                result = await registration.handler(record.payload)
+                result = await registration.handler(*args)
             else:
                 assert self._pool is not None
-                call = self._pool.submit(registration.handler, record.payload)
+                call = self._pool.submit(registration.handler, *args)
                 if entry is not None:
                     entry.thread = call
                 result = await asyncio.wrap_future(call)
@@ -1278,6 +1361,28 @@ class TaskEngine:
             if entry.stop_reason is None:
                 entry.stop_reason = "timeout"
                 entry.task.cancel()
+
+    async def _context(self, record: TaskRecord) -> TaskContext:
+        """The second argument of a handler that declares one (one store read)."""
+        return TaskContext(
+            task_id=record.id,
+            task_type=record.type,
+            attempt=record.attempts,
+            dependency_results=await self.store.dependency_results(record.id),
+            schedule_slot=await self._schedule_slot(record),
+            workflow_id=record.workflow_id,
+        )
+
+    async def _schedule_slot(self, record: TaskRecord) -> datetime | None:
+        """The slot a schedule fired ``record`` for. The idempotency key says so (a claim
+        does not carry it: it is read only for a task whose payload names a slot)."""
+        from taskyard.framework.schedules import SLOT_PAYLOAD_KEY, schedule_slot
+
+        if not (isinstance(record.payload, dict) and SLOT_PAYLOAD_KEY in record.payload):
+            return None
+        stored = record if record.idempotency_key else await self.store.get(record.id)
+        fired = None if stored is None else schedule_slot(stored)
+        return None if fired is None else fired[1]
 
     def _failure(
         self,
@@ -1391,6 +1496,7 @@ class TaskEngine:
             finally:
                 self._writing.difference_update(ids)
             backoff = 0.05
+            self._after_settling()
             for (record, outcome), ok in zip(batch, applied, strict=True):
                 if ok:
                     self._after_outcome(record, outcome)
@@ -1467,7 +1573,7 @@ class TaskEngine:
             "role": self.role,
             "concurrency": self.config.concurrency,
             "running": len(self._running),
-            "task_types": sorted(self._handlers),
+            "task_types": sorted(self.registered_types),
             "claim_error": self._claim_error,
             "intake_paused": self._held,
             **self.stats,
@@ -1537,6 +1643,8 @@ class TaskEngine:
                     self._publish(record, record.status)
                     if record.status is TaskStatus.QUEUED and record.type in self._handlers:
                         self._note_due(to_epoch(record.run_after))
+                if recovered:
+                    self._after_settling()
             await asyncio.sleep(self.config.recovery)
 
     def __repr__(self) -> str:
@@ -1544,6 +1652,24 @@ class TaskEngine:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _wants_context(handler: Any) -> bool:
+    """Whether ``handler`` takes a second positional argument (the TaskContext)."""
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return False
+        if parameter.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            positional += 1
+    return positional >= 2
 
 
 def _is_async_callable(handler: Any) -> bool:

@@ -10,6 +10,7 @@ each class's docstring is its default message::
     │   ├── UnknownTaskType           no handler registered for the type
     │   ├── PayloadError              the payload is not exactly representable as JSON
     │   ├── InvalidTaskOptions        priority / delay / run_after / max_attempts are wrong
+    │   ├── DependencyError           depends_on names an unknown task or would make a cycle
     │   └── InvalidSchedule           a periodic schedule's fields are wrong (names the field)
     ├── ManagerStateError             the manager is stopping or stopped
     ├── TaskNotFound                  no task with that id
@@ -70,6 +71,11 @@ class PayloadError(SchedulingError):
 
 class InvalidTaskOptions(SchedulingError):
     """An option of schedule_task has a bad value."""
+
+
+class DependencyError(SchedulingError):
+    """depends_on names a task the store does not know, or would make a cycle; nothing was
+    stored. Schedule the dependencies first (or list them earlier in the same batch)."""
 
 
 class InvalidSchedule(SchedulingError):

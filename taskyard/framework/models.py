@@ -23,6 +23,7 @@ JSONValue = Any
 class TaskStatus(StrEnum):
     """The only statuses a task can have."""
 
+    WAITING = "waiting"  # for its dependencies (``depends_on``) to finish
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -35,12 +36,16 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
+ACTIVE_STATUSES = frozenset({TaskStatus.WAITING, TaskStatus.QUEUED, TaskStatus.RUNNING})
 
 #: The allowed transitions. Stores enforce them in their writes: a claim takes only queued
 #: tasks, an outcome applies only to a running task that still holds its lease, a cancel
-#: touches only queued or running ones.
+#: touches only waiting, queued or running ones. A waiting task leaves that status in the
+#: store transaction that finishes its last dependency: to queued, or to cancelled when a
+#: dependency ended failed or cancelled and its policy is "cancel"
+#: (:mod:`taskyard.framework.workflows`).
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.WAITING: frozenset({TaskStatus.QUEUED, TaskStatus.CANCELLED}),
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
     TaskStatus.RUNNING: frozenset(
         {TaskStatus.QUEUED, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
@@ -368,6 +373,15 @@ class TaskRecord:
     """One entry per failed attempt, the newest MAX_TRACEBACKS: ``attempt``,
     ``failed_at`` (ISO 8601), ``error`` and the formatted ``traceback``. Stores replace
     the list, never change it in place."""
+    depends_on: tuple[str, ...] = ()
+    """Tasks that must finish before this one runs (set at scheduling; a store fills it
+    in on reads that need it: :meth:`~taskyard.framework.store.TaskStore.dependencies`)."""
+    on_dependency_failure: str = "cancel"
+    """``cancel`` (cascading) or ``run``, when a dependency ends failed or cancelled."""
+    concurrency_key: str | None = None
+    """Tasks sharing a key run at most the configured limit at once, across processes."""
+    workflow_id: str | None = None
+    """The workflow (chain, group, chord) this task belongs to: the id of its last task."""
 
     def copy(self) -> TaskRecord:
         """A shallow copy (payload and result are shared: stores copy them as JSON)."""
@@ -456,9 +470,18 @@ def as_timedelta(value: float | int | timedelta) -> timedelta:
 
 # -- JSON forms of records (exports, imports, spill files) ---------------------------------
 
-RECORD_JSON_KEYS = (*STATUS_KEYS, "timeout", "idempotency_key", "trace_context")
+WORKFLOW_JSON_KEYS = ("depends_on", "on_dependency_failure", "concurrency_key", "workflow_id")
+"""Optional fields of a record's JSON form, written only when they differ from the
+defaults (so files of tasks without workflows are as before)."""
+RECORD_JSON_KEYS = (
+    *STATUS_KEYS,
+    "timeout",
+    "idempotency_key",
+    "trace_context",
+    *WORKFLOW_JSON_KEYS,
+)
 """The fields of a record's JSON form: the status dict plus what scheduling set
-(``trace_context`` may be absent: files written before it existed)."""
+(``trace_context`` and the workflow keys may be absent: files written before them)."""
 
 _REQUIRED_TIMES = ("created_at", "updated_at", "run_after")
 _OPTIONAL_TIMES = ("started_at", "finished_at")
@@ -473,6 +496,14 @@ def record_to_json(record: TaskRecord) -> dict[str, Any]:
     data["idempotency_key"] = record.idempotency_key
     if record.trace_context:  # only when tracing was on: older readers know no such key
         data["trace_context"] = record.trace_context
+    if record.depends_on:
+        data["depends_on"] = list(record.depends_on)
+    if record.on_dependency_failure != "cancel":
+        data["on_dependency_failure"] = record.on_dependency_failure
+    if record.concurrency_key is not None:
+        data["concurrency_key"] = record.concurrency_key
+    if record.workflow_id is not None:
+        data["workflow_id"] = record.workflow_id
     return data
 
 
@@ -593,6 +624,14 @@ def record_from_json(data: Any) -> TaskRecord:
         dumps(data["result"], what="result")
     except PayloadError as exc:
         raise ValueError(str(exc)) from None
+    depends_on = data.get("depends_on", [])
+    if not isinstance(depends_on, list) or not all(
+        isinstance(parent, str) and parent for parent in depends_on
+    ):
+        raise ValueError(f"depends_on must be a list of task ids, not {shown(depends_on)}")
+    policy = data.get("on_dependency_failure", "cancel")
+    if policy not in ("cancel", "run"):
+        raise ValueError(f"on_dependency_failure must be 'cancel' or 'run', not {shown(policy)}")
     times = {key: parse_time(data[key], key) for key in (*_REQUIRED_TIMES, *_OPTIONAL_TIMES)}
     for key in _REQUIRED_TIMES:
         if times[key] is None:
@@ -617,6 +656,10 @@ def record_from_json(data: Any) -> TaskRecord:
         finished_at=times["finished_at"],
         trace_context=trace_context,
         tracebacks=_tracebacks_from_json(data.get("tracebacks", [])),
+        depends_on=tuple(depends_on),
+        on_dependency_failure=policy,
+        concurrency_key=text("concurrency_key", optional=True),
+        workflow_id=text("workflow_id", optional=True),
     )
 
 

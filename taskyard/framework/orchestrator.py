@@ -11,6 +11,7 @@ from taskyard.framework.events import EventBus
 from taskyard.framework.models import TaskEvent, TaskStatus
 from taskyard.framework.protocol import TaskManager
 from taskyard.framework.runs import Run, RunRegistry, RunStatus
+from taskyard.framework.workflows import Shape, StepLike, chain, chord, expand, group, step
 
 
 class TaskOrchestrator:
@@ -77,6 +78,44 @@ class TaskOrchestrator:
             raise
         return run
 
+    async def submit_workflow(
+        self,
+        module_id: str,
+        shape: Shape | StepLike,
+        *,
+        module_name: str = "",
+        items_total: int | None = None,
+    ) -> Run:
+        """Schedule a workflow (:meth:`chain`, :meth:`group`, :meth:`chord`, composed as
+        deep as needed) in one store write, as one run whose ``run_id`` is the workflow's
+        id: the id of its last task, which ``wait_for_run`` follows. The run is waiting
+        until that task is released, and finishes with it (its error says which step
+        failed). ``cancel_run`` cancels every step that has not finished."""
+        if not isinstance(self.task_manager, TaskEngine):
+            raise TypeError("workflows need a taskyard TaskEngine as the task manager")
+        requests, last = expand(shape)
+        run = Run(
+            module_id=module_id,
+            module_name=module_name or module_id,
+            run_id=last,
+            parameters={"_workflow": True, "steps": len(requests)},
+            items_total=items_total,
+            status=RunStatus.WAITING,
+        )
+        self.registry.add_run(run)
+        try:
+            await self.task_manager.schedule_many(requests)
+        except BaseException:
+            run.mark_finished(RunStatus.FAILED, error_message="refused by the task manager")
+            self.registry.save_run(run)
+            raise
+        return run
+
+    chain = staticmethod(chain)
+    group = staticmethod(group)
+    chord = staticmethod(chord)
+    step = staticmethod(step)
+
     def start_run(self, run: Run, coro: Coroutine[Any, Any, Any]) -> str:
         """Run an ad-hoc coroutine as ``run`` (the older ``start_task`` path)."""
         return self.task_manager.start_task(run, coro)
@@ -93,6 +132,8 @@ class TaskOrchestrator:
             return False
         if run.parameters.get("_adhoc"):
             return False
+        if run.parameters.get("_workflow") and isinstance(self.task_manager, TaskEngine):
+            return bool(await self.task_manager.cancel_workflow(run_id))
         return await self.task_manager.cancel_task(run_id)
 
     async def wait_for_run(self, run_id: str, timeout: float | None = None) -> Run:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 if TYPE_CHECKING:
     from taskyard.framework.runs import Run
 
-Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
-"""A sync or async callable that takes the payload and returns a JSON-representable result."""
+Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]] | Callable[[Any, Any], Any]
+"""A sync or async callable that takes the payload and returns a JSON-representable result.
+One that declares a second parameter also receives a
+:class:`~taskyard.framework.workflows.TaskContext` (task id, attempt, dependency results)."""
 
 
 @runtime_checkable
@@ -47,6 +49,9 @@ class TaskManager(Protocol):
         timeout: float | None = None,
         idempotency_key: str | None = None,
         task_id: str | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_dependency_failure: str = "cancel",
+        concurrency_key: str | None = None,
     ) -> str:
         """Accept a task and return its id; it is stored (durably, on durable backends)
         once this returns.
@@ -58,6 +63,13 @@ class TaskManager(Protocol):
         Raises ``UnknownTaskType``, ``PayloadError`` or ``InvalidTaskOptions``
         (nothing is stored then), ``ManagerStateError`` while stopping or once
         stopped, ``StoreError`` when the store cannot take it.
+
+        ``depends_on`` (task ids) holds the task ``waiting`` until each has finished;
+        when one ends failed or cancelled, ``on_dependency_failure="cancel"`` cancels
+        this task (and what depends on it), ``"run"`` runs it anyway. An unknown id
+        raises ``DependencyError``. Tasks with the same ``concurrency_key`` run at most
+        the configured limit at once, across processes (``[default.concurrency_limits]``).
+        Both need a store with that capability (``InvalidTaskOptions`` otherwise).
         """
         ...
 
@@ -68,7 +80,7 @@ class TaskManager(Protocol):
         ...
 
     async def cancel_task(self, task_id: str) -> bool:
-        """Cancel a queued or running task. Returns True when it was cancelled, False
+        """Cancel a waiting, queued or running task. Returns True when it was cancelled, False
         when it had already finished or is unknown. A queued task never starts; a
         running async handler is cancelled; a running sync handler's result is
         discarded. The task ends ``cancelled``."""

@@ -23,6 +23,7 @@ from taskyard.framework.models import TaskStatus, iso, new_task_id, utcnow
 
 class RunStatus(StrEnum):
     PENDING = "pending"
+    WAITING = "waiting"  # its task waits for its dependencies
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"

@@ -11,9 +11,9 @@ subclass); stores translate their driver's errors into those at this boundary.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taskyard.framework.errors import OperationNotSupported
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus
@@ -40,12 +40,26 @@ class Capability:
     TABLE_STATISTICS = "table-statistics"
     """The store reports its tables' live and dead rows and sizes
     (:meth:`~taskyard.framework.operations.StoreOperations.table_statistics`)."""
+    WORKFLOWS = "workflows"
+    """The store keeps dependencies (``depends_on``) and releases a waiting task in the
+    transaction that finishes its last dependency (:mod:`taskyard.framework.workflows`)."""
+    CONCURRENCY_KEYS = "concurrency-keys"
+    """The store's claim honours concurrency limits per key, across processes."""
 
 
 class TaskStore(abc.ABC):
     """Storage for tasks. Implementations keep this contract; the engine does the rest."""
 
     capabilities: frozenset[str] = frozenset()
+
+    releases: int = 0
+    """How many waiting tasks this store object has released to queued so far (the
+    engine wakes its claim loop when this grows)."""
+
+    held_back: bool = False
+    """Whether the last claim left due tasks behind because their concurrency keys were
+    at their limit (the engine then waits for a slot to free instead of claiming again
+    at once)."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare the store (connect, create or check the schema). Called once by start()."""
@@ -60,6 +74,13 @@ class TaskStore(abc.ABC):
         Returns the id each record ended up with, in order: a record whose
         ``idempotency_key`` is already known yields the existing task's id and stores
         nothing. ``record.seq`` is assigned by the store.
+
+        A record with ``depends_on`` (stores with :attr:`Capability.WORKFLOWS`) is stored
+        ``waiting`` while any of those tasks is unfinished, ``queued`` when all have
+        finished, or ``cancelled`` when one ended failed or cancelled and its policy says
+        so (:func:`~taskyard.framework.workflows.settles`). A dependency must be stored
+        already or come earlier in ``records``; otherwise DependencyError is raised and
+        nothing of ``records`` is stored.
         """
 
     @abc.abstractmethod
@@ -78,10 +99,16 @@ class TaskStore(abc.ABC):
         worker_id: str,
         lease_seconds: float,
         types: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]:
         """Atomically take up to ``limit`` queued tasks whose ``run_after <= now`` (and,
         when ``types`` is given, whose type is one of them: a worker claims only what it
         can run).
+
+        A task with a ``concurrency_key`` is taken only while fewer than
+        :func:`~taskyard.framework.workflows.concurrency_limit` tasks with that key are
+        running (counting the ones this claim takes), decided inside the claim's
+        transaction; tasks behind it with other keys (or none) are still taken.
 
         Order: lowest priority value first, then scheduling order (``seq``). Each
         claimed task becomes RUNNING, its ``attempts`` grows by one, ``started_at`` is
@@ -94,7 +121,8 @@ class TaskStore(abc.ABC):
         """Apply each outcome if the task still holds the outcome's lease token.
 
         Returns, per outcome, whether it was applied. A task whose lease was taken
-        away (expired and rescued, or cancelled) is left untouched.
+        away (expired and rescued, or cancelled) is left untouched. A task that ends here
+        settles its waiting dependents in the same transaction (:meth:`add`).
         """
 
     @abc.abstractmethod
@@ -109,7 +137,8 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     async def cancel(self, task_id: str, *, now: datetime) -> TaskStatus | None:
-        """Cancel a queued or running task.
+        """Cancel a waiting, queued or running task (its waiting dependents settle in the
+        same transaction).
 
         Returns the status the task had before (QUEUED or RUNNING) when it was
         cancelled, the terminal status when it had already finished, or None for an
@@ -133,6 +162,28 @@ class TaskStore(abc.ABC):
     async def next_due(self, types: Collection[str] | None = None) -> datetime | None:
         """The earliest ``run_after`` of a queued task (of one of ``types``, when given),
         or None when nothing is queued."""
+
+    # -- workflows (stores with Capability.WORKFLOWS; the defaults hold nothing) -----------
+
+    async def dependencies(self, task_id: str) -> list[str]:
+        """The ids ``task_id`` depends on, in scheduling order."""
+        return []
+
+    async def dependents(self, task_id: str) -> list[str]:
+        """The ids that depend on ``task_id``, in scheduling order."""
+        return []
+
+    async def dependency_results(self, task_id: str) -> dict[str, Any]:
+        """The result of each task ``task_id`` depends on, by id (one read)."""
+        return {}
+
+    async def workflow_tasks(self, workflow_id: str) -> list[TaskRecord]:
+        """The tasks of a workflow, in scheduling order, each with ``depends_on`` filled."""
+        return []
+
+    async def workflow_ids(self, *, limit: int = 50) -> list[str]:
+        """The newest workflows' ids, newest first."""
+        return []
 
     async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
         """Record that ``worker_id`` is alive (a heartbeat), with ``info`` about it.

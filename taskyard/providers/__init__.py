@@ -283,7 +283,9 @@ class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
     settings: providers.Object[Any] = providers.Object(None)
 
-    engine_config = providers.Singleton(engine_config_from_settings, config.task_execution)
+    engine_config = providers.Singleton(
+        engine_config_from_settings, config.task_execution, config.concurrency_limits
+    )
     events = providers.Singleton(EventBus)
     backend = providers.Callable(effective_backend, config.task_execution)
     registry = providers.Singleton(make_registry, config.runs, config.task_execution, backend)

@@ -68,8 +68,11 @@ def canonical_backend(name: Any) -> str:
     )
 
 
-def engine_config_from_settings(task_execution: Mapping[str, Any]) -> EngineConfig:
-    """The :class:`EngineConfig` the ``task_execution`` section describes."""
+def engine_config_from_settings(
+    task_execution: Mapping[str, Any], concurrency_limits: Mapping[str, Any] | None = None
+) -> EngineConfig:
+    """The :class:`EngineConfig` the ``task_execution`` section (and the
+    ``concurrency_limits`` table) describe."""
     try:
         timeout = float(task_execution["default_timeout_seconds"])
         return EngineConfig(
@@ -98,6 +101,9 @@ def engine_config_from_settings(task_execution: Mapping[str, Any]) -> EngineConf
                 jitter=float(task_execution["retry_jitter"]),
             ),
             shutdown_timeout=float(task_execution["shutdown_timeout"]),
+            concurrency_limits=MappingProxyType(
+                {str(name): int(limit) for name, limit in dict(concurrency_limits or {}).items()}
+            ),
         )
     except KeyError as exc:
         raise ConfigurationError(f"task_execution.{exc.args[0]} is missing") from exc

@@ -328,7 +328,8 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str,
     ``task_timeouts`` is a value of its own and stays whole."""
     for key, value in values.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and not dotted.endswith("task_timeouts"):
+        whole = dotted.endswith("task_timeouts") or dotted == "concurrency_limits"
+        if isinstance(value, Mapping) and value and not whole:
             yield from _flatten(value, f"{dotted}.")
         else:
             yield dotted, value

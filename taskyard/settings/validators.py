@@ -66,6 +66,13 @@ def _is_schema_name(value: Any) -> bool:
     return isinstance(value, str) and bool(re.fullmatch(r"[a-z_][a-z0-9_]{0,47}", value))
 
 
+def _is_limit_table(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, Mapping)
+        and all(isinstance(key, str) and _int_at_least(1)(limit) for key, limit in value.items())
+    )
+
+
 def _is_timeout_table(value: Any) -> bool:
     return isinstance(value, Mapping) and all(
         isinstance(key, str) and _positive(seconds) for key, seconds in value.items()
@@ -156,6 +163,18 @@ VALIDATORS: tuple[Validator, ...] = (
         "task_execution.canary_share",
         lambda value: _is_number(value) and 0 <= value <= 1,
         "a number between 0 and 1 (0.1 sends 10 % of new tasks to the canary backend)",
+    ),
+    Validator(
+        "concurrency_limits",
+        condition=_is_limit_table,
+        messages={
+            "condition": (
+                "concurrency_limits = {value!r} is not allowed (environment {env}): it must be "
+                "a table of key prefix or task type = an integer of at least 1. Fix it in "
+                "[default.concurrency_limits] of your settings file or in "
+                f"{ENVVAR_PREFIX}_CONCURRENCY_LIMITS (@json and a JSON object)."
+            )
+        },
     ),
     _rule("runs.history_file", lambda value: isinstance(value, str), 'a file path, or "" for none'),
     _rule("runs.max_history", _int_at_least(1), "an integer of at least 1"),

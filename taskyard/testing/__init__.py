@@ -4,7 +4,10 @@ anyone writing one. See :mod:`taskyard.testing.contract` for how a backend joins
 import pytest
 
 pytest.register_assert_rewrite(
-    "taskyard.testing.contract", "taskyard.testing.operations", "taskyard.testing.schedules"
+    "taskyard.testing.contract",
+    "taskyard.testing.operations",
+    "taskyard.testing.schedules",
+    "taskyard.testing.workflows",
 )
 
 from taskyard.testing.contract import TaskManagerContract  # noqa: E402

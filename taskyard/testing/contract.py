@@ -88,6 +88,7 @@ from taskyard.framework.retry import RetryPolicy
 from taskyard.framework.runs import Run, RunRegistry, RunStatus
 from taskyard.framework.store import Capability
 from taskyard.testing.helpers import ContractManager, EventRecorder, MakeManager, wait_until
+from taskyard.testing.workflows import WorkflowContract
 
 WAIT = 5.0
 """Seconds any wait in the suite allows before it fails (a hang, not a slow machine)."""
@@ -204,7 +205,7 @@ async def _nothing_stored(manager: ContractManager, task_id: str) -> None:
     assert sum(counts.values()) == 0, f"a refused request stored something: {counts}"
 
 
-class TaskManagerContract:
+class TaskManagerContract(WorkflowContract):
     """The contract suite; see the module docstring for the ``make_manager`` fixture."""
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]

@@ -42,6 +42,8 @@ class ContractManager(TaskManager, Protocol):
 
     async def count_by_status(self) -> dict[str, int]: ...
 
+    async def cancel_workflow(self, workflow_id: str) -> list[str]: ...
+
 
 BackendFactory = Callable[[EngineConfig, Path], ContractManager]
 """``(config, location) -> unstarted manager``. ``location`` is an existing empty

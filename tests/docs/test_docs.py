@@ -7,7 +7,8 @@ Each document is played from top to bottom in a scratch folder, like a shell ses
   backslash on lines that start with ``> ``), which must exit with status 0; the lines
   under it are the output it must print, where ``...`` stands for anything (counts,
   sizes, times, ids);
-- a ```python block runs as a program.
+- a ```python block runs as a program; one whose first line is a comment naming a
+  file (``# merge.py``) is saved under that name instead, for a later command to run.
 
 Exported variables and the working directory carry over from block to block. The
 environment starts bare (no ``TASKYARD_*`` variable), with this checkout's ``.venv``
@@ -41,14 +42,16 @@ DOCS = ["migration-guide.md", "runbook.md", "troubleshooting.md"]
 ON_POSTGRES = {"migration-guide.md"}
 """The documents that show PostgreSQL: they run with a scratch database."""
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
+SAVED_AS = re.compile(r"# ([\w-]+\.py)\s*")
 
 
 @dataclass
 class Step:
-    kind: str  # "bash", "console" or "python"
+    kind: str  # "bash", "console", "python" or "file" (code saved as ``name``)
     line: int
     code: str
     expected: list[str] = field(default_factory=list)
+    name: str = ""
 
 
 def steps_of(path: Path) -> list[Step]:
@@ -66,7 +69,10 @@ def steps_of(path: Path) -> list[Step]:
         while not lines[end].strip().startswith("```"):
             end += 1
         body = [line[indent:] for line in lines[start:end]]  # fences inside list items
-        if kind in ("bash", "python"):
+        saved = SAVED_AS.fullmatch(body[0]) if kind == "python" and body else None
+        if saved:
+            steps.append(Step("file", start + 1, "\n".join(body) + "\n", name=saved[1]))
+        elif kind in ("bash", "python"):
             steps.append(Step(kind, start + 1, "\n".join(body) + "\n"))
         elif kind == "console":
             steps += console_steps(body, start + 1)
@@ -119,6 +125,8 @@ class Session:
         state = self.state
         if step.kind == "python":
             body = f"python - <<'TASKYARD_DOC_PYTHON'\n{step.code}TASKYARD_DOC_PYTHON\n"
+        elif step.kind == "file":
+            body = f"cat > {step.name} <<'TASKYARD_DOC_PYTHON'\n{step.code}TASKYARD_DOC_PYTHON\n"
         else:
             body = step.code
         script = (
@@ -238,6 +246,8 @@ def test_the_parser_finds_commands_outputs_and_scripts(tmp_path: Path) -> None:
     ]
     assert steps[0].code == "echo one \\\n  two\n" and steps[0].expected == ["one two"]
     assert (steps[4].code, steps[4].expected) == ("pwd\n", ["/somewhere"])
+    saved = steps_of(_write(tmp_path / "saved.md", "```python\n# job.py\nprint(2)\n```\n"))
+    assert [(s.kind, s.name, s.code) for s in saved] == [("file", "job.py", "# job.py\nprint(2)\n")]
     assert pattern("  ok ... bytes").fullmatch("  ok 1,024 bytes")
     assert not pattern("result: ok").fullmatch("result: FAILED")
 
@@ -290,3 +300,6 @@ def test_the_troubleshooting_index_names_every_error_class() -> None:
     assert len(classes) > 15
     missing = [name for name in classes if f"| `{name}` |" not in index]
     assert not missing, f"docs/troubleshooting.md has no entry for {missing}"
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -221,3 +221,54 @@ async def test_stop_while_degraded_spills_and_the_next_start_runs_them(
     statuses = stored_statuses(db)
     assert all(statuses[task_id] == "completed" for task_id in ids)
     assert all(handler.executions[n] == 1 for n in range(100, 130))
+
+
+async def test_workflows_and_keys_stay_in_sqlite_and_are_refused_while_degraded(
+    manager: FallbackTaskManager, db: Path
+) -> None:
+    """Dependencies and concurrency keys need one transaction of one store: while SQLite
+    is locked by another process they are refused (StoreUnavailable: nothing accepted is
+    lost) while plain tasks still go to memory; once it is back they work again."""
+    from taskyard.framework.errors import StoreUnavailable
+
+    handler = Counting()
+    await manager.register_task("count", handler)
+    parent = await manager.schedule_task("count", {"n": 0})
+    child = await manager.schedule_task("count", {"n": 1}, depends_on=[parent])
+    assert (await manager.wait_for(child, timeout=30))["status"] == "completed"
+    assert await manager.store.dependencies(child) == [parent]
+    release = db.with_name("release")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, time, pathlib\n"
+            f"conn = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "conn.execute('BEGIN EXCLUSIVE')\n"
+            "print('locked', flush=True)\n"
+            f"release = pathlib.Path({str(release)!r})\n"
+            "deadline = time.monotonic() + 60\n"
+            "while not release.exists() and time.monotonic() < deadline:\n"
+            "    time.sleep(0.01)\n"
+            "conn.execute('COMMIT')\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"locked"
+        plain = await manager.schedule_task("count", {"n": 2})
+        assert manager.fallback.degraded and plain in manager.fallback.memory.tasks
+        for options in ({"depends_on": [parent]}, {"concurrency_key": "k"}):
+            with pytest.raises(StoreUnavailable, match="SQLite only"):
+                await manager.schedule_task("count", {"n": 3}, **options)
+    finally:
+        release.touch()
+        holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    await until(lambda: not manager.fallback.degraded, message="recovery")
+    keyed = await manager.schedule_task("count", {"n": 4}, concurrency_key="k")
+    for task_id in (plain, keyed):
+        assert (await manager.wait_for(task_id, timeout=30))["status"] == "completed"
+    assert sorted(handler.executions) == [0, 1, 2, 4]

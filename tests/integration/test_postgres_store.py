@@ -387,3 +387,54 @@ async def test_finish_and_renew_look_tasks_up_by_id_whatever_the_statistics_say(
             await conn.execute("RESET plan_cache_mode")
     finally:
         await conn.close()
+
+
+async def test_a_version_1_schema_with_tasks_is_upgraded_to_run_workflows(
+    postgres_dsn: str,
+) -> None:
+    """Migration 0002 adds the waiting status, the dependency table and the key columns
+    to a schema that already holds tasks: they keep every field and run, and a dependent
+    scheduled afterwards waits for them."""
+    from taskyard.backends.postgres import schema as pg_schema
+
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute('CREATE SCHEMA "old_queue"')
+        await conn.execute(
+            'CREATE TABLE "old_queue".taskyard_schema_version (version integer PRIMARY KEY,'
+            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        first = pg_schema.migrations()[0]
+        await conn.execute(first.sql.replace("{schema}", '"old_queue"'))
+        await conn.execute(
+            'INSERT INTO "old_queue".taskyard_schema_version (version, name) VALUES (1, $1)',
+            first.name,
+        )
+        await conn.execute(
+            'INSERT INTO "old_queue".taskyard_tasks (id, type, status, priority, max_attempts,'
+            " payload, created_at, updated_at, run_after)"
+            " SELECT 'old-' || n, 'old', s, 5, 3, json_build_object('n', n), now(), now(), now()"
+            " FROM unnest(ARRAY[0, 1, 2], ARRAY['queued', 'completed', 'queued']) AS x(n, s)"
+        )
+    finally:
+        await conn.close()
+    manager = PostgresTaskManager(
+        EngineConfig(poll_interval=0.05), dsn=postgres_dsn, schema="old_queue", pool_size=2
+    )
+    ran: list[int] = []
+
+    async def old(payload: dict[str, int]) -> int:
+        ran.append(payload["n"])
+        return payload["n"]
+
+    await manager.register_task("old", old)
+    async with manager:
+        assert manager.store.migrations_applied == list(range(2, SCHEMA_VERSION + 1))  # type: ignore[attr-defined]
+        follow = await manager.schedule_task("old", {"n": 9}, depends_on=["old-0", "old-2"])
+        info = await manager.wait_for(follow, timeout=30)
+        assert info["status"] == "completed"
+        assert await manager.store.dependencies(follow) == ["old-0", "old-2"]
+        statuses = {t["id"]: t["status"] for t in await manager.list_tasks(limit=10)}
+    assert sorted(ran[:2]) == [0, 2] and ran[2] == 9  # the dependent ran last
+    assert statuses == {"old-0": "completed", "old-1": "completed", "old-2": "completed",
+                        follow: "completed"}  # fmt: skip

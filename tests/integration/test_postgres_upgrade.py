@@ -30,6 +30,16 @@ async def test_a_version_1_schema_with_tasks_is_upgraded_and_keeps_them(postgres
         await conn.execute("DROP TABLE upgraded.taskyard_schedules")
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN tracebacks")
         await conn.execute("ALTER TABLE upgraded.taskyard_tasks DROP COLUMN trace_context")
+        await conn.execute(  # and before workflows (their indexes go with the columns)
+            "ALTER TABLE upgraded.taskyard_tasks DROP COLUMN concurrency_key,"
+            " DROP COLUMN on_dependency_failure, DROP COLUMN waiting_on,"
+            " DROP COLUMN has_dependents, DROP COLUMN workflow_id"
+        )
+        await conn.execute("DROP TABLE upgraded.taskyard_dependencies")
+        await conn.execute(
+            "CREATE INDEX taskyard_tasks_ready ON upgraded.taskyard_tasks (priority, seq)"
+            " WHERE status = 'queued'"
+        )
         for index in ("newest", "finished"):  # the dashboard's
             await conn.execute(f"DROP INDEX upgraded.taskyard_tasks_{index}")
         await conn.execute("DROP TABLE upgraded.taskyard_audit, upgraded.taskyard_state")

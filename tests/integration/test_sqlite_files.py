@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from taskyard.backends.sqlite import SCHEMA_VERSION, QueuedTaskManager, SqliteStore
+from taskyard.backends.sqlite import SCHEMA_VERSION, QueuedTaskManager, SqliteStore, schema
 from taskyard.framework.errors import (
     ForeignDatabase,
     NotADatabase,
@@ -20,8 +20,6 @@ from taskyard.framework.errors import (
     SchemaTooNew,
     TaskyardError,
 )
-from taskyard.framework.models import TaskStatus
-from taskyard.testing.operations import record
 
 
 def digest(path: Path) -> str:
@@ -136,25 +134,51 @@ async def test_a_folder_as_the_path_is_a_configuration_error(tmp_path: Path) -> 
         await open_store(tmp_path)
 
 
+def older_queue(path: Path, version: int) -> None:
+    """A queue file exactly as taskyard's schema ``version`` made it: the shipped
+    migrations up to that version, run as the migration runner runs them."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(
+            "CREATE TABLE taskyard_schema_version (version INTEGER PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for migration in schema.migrations():
+            if migration.version > version:
+                break
+            for statement in schema._statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO taskyard_schema_version VALUES (?, ?, 0)",
+                (migration.version, migration.name),
+            )
+    finally:
+        conn.close()
+
+
+def insert_old_tasks(path: Path, statuses: list[str]) -> list[str]:
+    """Tasks written with only the columns every schema version has."""
+    ids = [f"old-{index}" for index in range(len(statuses))]
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO taskyard_tasks (id, type, status, priority, attempts, max_attempts,"
+            " payload, created_at, updated_at, run_after, finished_at)"
+            " VALUES (?, 'old', ?, 5, 0, 3, ?, 1, 1, 1, ?)",
+            [
+                (task_id, status, f'{{"n": {index}}}', 2.0 if status == "completed" else None)
+                for index, (task_id, status) in enumerate(zip(ids, statuses, strict=True))
+            ],
+        )
+    return ids
+
+
 async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "v1.db"
-    store = await open_store(path)
-    tasks = [record(), record(TaskStatus.COMPLETED), record(TaskStatus.FAILED)]
-    await store.import_records(tasks)
-    await store.close()
-    ids = [task.id for task in tasks]
-    with sqlite3.connect(path) as conn:  # back to what version 1 wrote
-        conn.execute("DROP TABLE taskyard_schedules")
-        conn.execute("ALTER TABLE taskyard_workers DROP COLUMN stop_requested_at")
-        conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN trace_context")
-        conn.execute("ALTER TABLE taskyard_tasks DROP COLUMN tracebacks")
-        for index in ("newest", "finished", "finished_types"):  # the dashboard's
-            conn.execute(f"DROP INDEX taskyard_tasks_{index}")
-        conn.execute("DROP TABLE taskyard_audit")
-        conn.execute("DROP TABLE taskyard_state")
-        conn.execute("DELETE FROM taskyard_schema_version WHERE version > 1")
+    older_queue(path, 1)
+    ids = insert_old_tasks(path, ["queued", "completed", "failed"])
+    with sqlite3.connect(path) as conn:
         conn.execute(
             "INSERT INTO taskyard_workers VALUES ('old', 'here', 1, 0, 0, '{\"role\": \"worker\"}')"
         )
@@ -168,20 +192,55 @@ async def test_a_version_1_file_with_tasks_is_upgraded_to_take_stop_requests(
         await store.close()
 
 
+@pytest.mark.parametrize("version", [1, 2, 3])
+async def test_an_older_file_with_tasks_is_upgraded_to_run_workflows(
+    tmp_path: Path, version: int
+) -> None:
+    """Migration 0003 rebuilds the tasks table (its status CHECK gains 'waiting'): every
+    task keeps its id, order, status and payload, and the file then runs workflows."""
+    path = tmp_path / f"v{version}.db"
+    older_queue(path, version)
+    ids = insert_old_tasks(path, ["queued", "completed", "queued", "cancelled"])
+    with sqlite3.connect(path) as conn:
+        before = conn.execute("SELECT seq, id, status, payload FROM taskyard_tasks").fetchall()
+    async with QueuedTaskManager(db_path=path) as manager:
+        assert manager.store.migrations_applied == list(range(version + 1, SCHEMA_VERSION + 1))
+        done: list[str] = []
+
+        async def old(payload: dict[str, int]) -> int:
+            done.append(str(payload["n"]))
+            return payload["n"]
+
+        await manager.register_task("old", old)
+        follow = await manager.schedule_task("old", {"n": 9}, depends_on=[ids[0], ids[2]])
+        info = await manager.wait_for(follow, timeout=10)
+        assert info["status"] == "completed"
+        assert sorted(done) == ["0", "2", "9"]  # the old queued tasks ran first
+        assert await manager.store.dependencies(follow) == [ids[0], ids[2]]
+    with sqlite3.connect(path) as conn:
+        after = conn.execute(
+            "SELECT seq, id, payload FROM taskyard_tasks WHERE id LIKE 'old-%' ORDER BY seq"
+        ).fetchall()
+        statuses = dict(conn.execute("SELECT id, status FROM taskyard_tasks").fetchall())
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert after == [(seq, task_id, payload) for seq, task_id, _, payload in before]
+    assert [statuses[task_id] for task_id in ids] == [
+        "completed",
+        "completed",
+        "completed",
+        "cancelled",
+    ]
+    assert {"taskyard_tasks_ready", "taskyard_tasks_keyed", "taskyard_dependencies"} <= indexes
+
+
 async def test_a_version_5_file_with_tasks_is_upgraded_to_keep_schedules(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
     from taskyard.framework.schedules import ScheduleRecord, fire, make_schedule
 
     path = tmp_path / "v5.db"
-    store = await open_store(path)
-    tasks = [record(), record(TaskStatus.COMPLETED), record(TaskStatus.QUEUED)]
-    await store.import_records(tasks)
-    await store.close()
-    ids = [task.id for task in tasks]
-    with sqlite3.connect(path) as conn:  # back to what version 5 wrote (6 adds schedules)
-        conn.execute("DROP TABLE taskyard_schedules")
-        conn.execute("DELETE FROM taskyard_schema_version WHERE version > 5")
+    older_queue(path, 5)  # what version 5 wrote (6 adds schedules)
+    ids = insert_old_tasks(path, ["queued", "completed", "queued"])
     store = await open_store(path)
     try:
         assert store.migrations_applied == list(range(6, SCHEMA_VERSION + 1))

@@ -55,7 +55,14 @@ async def test_tasks_split_by_share_run_and_are_found_wherever_they_went(tmp_pat
     assert in_canary | in_stable == set(ids) | set(delayed)
     assert 0.15 < len(in_canary) / 440 < 0.35
     assert in_canary == {i for i in [*ids, *delayed] if routes_to_canary(i, 0.25)}
-    assert counts == {"queued": 0, "running": 0, "completed": 400, "failed": 0, "cancelled": 40}
+    assert counts == {
+        "waiting": 0,
+        "queued": 0,
+        "running": 0,
+        "completed": 400,
+        "failed": 0,
+        "cancelled": 40,
+    }
 
 
 async def test_share_zero_sends_nothing_new_but_still_runs_the_canarys_tasks(

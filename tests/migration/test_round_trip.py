@@ -263,3 +263,56 @@ async def test_round_trips_lose_duplicate_and_change_nothing(tmp_path: Path) -> 
 async def _all_running(store: SqliteStore, ids: set[str]) -> bool:
     records = await store.list_tasks(statuses=[TaskStatus.RUNNING], limit=len(ids) + 1)
     return {r.id for r in records} == ids
+
+
+async def test_a_waiting_workflow_moves_between_stores_still_waiting(tmp_path: Path) -> None:
+    """An export keeps what waiting tasks wait for, their keys and their workflow: in the
+    new store they wait again, and run once their dependencies finish there."""
+    from taskyard.backends.memory import InMemoryStore
+    from taskyard.framework.models import Outcome, utcnow
+    from taskyard.framework.workflows import chain, group, schedule_workflow
+
+    async def step(payload: dict[str, Any]) -> None:
+        return None
+
+    source = QueuedTaskManager(EngineConfig(run_worker=False), db_path=tmp_path / "from.db")
+    async with source:
+        await source.register_task("step", step)
+        last = await schedule_workflow(
+            source, chain(("step", {}), group(("step", {}), ("step", {})), ("step", {}))
+        )
+        first = await source.schedule_task("step", {}, concurrency_key="k-1")
+        [head] = await source.store.claim(limit=1, now=utcnow(), worker_id="w", lease_seconds=9)
+        await source.store.finish(
+            [Outcome(head.id, head.lease_token or "", TaskStatus.COMPLETED, utcnow())]
+        )
+        summary = await export_tasks(source.store, tmp_path / "tasks.jsonl")
+        workflow = await source.store.workflow_tasks(last)
+    assert summary.by_status == {"waiting": 2, "queued": 3}
+    for target in (SqliteStore(tmp_path / "to.db"), InMemoryStore()):
+        await target.open()
+        try:
+            report = await import_file(target, tmp_path / "tasks.jsonl")
+            assert report.imported == 5
+            moved = {task.id: task for task in await target.workflow_tasks(last)}
+            assert [moved[t.id].status for t in workflow[1:]] == [
+                TaskStatus.QUEUED,
+                TaskStatus.QUEUED,
+                TaskStatus.WAITING,
+                TaskStatus.WAITING,
+            ]
+            assert await target.dependencies(last) == [workflow[3].id]
+            assert (await target.get(first)).concurrency_key == "k-1"  # type: ignore[union-attr]
+            members = await target.claim(
+                limit=5, now=utcnow(), worker_id="w", lease_seconds=9, types={"step"}
+            )
+            assert {m.id for m in members} == {workflow[1].id, workflow[2].id, first}
+            await target.finish(
+                [
+                    Outcome(m.id, m.lease_token or "", TaskStatus.COMPLETED, utcnow())
+                    for m in members
+                ]
+            )
+            assert (await target.get(workflow[3].id)).status is TaskStatus.QUEUED  # type: ignore[union-attr]
+        finally:
+            await target.close()

@@ -54,7 +54,7 @@ def test_create_writes_a_verified_private_self_contained_copy(cli: Cli, queue: Q
     path = Path(created["path"])
     assert path.parent == queue.path.parent / "backups"  # the default folder
     assert created["counts"] == {
-        **dict.fromkeys(["running", "failed", "cancelled"], 0),
+        **dict.fromkeys(["waiting", "running", "failed", "cancelled"], 0),
         "completed": 5,
         "queued": 1,
     }

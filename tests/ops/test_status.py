@@ -14,7 +14,7 @@ from taskyard.ops.inspect import percentile
 
 from .conftest import DAY, HOUR, Cli, Queue, task
 
-STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
+STATUSES = ["waiting", "queued", "running", "completed", "failed", "cancelled"]
 
 
 def nearest_rank(values: list[float], percent: int) -> float:

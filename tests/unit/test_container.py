@@ -246,3 +246,30 @@ async def test_the_orchestrator_schedules_through_the_injected_fake() -> None:
     assert fake.scheduled == [("build", {"name": "q3"})]
     assert container.registry().get_run(run.run_id) is run
     assert run.status is RunStatus.QUEUED
+
+
+def test_concurrency_limits_reach_the_engine_config_with_their_case_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = tmp_path / "settings.toml"
+    settings.write_text(
+        '[testing.concurrency_limits]\n"sync_customer" = 1\n"Tenant-" = 4\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("TASKYARD_SETTINGS_FILES", str(settings))
+    limits = Container().engine_config().concurrency_limits
+    assert dict(limits) == {"sync_customer": 1, "Tenant-": 4}
+    assert (
+        dict(
+            Container(settings=load_settings(settings_files=[])).engine_config().concurrency_limits
+        )
+        == {}
+    )
+
+
+@pytest.mark.parametrize("limits", ['{"sync_customer": 0}', '{"sync_customer": "one"}'])
+def test_a_bad_concurrency_limit_is_refused_naming_the_table(
+    monkeypatch: pytest.MonkeyPatch, limits: str
+) -> None:
+    monkeypatch.setenv("TASKYARD_CONCURRENCY_LIMITS", f"@json {limits}")
+    with pytest.raises(ConfigurationError, match=r"concurrency_limits = .*at least 1"):
+        Container()

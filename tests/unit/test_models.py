@@ -26,8 +26,9 @@ from taskyard.framework.models import (
 # -- statuses ----------------------------------------------------------------------------------
 
 
-def test_the_five_statuses_and_only_those():
+def test_the_six_statuses_and_only_those():
     assert {str(status) for status in TaskStatus} == {
+        "waiting",
         "queued",
         "running",
         "completed",
@@ -49,6 +50,8 @@ def test_transitions_end_at_terminal_statuses():
         assert TRANSITIONS[status] == frozenset()
     assert TRANSITIONS[TaskStatus.QUEUED] == {TaskStatus.RUNNING, TaskStatus.CANCELLED}
     assert TaskStatus.QUEUED in TRANSITIONS[TaskStatus.RUNNING]  # a retry or a release
+    # released by its last dependency, or cancelled (by hand or by the cascade)
+    assert TRANSITIONS[TaskStatus.WAITING] == {TaskStatus.QUEUED, TaskStatus.CANCELLED}
 
 
 # -- the JSON codec ------------------------------------------------------------------------------

@@ -218,3 +218,34 @@ async def test_the_runner_holds_its_fire_while_not_active() -> None:
     active[0] = True
     await runner.turn()
     assert len(store.tasks) == 1
+
+
+async def test_a_handler_context_names_the_slot_its_schedule_fired_it_for(tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    from taskyard.backends.sqlite import QueuedTaskManager
+    from taskyard.framework.schedules import ScheduleRecord, fire, make_schedule
+    from taskyard.testing import fast_config
+
+    slot = datetime.now(UTC).replace(microsecond=0)  # due at once
+    seen = []
+
+    async def report(payload, context):
+        seen.append((context.schedule_slot, context.attempt))
+
+    async def plain(payload, context):
+        seen.append((context.schedule_slot, context.attempt))
+
+    async with QueuedTaskManager(fast_config(), db_path=tmp_path / "q.db") as manager:
+        await manager.register_task("report", report)
+        await manager.register_task("plain", plain)
+        store = manager.store
+        schedule = make_schedule("nightly", "report", {"kind": "daily"}, every=86_400)
+        assert await store.insert_schedule(ScheduleRecord(schedule=schedule, next_fire_at=slot))
+        stored = await store.get_schedule("nightly")
+        fired, _ = await fire(store, stored, slot)
+        assert fired is not None and len(fired) == 1
+        await manager.wait_for(fired[0], timeout=10)
+        other = await manager.schedule_task("plain", {"schedule_slot": "not a schedule's"})
+        await manager.wait_for(other, timeout=10)
+    assert seen == [(slot, 1), (None, 1)]

@@ -295,6 +295,7 @@ def test_settings_as_dict_has_lower_case_keys_and_keeps_application_sections(
         "logging",
         "operations",
         "maintenance",
+        "concurrency_limits",
         "dashboard",
         "reports",
     }

@@ -533,9 +533,12 @@ class PostgresOperations(StoreOperations):
         wanted = sorted(str(status) for status in statuses if status.is_terminal)
         rows = await self._fetch(
             f"WITH doomed AS (SELECT seq FROM {self.tasks_table} WHERE {self._FINISHED_WHERE}"
-            " LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            f" DELETE FROM {self.tasks_table} AS t USING doomed WHERE t.seq = doomed.seq"
-            " RETURNING 1",
+            " LIMIT $4 FOR UPDATE SKIP LOCKED),"
+            f" gone AS (DELETE FROM {self.tasks_table} AS t USING doomed"
+            " WHERE t.seq = doomed.seq RETURNING t.id),"
+            f" edges AS (DELETE FROM {self._q}.taskyard_dependencies"
+            " WHERE task_id IN (SELECT id FROM gone))"  # what the deleted tasks waited for
+            " SELECT 1 FROM gone",
             wanted,
             _at(before),
             task_type,
@@ -565,14 +568,14 @@ class PostgresOperations(StoreOperations):
             try:
                 inserted = await conn.fetch(
                     store._sql_add_one, task_id, task_type, 5, 0, 1, json.dumps({"v": token}),
-                    now, now, now, None, None, None, store.channel, False,
+                    now, now, now, None, None, None, None, "cancel", None, store.channel, False,
                 )  # fmt: skip
                 if [row[0] for row in inserted] != [task_id]:
                     raise IntegrityError("the scratch task was not stored")
                 claimed = await conn.fetch(
                     store._sql_claim, now, token, now, "taskyard-validate", [task_type], 1
                 )
-                if [row[1] for row in claimed] != [task_id]:
+                if [row[1] for row in claimed if row[0] is not None] != [task_id]:
                     raise IntegrityError(f"claiming the scratch task returned {len(claimed)}")
                 outcome = Outcome(task_id, token, TaskStatus.COMPLETED, utcnow())
                 done = await conn.fetch(

@@ -55,8 +55,10 @@ EXPECTED_COLUMNS = {
         "seq", "id", "type", "status", "priority", "attempts", "max_attempts", "payload",
         "result", "error", "created_at", "updated_at", "run_after", "started_at",
         "finished_at", "timeout", "idempotency_key", "lease_token", "lease_expires_at",
-        "worker_id", "trace_context", "tracebacks",
+        "worker_id", "trace_context", "tracebacks", "concurrency_key",
+        "on_dependency_failure", "waiting_on", "has_dependents", "workflow_id",
     },
+    "taskyard_dependencies": {"depends_on", "task_id"},
     "taskyard_runs": {"run_id", "module_id", "status", "created_at", "data"},
     "taskyard_workers": {
         "worker_id", "hostname", "pid", "started_at", "last_heartbeat", "info",

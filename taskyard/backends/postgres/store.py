@@ -24,7 +24,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,7 @@ from taskyard.backends.postgres.errors import translate
 from taskyard.backends.postgres.operations import PostgresOperations
 from taskyard.framework.dsn import redact_dsn
 from taskyard.framework.errors import (
+    DependencyError,
     ManagerStateError,
     StoreError,
     StoreUnavailable,
@@ -53,11 +55,15 @@ from taskyard.framework.models import (
 )
 from taskyard.framework.schedules import ScheduleRecord
 from taskyard.framework.store import Capability
+from taskyard.framework.workflows import cancelled_because, check_batch, settles
+
+TERMINAL = ("completed", "failed", "cancelled")
 
 COLUMNS = (
     "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
     "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
-    "lease_token, lease_expires_at, worker_id, trace_context, tracebacks::text"
+    "lease_token, lease_expires_at, worker_id, trace_context, tracebacks::text, "
+    "concurrency_key, on_dependency_failure, workflow_id"
 )
 APPLICATION_NAME = "taskyard"
 """Every connection of the store says so (``pg_stat_activity.application_name``)."""
@@ -109,6 +115,9 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
         worker_id=row[19],
         trace_context=trace_context_from_text(row[20]),
         tracebacks=json.loads(row[21]),
+        concurrency_key=row[22],
+        on_dependency_failure=row[23],
+        workflow_id=row[24],
     )
 
 
@@ -121,6 +130,8 @@ class PostgresStore(PostgresOperations):
             Capability.MULTI_PROCESS,
             Capability.TABLE_MAINTENANCE,
             Capability.TABLE_STATISTICS,
+            Capability.WORKFLOWS,
+            Capability.CONCURRENCY_KEYS,
         }
     )
 
@@ -172,35 +183,87 @@ class PostgresStore(PostgresOperations):
         self._sql_add = (
             "WITH ins AS ("
             f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
-            " created_at, updated_at, run_after, timeout, idempotency_key, trace_context)"
-            " SELECT i, ty, 'queued', p, a, m, pl::json, c, u, r, tm, k, tc FROM unnest("
+            " created_at, updated_at, run_after, timeout, idempotency_key, trace_context,"
+            " concurrency_key, on_dependency_failure, workflow_id)"
+            " SELECT i, ty, 'queued', p, a, m, pl::json, c, u, r, tm, k, tc, ck, od, w"
+            " FROM unnest("
             "$1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],"
             " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::float8[],"
-            " $11::text[], $12::text[]) AS x(i, ty, p, a, m, pl, c, u, r, tm, k, tc)"
+            " $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
+            " AS x(i, ty, p, a, m, pl, c, u, r, tm, k, tc, ck, od, w)"
             " ON CONFLICT DO NOTHING RETURNING id),"
-            " wake AS (SELECT pg_notify($13, '') WHERE $14::bool)"
+            " wake AS (SELECT pg_notify($16, '') WHERE $17::bool)"
             " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
         )
         self._sql_add_one = (  # the same for one task, without the arrays
             "WITH ins AS ("
             f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
-            " created_at, updated_at, run_after, timeout, idempotency_key, trace_context)"
-            " VALUES ($1, $2, 'queued', $3, $4, $5, $6::json, $7, $8, $9, $10, $11, $12)"
-            " ON CONFLICT DO NOTHING RETURNING id),"
-            " wake AS (SELECT pg_notify($13, '') WHERE $14::bool)"
+            " created_at, updated_at, run_after, timeout, idempotency_key, trace_context,"
+            " concurrency_key, on_dependency_failure, workflow_id)"
+            " VALUES ($1, $2, 'queued', $3, $4, $5, $6::json, $7, $8, $9, $10, $11, $12, $13,"
+            " $14, $15) ON CONFLICT DO NOTHING RETURNING id),"
+            " wake AS (SELECT pg_notify($16, '') WHERE $17::bool)"
             " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
         )
+        # The claim of tasks without a key, and (same statement) whether keyed tasks are
+        # due: only then does a claim take the keyed path below.
         self._sql_claim = (
             f"WITH next AS (SELECT seq FROM {t}"
-            " WHERE status = 'queued' AND run_after <= $1"
+            " WHERE status = 'queued' AND concurrency_key IS NULL AND run_after <= $1"
             " AND ($5::text[] IS NULL OR type = ANY($5::text[]))"
-            " ORDER BY priority, seq LIMIT $6 FOR UPDATE SKIP LOCKED)"
+            " ORDER BY priority, seq LIMIT $6 FOR UPDATE SKIP LOCKED),"
+            f" claimed AS (UPDATE {t} AS t SET status = 'running', attempts = t.attempts + 1,"
+            " started_at = $1, updated_at = $1, lease_token = $2, lease_expires_at = $3,"
+            " worker_id = $4 FROM next WHERE t.seq = next.seq"
+            " RETURNING t.seq, t.id, t.type, t.priority, t.attempts, t.max_attempts, t.payload,"
+            " t.run_after, t.timeout, t.created_at, t.trace_context),"
+            f" keyed AS (SELECT EXISTS (SELECT 1 FROM {t} WHERE status = 'queued'"
+            " AND concurrency_key IS NOT NULL AND run_after <= $1"
+            " AND ($5::text[] IS NULL OR type = ANY($5::text[]))) AS due)"
+            " SELECT claimed.*, keyed.due FROM keyed LEFT JOIN claimed ON true"
+        )
+        # Keyed tasks, run under a transaction-level advisory lock that every keyed claim
+        # of the schema takes first: claims of keyed tasks follow one another, and each
+        # counts the running tasks of a key in a snapshot taken after the previous one
+        # committed, so a limit holds across processes and hosts. Distinct waiting keys
+        # are visited by a skip-scan (one index probe per key), at most $6 tasks per key,
+        # so a backlog behind a key at its limit is not walked.
+        self._sql_claim_keyed = (
+            "WITH RECURSIVE keys(k) AS ("
+            f"  (SELECT concurrency_key FROM {t} WHERE status = 'queued'"
+            "    AND concurrency_key IS NOT NULL ORDER BY concurrency_key LIMIT 1)"
+            "  UNION ALL"
+            f"  SELECT (SELECT concurrency_key FROM {t} WHERE status = 'queued'"
+            "    AND concurrency_key > keys.k ORDER BY concurrency_key LIMIT 1)"
+            "  FROM keys WHERE keys.k IS NOT NULL),"
+            " cand AS (SELECT c.seq, c.priority, c.type, c.concurrency_key, row_number() OVER"
+            "   (PARTITION BY c.concurrency_key ORDER BY c.priority, c.seq) AS rank"
+            "  FROM keys CROSS JOIN LATERAL ("
+            f"   SELECT seq, priority, type, concurrency_key FROM {t}"
+            "    WHERE status = 'queued' AND concurrency_key = keys.k AND run_after <= $1"
+            "    AND ($5::text[] IS NULL OR type = ANY($5::text[]))"
+            "    ORDER BY priority, seq LIMIT $6) AS c"
+            "  WHERE keys.k IS NOT NULL),"
+            f" running AS (SELECT concurrency_key, count(*) AS n FROM {t}"
+            "  WHERE status = 'running' AND concurrency_key IN (SELECT k FROM keys)"
+            "  GROUP BY concurrency_key),"
+            " next AS (SELECT cand.seq FROM cand LEFT JOIN running AS r"
+            "  ON r.concurrency_key = cand.concurrency_key"
+            "  WHERE cand.rank + COALESCE(r.n, 0) <= COALESCE("
+            "   (SELECT l.value::int FROM json_each_text($7::json) AS l WHERE l.key <> ''"
+            "     AND left(cand.concurrency_key, length(l.key)) = l.key"
+            "     ORDER BY length(l.key) DESC LIMIT 1),"
+            "   (SELECT l.value::int FROM json_each_text($7::json) AS l"
+            "     WHERE l.key = cand.type),"
+            "   (SELECT l.value::int FROM json_each_text($7::json) AS l WHERE l.key = ''), 1)"
+            "  ORDER BY cand.priority, cand.seq LIMIT $6)"
             f" UPDATE {t} AS t SET status = 'running', attempts = t.attempts + 1,"
             " started_at = $1, updated_at = $1, lease_token = $2, lease_expires_at = $3,"
             " worker_id = $4 FROM next WHERE t.seq = next.seq"
             " RETURNING t.seq, t.id, t.type, t.priority, t.attempts, t.max_attempts, t.payload,"
             " t.run_after, t.timeout, t.created_at, t.trace_context"
         )
+        self._keyed_lock = schema.lock_key(f"{schema_name}:keyed")
         # finish and renew join the batch to the table by id (unique index) and match the
         # token, nothing else: a lease token is set by a claim and cleared by every move
         # out of RUNNING, so it implies the status. A `status = 'running'` condition here
@@ -223,8 +286,12 @@ class PostgresStore(PostgresOperations):
             " $6::timestamptz[], $7::timestamptz[], $8::bool[], $9::text[])"
             " AS o(id, token, status, result, error, at, run_after, release, tb)"
             " WHERE t.id = o.id AND t.lease_token = o.token"
-            " RETURNING t.id"
         )
+        # A task that others depend on is finished on the settling path (a transaction);
+        # the flag is set by the scheduler of a dependent with a write to this very row,
+        # so a finish waiting on that write re-checks it and steps aside.
+        self._sql_finish_plain = self._sql_finish + " AND NOT t.has_dependents RETURNING t.id"
+        self._sql_finish += " RETURNING t.id, t.status"
         self._sql_renew = (
             f"UPDATE {t} AS t SET lease_expires_at = $3"
             " FROM unnest($1::text[], $2::text[]) AS l(id, token)"
@@ -246,16 +313,18 @@ class PostgresStore(PostgresOperations):
         self._sql_import = (
             f"INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
             " result, error, created_at, updated_at, run_after, started_at, finished_at,"
-            " timeout, idempotency_key, trace_context, tracebacks)"
+            " timeout, idempotency_key, trace_context, tracebacks, concurrency_key,"
+            " on_dependency_failure, workflow_id)"
             " SELECT i, ty, s, p, a, m, pl::json, re::json, e, c, u, r, st, f, tm, k, tc,"
-            " tb::jsonb"
+            " tb::jsonb, ck, od, w"
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],"
             " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],"
             " $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::float8[],"
-            " $16::text[], $17::text[], $18::text[])"
-            " AS x(i, ty, s, p, a, m, pl, re, e, c, u, r, st, f, tm, k, tc, tb)"
+            " $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[])"
+            " AS x(i, ty, s, p, a, m, pl, re, e, c, u, r, st, f, tm, k, tc, tb, ck, od, w)"
             " ON CONFLICT DO NOTHING RETURNING id"
         )
+        self.deps_table = f"{self._q}.taskyard_dependencies"
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.where}>"
@@ -494,6 +563,8 @@ class PostgresStore(PostgresOperations):
         task sends everything queued in the next statement, and so on."""
         if self._pool is None or self._closing:
             raise ManagerStateError(f"{self!r} is not open")
+        if any(record.depends_on for record in records):
+            return await self._add_linked(records)
         if self._add_busy:
             future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
             self._adds.append((records, future))
@@ -533,21 +604,153 @@ class PostgresStore(PostgresOperations):
             self._add_writer = None
             self._add_busy = False
 
+    async def _add_linked(self, records: Sequence[TaskRecord]) -> list[str]:
+        """Tasks with dependencies: inserted, linked and given their status in one
+        transaction (:meth:`_link`)."""
+        check_batch(records)
+        async with self._conn() as conn, conn.transaction():
+            ids, inserted = await self._insert_on(conn, records)
+            await self._link(conn, [r for r in records if r.depends_on and r.id in inserted])
+        return ids
+
+    async def _link(
+        self, conn: asyncpg.Connection, records: Sequence[TaskRecord], *, imported: bool = False
+    ) -> None:
+        """Store the dependencies of new tasks and set each one's status from theirs:
+        waiting, queued (all finished) or cancelled (one failed and its policy says so).
+
+        The dependencies are flagged (``has_dependents``) with an update of their own rows,
+        in id order: a finish of one of them waits for this transaction, then sees the
+        flag and settles its dependents, this one's included; a dependency that finished
+        first is seen finished here. An imported task's dependencies that are not here
+        finished before it was exported, and are left out."""
+        if not records:
+            return
+        parents = sorted({parent for record in records for parent in record.depends_on})
+        rows = await conn.fetch(
+            f"UPDATE {self.tasks_table} AS t SET has_dependents = true FROM (SELECT id FROM"
+            f" {self.tasks_table} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) AS p"
+            " WHERE t.id = p.id RETURNING t.id, t.status",
+            parents,
+        )
+        status_of = {row[0]: TaskStatus(row[1]) for row in rows}
+        missing = [parent for parent in parents if parent not in status_of]
+        if missing and not imported:
+            raise DependencyError(
+                f"depends_on names {missing[0]}"
+                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, which this "
+                "store does not hold; schedule the dependencies first (or earlier in the same "
+                "batch)"
+            )
+        pairs = [(p, r.id) for r in records for p in r.depends_on if p in status_of]
+        await conn.execute(
+            f"INSERT INTO {self.deps_table} (depends_on, task_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            [parent for parent, _ in pairs],
+            [child for _, child in pairs],
+        )
+        columns: list[list[Any]] = [[], [], [], []]
+        for record in records:
+            status, waiting, error = TaskStatus.QUEUED, 0, None
+            for parent in record.depends_on:
+                parent_status = status_of.get(parent)
+                if parent_status is None:
+                    continue
+                if not parent_status.is_terminal:
+                    waiting += 1
+                elif settles(parent_status, record.on_dependency_failure) is not None:
+                    status, error = TaskStatus.CANCELLED, cancelled_because(parent, parent_status)
+                    break
+            if status is TaskStatus.QUEUED and waiting:
+                status = TaskStatus.WAITING
+            for column, value in zip(
+                columns, (record.id, str(status), waiting, error), strict=True
+            ):
+                column.append(value)
+        await conn.execute(
+            f"UPDATE {self.tasks_table} AS t SET status = x.s, waiting_on = x.w,"
+            " error = COALESCE(x.e, t.error),"
+            " finished_at = CASE WHEN x.s = 'cancelled' THEN t.updated_at ELSE t.finished_at END"
+            " FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS x(id, s, w, e)"
+            " WHERE t.id = x.id",
+            *columns,
+        )
+
+    async def _settle(
+        self, conn: asyncpg.Connection, finished: Sequence[tuple[str, str]], now: datetime
+    ) -> int:
+        """Tasks in ``finished`` just ended (id, status), in this transaction: cancel or
+        count down their waiting dependents, cascading
+        (:func:`~taskyard.framework.workflows.settles`); returns how many became queued.
+
+        Each round is one read of the dependents through the dependency table's key
+        (locking them in id order, so concurrent finishers of one fan-in queue up on the
+        dependent's row instead of deadlocking) and one update per kind of change. The
+        countdown is ``waiting_on - n`` on the row as it is once locked: the last of two
+        finishers committing at once sees the other's decrement, so a dependent is
+        released exactly once."""
+        released = 0
+        work = list(finished)
+        while work:
+            rows = await conn.fetch(
+                f"SELECT t.id, t.on_dependency_failure, f.status, f.id"
+                " FROM unnest($1::text[], $2::text[]) AS f(id, status)"
+                f" JOIN {self.deps_table} AS d ON d.depends_on = f.id"
+                f" JOIN {self.tasks_table} AS t ON t.id = d.task_id"
+                " WHERE t.status = 'waiting' ORDER BY t.id FOR UPDATE OF t",
+                [task_id for task_id, _ in work],
+                [status for _, status in work],
+            )
+            cancel: dict[str, str] = {}
+            countdown: Counter[str] = Counter()
+            for child, policy, parent_status, parent in rows:
+                if settles(TaskStatus(parent_status), policy) is not None:
+                    cancel.setdefault(child, cancelled_because(parent, TaskStatus(parent_status)))
+                else:
+                    countdown[child] += 1
+            for child in cancel:
+                countdown.pop(child, None)
+            if cancel:
+                await conn.execute(
+                    f"UPDATE {self.tasks_table} AS t SET status = 'cancelled', waiting_on = 0,"
+                    " finished_at = $1, updated_at = $1, error = x.e"
+                    " FROM unnest($2::text[], $3::text[]) AS x(id, e) WHERE t.id = x.id",
+                    now,
+                    list(cancel),
+                    list(cancel.values()),
+                )
+            if countdown:
+                statuses = await conn.fetch(
+                    f"UPDATE {self.tasks_table} AS t SET waiting_on = t.waiting_on - x.n,"
+                    " status = CASE WHEN t.waiting_on - x.n <= 0 THEN 'queued' ELSE 'waiting'"
+                    " END, updated_at = $1"
+                    " FROM unnest($2::text[], $3::int[]) AS x(id, n) WHERE t.id = x.id"
+                    " RETURNING t.status",
+                    now,
+                    list(countdown),
+                    list(countdown.values()),
+                )
+                released += sum(1 for row in statuses if row[0] == "queued")
+            work = [(child, "cancelled") for child in cancel]
+        if released and self.notify:
+            await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        return released
+
     async def _insert(self, records: Sequence[TaskRecord]) -> list[str]:
         async with self._conn() as conn:
-            return await self._insert_on(conn, records)
+            ids, _ = await self._insert_on(conn, records)
+        return ids
 
     async def _insert_on(
         self, conn: asyncpg.Connection, records: Sequence[TaskRecord]
-    ) -> list[str]:
-        """Insert on ``conn`` (inside the caller's transaction, when it has one); a known
-        idempotency key yields the existing task's id."""
+    ) -> tuple[list[str], set[str]]:
         rows_of: list[tuple[Any, ...]] = [
             (
                 record.id, record.type, record.priority, record.attempts, record.max_attempts,
                 record.payload_json or dumps(record.payload), record.created_at,
                 record.updated_at, record.run_after, record.timeout, record.idempotency_key,
                 trace_context_text(record.trace_context),
+                record.concurrency_key, record.on_dependency_failure, record.workflow_id,
             )
             for record in records
         ]  # fmt: skip
@@ -571,19 +774,22 @@ class PostgresStore(PostgresOperations):
                 keys,
             )
             known = {row[0]: row[1] for row in found}
-        return [
+        ids = [
             record.id
             if record.id in inserted or not record.idempotency_key
             else known.get(record.idempotency_key, record.id)
             for record in records
         ]
+        return ids, inserted
 
     async def import_records(self, records: Sequence[TaskRecord]) -> list[bool]:
         if not records:
             return []
-        columns: list[list[Any]] = [[] for _ in range(18)]
+        columns: list[list[Any]] = [[] for _ in range(21)]
         for record in records:
-            status = TaskStatus.QUEUED if record.status is TaskStatus.RUNNING else record.status
+            status = record.status
+            if status in (TaskStatus.RUNNING, TaskStatus.WAITING):  # no lease here; _link
+                status = TaskStatus.QUEUED  # decides what a waiting one waits for
             values = (
                 record.id, record.type, str(status), record.priority, record.attempts,
                 record.max_attempts, record.payload_json or dumps(record.payload),
@@ -592,11 +798,19 @@ class PostgresStore(PostgresOperations):
                 record.started_at, record.finished_at, record.timeout, record.idempotency_key,
                 trace_context_text(record.trace_context),
                 json.dumps([_traceback_entry(e) for e in keep_tracebacks(record.tracebacks)]),
+                record.concurrency_key, record.on_dependency_failure, record.workflow_id,
             )  # fmt: skip
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        rows = await self._fetch(self._sql_import, *columns)
-        inserted = {row[0] for row in rows}
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(self._sql_import, *columns)
+            inserted = {row[0] for row in rows}
+            waiting = [
+                r
+                for r in records
+                if r.status is TaskStatus.WAITING and r.depends_on and r.id in inserted
+            ]
+            await self._link(conn, waiting, imported=True)
         stored: list[bool] = []
         seen: set[str] = set()
         for record in records:
@@ -612,13 +826,30 @@ class PostgresStore(PostgresOperations):
         worker_id: str,
         lease_seconds: float,
         types: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]:
+        """Tasks without a key in one statement (which also says whether keyed tasks are
+        due); then, only if some are and room is left, keyed ones in a transaction under
+        the schema's keyed-claim lock (see ``_sql_claim_keyed``). Within one claim, tasks
+        without a key come first."""
         if limit <= 0:
             return []
         token = uuid.uuid4().hex
         expires = now + timedelta(seconds=lease_seconds)
         wanted = None if types is None else sorted(types)
-        rows = await self._fetch(self._sql_claim, now, token, expires, worker_id, wanted, limit)
+        found = await self._fetch(self._sql_claim, now, token, expires, worker_id, wanted, limit)
+        rows = [row for row in found if row[0] is not None]
+        self.held_back = False
+        if found and found[0][-1] and len(rows) < limit:
+            room = limit - len(rows)
+            async with self._conn() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", self._keyed_lock)
+                keyed = await conn.fetch(
+                    self._sql_claim_keyed, now, token, expires, worker_id, wanted,
+                    room, json.dumps(dict(limits or {})),
+                )  # fmt: skip
+            self.held_back = len(keyed) < room  # due keyed tasks left at their limit
+            rows += keyed
         records = [
             TaskRecord(
                 seq=row[0],
@@ -661,8 +892,18 @@ class PostgresStore(PostgresOperations):
             )  # fmt: skip
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        rows = await self._fetch(self._sql_finish, *columns)
+        rows = await self._fetch(self._sql_finish_plain, *columns)
         applied = {row[0] for row in rows}
+        rest = [i for i, outcome in enumerate(outcomes) if outcome.task_id not in applied]
+        if rest:  # tasks with dependents (or leases lost): settled in the same transaction
+            async with self._conn() as conn, conn.transaction():
+                done = await conn.fetch(
+                    self._sql_finish, *[[column[i] for i in rest] for column in columns]
+                )
+                applied |= {row[0] for row in done}
+                ended = [(row[0], row[1]) for row in done if row[1] in TERMINAL]
+                released = await self._settle(conn, ended, outcomes[0].finished_at)
+            self.releases += released
         return [outcome.task_id in applied for outcome in outcomes]
 
     async def renew_leases(
@@ -688,14 +929,22 @@ class PostgresStore(PostgresOperations):
                 return before
             await conn.execute(
                 f"UPDATE {self.tasks_table} SET status = 'cancelled', finished_at = $1,"
-                " updated_at = $1, lease_token = NULL, lease_expires_at = NULL WHERE id = $2",
+                " updated_at = $1, lease_token = NULL, lease_expires_at = NULL, waiting_on = 0"
+                " WHERE id = $2",
                 now,
                 task_id,
             )
-            return before
+            released = await self._settle(conn, [(task_id, "cancelled")], now)
+        self.releases += released
+        return before
 
     async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
-        return [row_to_record(row) for row in await self._fetch(self._sql_recover, now)]
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(self._sql_recover, now)
+            failed = [(row[1], "failed") for row in rows if row[3] == "failed"]
+            released = await self._settle(conn, failed, now) if failed else 0
+        self.releases += released
+        return [row_to_record(row) for row in rows]
 
     async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
         async with self._conn() as conn:
@@ -778,10 +1027,81 @@ class PostgresStore(PostgresOperations):
     ) -> list[TaskRecord]:
         """Every task (of ``statuses``) in one read: one consistent snapshot."""
         where, params = self._filter(statuses, None)
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read"):
+            rows = await conn.fetch(
+                f"SELECT {COLUMNS} FROM {self.tasks_table}{where} ORDER BY seq", *params
+            )
+            edges = await conn.fetch(  # what waiting tasks wait for
+                f"SELECT d.task_id, d.depends_on FROM {self.tasks_table} AS t"
+                f" JOIN {self.deps_table} AS d ON d.task_id = t.id"
+                f" JOIN {self.tasks_table} AS p ON p.id = d.depends_on"
+                " WHERE t.status = 'waiting' ORDER BY p.seq"
+            )
+        waits: dict[str, list[str]] = {}
+        for child, parent in edges:
+            waits.setdefault(child, []).append(parent)
+        records = [row_to_record(row) for row in rows]
+        for record in records:
+            record.depends_on = tuple(waits.get(record.id, ()))
+        return records
+
+    # -- workflows -------------------------------------------------------------------------
+
+    async def dependencies(self, task_id: str) -> list[str]:
         rows = await self._fetch(
-            f"SELECT {COLUMNS} FROM {self.tasks_table}{where} ORDER BY seq", *params
+            f"SELECT d.depends_on FROM {self.deps_table} AS d"
+            f" JOIN {self.tasks_table} AS t ON t.id = d.depends_on"
+            " WHERE d.task_id = $1 ORDER BY t.seq",
+            task_id,
         )
-        return [row_to_record(row) for row in rows]
+        return [row[0] for row in rows]
+
+    async def dependents(self, task_id: str) -> list[str]:
+        rows = await self._fetch(
+            f"SELECT d.task_id FROM {self.deps_table} AS d"
+            f" JOIN {self.tasks_table} AS t ON t.id = d.task_id"
+            " WHERE d.depends_on = $1 ORDER BY t.seq",
+            task_id,
+        )
+        return [row[0] for row in rows]
+
+    async def dependency_results(self, task_id: str) -> dict[str, Any]:
+        rows = await self._fetch(
+            f"SELECT t.id, t.result FROM {self.deps_table} AS d"
+            f" JOIN {self.tasks_table} AS t ON t.id = d.depends_on"
+            " WHERE d.task_id = $1 ORDER BY t.seq",
+            task_id,
+        )
+        return {row[0]: None if row[1] is None else json.loads(row[1]) for row in rows}
+
+    async def workflow_tasks(self, workflow_id: str) -> list[TaskRecord]:
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read"):
+            rows = await conn.fetch(
+                f"SELECT {COLUMNS} FROM {self.tasks_table} WHERE workflow_id = $1 ORDER BY seq",
+                workflow_id,
+            )
+            edges = await conn.fetch(
+                f"SELECT d.task_id, d.depends_on FROM {self.tasks_table} AS t"
+                f" JOIN {self.deps_table} AS d ON d.task_id = t.id"
+                f" JOIN {self.tasks_table} AS p ON p.id = d.depends_on"
+                " WHERE t.workflow_id = $1 ORDER BY p.seq",
+                workflow_id,
+            )
+        waits: dict[str, list[str]] = {}
+        for child, parent in edges:
+            waits.setdefault(child, []).append(parent)
+        records = [row_to_record(row) for row in rows]
+        for record in records:
+            record.depends_on = tuple(waits.get(record.id, ()))
+        return records
+
+    async def workflow_ids(self, *, limit: int = 50) -> list[str]:
+        rows = await self._fetch(
+            f"SELECT workflow_id FROM {self.tasks_table} WHERE workflow_id IS NOT NULL"
+            " GROUP BY workflow_id ORDER BY MAX(seq) DESC LIMIT $1",
+            limit,
+        )
+        return [row[0] for row in rows]
 
     # -- periodic schedules ------------------------------------------------------------------
 
@@ -820,7 +1140,7 @@ class PostgresStore(PostgresOperations):
         async with self._conn() as conn, conn.transaction():
             if not await schedules.advance(conn, self._q, name, expected_next, next_fire_at, now):
                 return None
-            ids = await self._insert_on(conn, records) if records else []
+            ids = (await self._insert_on(conn, records))[0] if records else []
             if last_fire_at is not None:
                 await schedules.fired(conn, self._q, name, last_fire_at, ids)
         if ids and self._wakeup is not None:

@@ -74,6 +74,8 @@ class SqliteOperations(StoreOperations):
             Capability.MULTI_PROCESS,
             Capability.FILE_MAINTENANCE,
             Capability.FILE_BACKUP,
+            Capability.WORKFLOWS,
+            Capability.CONCURRENCY_KEYS,
         }
     )
     path: Path
@@ -107,7 +109,22 @@ class SqliteOperations(StoreOperations):
         sql = f"SELECT {COLUMNS} FROM taskyard_tasks{where} ORDER BY seq"
 
         def run(conn: sqlite3.Connection) -> list[TaskRecord]:
-            return [row_to_record(row) for row in conn.execute(sql, params)]
+            conn.execute("BEGIN")
+            try:
+                records = [row_to_record(row) for row in conn.execute(sql, params)]
+                edges: dict[str, list[str]] = {}
+                for child, parent in conn.execute(  # what waiting tasks wait for
+                    "SELECT d.task_id, d.depends_on FROM taskyard_tasks AS t"
+                    " JOIN taskyard_dependencies AS d ON d.task_id = t.id"
+                    " JOIN taskyard_tasks AS p ON p.id = d.depends_on"
+                    " WHERE t.status = 'waiting' ORDER BY p.seq"
+                ):
+                    edges.setdefault(child, []).append(parent)
+            finally:
+                conn.execute("COMMIT")
+            for record in records:
+                record.depends_on = tuple(edges.get(record.id, ()))
+            return records
 
         return await self.execute_read(run)
 
@@ -384,11 +401,17 @@ class SqliteOperations(StoreOperations):
         where, params = self._finished_where(statuses, before, task_type)
         sql = (
             "DELETE FROM taskyard_tasks WHERE seq IN"
-            f" (SELECT seq FROM taskyard_tasks WHERE {where} LIMIT {int(limit)})"
+            f" (SELECT seq FROM taskyard_tasks WHERE {where} LIMIT {int(limit)}) RETURNING id"
         )
 
         def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(sql, params).rowcount
+            deleted = [row[0] for row in conn.execute(sql, params).fetchall()]
+            conn.execute(  # what the deleted (finished) tasks waited for
+                "DELETE FROM taskyard_dependencies WHERE task_id IN"
+                " (SELECT value FROM json_each(?))",
+                (json.dumps(deleted),),
+            )
+            return len(deleted)
 
         return await self.execute_write(run)
 

@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from taskyard.backends.sqlite.operations import SqliteOperations
 from taskyard.framework.errors import (
     ConfigurationError,
     DatabaseMoved,
+    DependencyError,
     ManagerStateError,
     StoreUnavailable,
     TaskyardError,
@@ -50,6 +51,7 @@ from taskyard.framework.models import (
     trace_context_text,
 )
 from taskyard.framework.schedules import ScheduleRecord
+from taskyard.framework.workflows import cancelled_because, check_batch, settles
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
@@ -57,12 +59,14 @@ Operation = Callable[[sqlite3.Connection], Any]
 COLUMNS = (
     "seq, id, type, status, priority, attempts, max_attempts, payload, result, error, "
     "created_at, updated_at, run_after, started_at, finished_at, timeout, idempotency_key, "
-    "lease_token, lease_expires_at, worker_id, trace_context, tracebacks"
+    "lease_token, lease_expires_at, worker_id, trace_context, tracebacks, concurrency_key, "
+    "on_dependency_failure, workflow_id"
 )
 _INSERT = (
     "INSERT INTO taskyard_tasks (id, type, status, priority, attempts, max_attempts, payload,"
-    " created_at, updated_at, run_after, timeout, idempotency_key, trace_context)"
-    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " created_at, updated_at, run_after, timeout, idempotency_key, trace_context,"
+    " concurrency_key, on_dependency_failure, workflow_id)"
+    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 
 
@@ -95,6 +99,9 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
         worker_id=row[19],
         trace_context=trace_context_from_text(row[20]),
         tracebacks=json.loads(row[21]),
+        concurrency_key=row[22],
+        on_dependency_failure=row[23],
+        workflow_id=row[24],
     )
 
 
@@ -113,6 +120,9 @@ def _insert_row(record: TaskRecord) -> tuple[Any, ...]:
         record.timeout,
         record.idempotency_key,
         trace_context_text(record.trace_context),
+        record.concurrency_key,
+        record.on_dependency_failure,
+        record.workflow_id,
     )
 
 
@@ -137,7 +147,7 @@ class AddOperation:
 
     def __init__(self, records: Sequence[TaskRecord]) -> None:
         self.records = records
-        self.plain = not any(record.idempotency_key for record in records)
+        self.plain = not any(record.idempotency_key or record.depends_on for record in records)
 
     def __call__(self, conn: sqlite3.Connection) -> list[str]:
         if self.plain:
@@ -146,6 +156,8 @@ class AddOperation:
         ids: list[str] = []
         for record in self.records:
             if conn.execute(_INSERT, _insert_row(record)).rowcount:
+                if record.depends_on:
+                    _link(conn, record)
                 ids.append(record.id)
                 continue
             row = conn.execute(
@@ -159,15 +171,96 @@ class AddOperation:
 op_add = AddOperation
 
 
+def _link(conn: sqlite3.Connection, record: TaskRecord, *, imported: bool = False) -> None:
+    """Store a new task's dependencies and set its status from theirs: waiting, queued
+    (all finished) or cancelled (one failed and its policy says so). One read of the
+    dependencies' statuses, one insert of the edges. An imported task's dependencies
+    that are not here finished before it was exported, and are left out."""
+    parents = list(record.depends_on)
+    found = dict(
+        conn.execute(
+            "SELECT id, status FROM taskyard_tasks WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(parents),),
+        ).fetchall()
+    )
+    missing = [parent for parent in parents if parent not in found]
+    if imported:
+        parents, missing = [parent for parent in parents if parent in found], []
+    if missing:
+        raise DependencyError(
+            f"task {record.id} depends on {missing[0]}, which this store does not hold"
+            f"{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}; schedule "
+            "the dependencies first (or earlier in the same batch)"
+        )
+    conn.executemany(
+        "INSERT INTO taskyard_dependencies (depends_on, task_id) VALUES (?, ?)",
+        [(parent, record.id) for parent in parents],
+    )
+    unfinished = 0
+    for parent in parents:
+        status = TaskStatus(found[parent])
+        if not status.is_terminal:
+            unfinished += 1
+        elif settles(status, record.on_dependency_failure) is not None:
+            conn.execute(
+                "UPDATE taskyard_tasks SET status = 'cancelled', finished_at = updated_at,"
+                " error = ? WHERE id = ?",
+                (cancelled_because(parent, status), record.id),
+            )
+            return
+    if unfinished:
+        conn.execute(
+            "UPDATE taskyard_tasks SET status = 'waiting', waiting_on = ? WHERE id = ?",
+            (unfinished, record.id),
+        )
+
+
+def settle(conn: sqlite3.Connection, finished: Sequence[tuple[str, TaskStatus]], now: float) -> int:
+    """Tasks in ``finished`` just ended with these statuses: cancel or count down their
+    waiting dependents, cascading (:func:`~taskyard.framework.workflows.settles`).
+    Returns how many became queued. Each finished task costs one read of its dependents
+    through the dependency table's primary key, and each dependent one update by id."""
+    released = 0
+    work = list(finished)
+    while work:
+        parent, status = work.pop()
+        rows = conn.execute(
+            "SELECT t.id, t.on_dependency_failure FROM taskyard_dependencies AS d"
+            " JOIN taskyard_tasks AS t ON t.id = d.task_id"
+            " WHERE d.depends_on = ? AND t.status = 'waiting'",
+            (parent,),
+        ).fetchall()
+        for child, policy in rows:
+            if settles(status, policy) is not None:
+                conn.execute(
+                    "UPDATE taskyard_tasks SET status = 'cancelled', waiting_on = 0,"
+                    " finished_at = ?1, updated_at = ?1, error = ?2 WHERE id = ?3",
+                    (now, cancelled_because(parent, status), child),
+                )
+                work.append((child, TaskStatus.CANCELLED))
+                continue
+            row = conn.execute(
+                "UPDATE taskyard_tasks SET waiting_on = waiting_on - 1,"
+                " status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'waiting' END,"
+                " updated_at = ?1 WHERE id = ?2 AND status = 'waiting' RETURNING status",
+                (now, child),
+            ).fetchone()
+            if row is not None and row[0] == "queued":
+                released += 1
+    return released
+
+
 _IMPORT = (
     f"INSERT INTO taskyard_tasks ({COLUMNS.removeprefix('seq, ')})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, ?, ?)"
     " ON CONFLICT DO NOTHING"
 )
 
 
 def _import_row(record: TaskRecord) -> tuple[Any, ...]:
-    status = TaskStatus.QUEUED if record.status is TaskStatus.RUNNING else record.status
+    status = record.status
+    if status in (TaskStatus.RUNNING, TaskStatus.WAITING):  # no lease here; _link decides
+        status = TaskStatus.QUEUED
     return (
         record.id,
         record.type,
@@ -187,12 +280,20 @@ def _import_row(record: TaskRecord) -> tuple[Any, ...]:
         record.idempotency_key,
         trace_context_text(record.trace_context),
         json.dumps(keep_tracebacks(record.tracebacks), ensure_ascii=False),
+        record.concurrency_key,
+        record.on_dependency_failure,
+        record.workflow_id,
     )
 
 
 def op_import(records: Sequence[TaskRecord]) -> Operation:
     def run(conn: sqlite3.Connection) -> list[bool]:
-        return [bool(conn.execute(_IMPORT, _import_row(record)).rowcount) for record in records]
+        stored: list[bool] = []
+        for record in records:
+            stored.append(bool(conn.execute(_IMPORT, _import_row(record)).rowcount))
+            if stored[-1] and record.status is TaskStatus.WAITING and record.depends_on:
+                _link(conn, record, imported=True)
+        return stored
 
     return run
 
@@ -233,20 +334,64 @@ _ANY_DUE = (
 
 
 def op_claim(
-    limit: int, now: float, worker_id: str, expires: float, types: Collection[str] | None
+    limit: int,
+    now: float,
+    worker_id: str,
+    expires: float,
+    types: Collection[str] | None,
+    limits: Mapping[str, int] | None = None,
+    held: list[bool] | None = None,
 ) -> Operation:
-    type_filter, type_param = _types_clause(types, "?6")
+    type_filter, type_param = _types_clause(types, "?7")
     # INDEXED BY: the plan must walk the ready index in order and stop at LIMIT, never
     # sort the whole queue (the planner might prefer another index for the type filter).
+    # Tasks with a concurrency key come from their own index: its distinct keys are
+    # visited by a skip-scan (one index seek per key, the recursive CTE), and of each key
+    # at most LIMIT tasks are read, in order; of those, a key keeps only as many as its
+    # limit leaves beside its running tasks (the limit is workflows.concurrency_limit,
+    # computed here from the JSON object ?6). So a claim costs O(keys waiting x (log n +
+    # LIMIT)), however many tasks wait behind a key at its limit.
     sql = (
-        "UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
+        "WITH RECURSIVE keys(k) AS ("
+        "  SELECT (SELECT MIN(concurrency_key) FROM taskyard_tasks"
+        "    INDEXED BY taskyard_tasks_keyed"
+        "    WHERE status = 'queued' AND concurrency_key IS NOT NULL)"
+        "  UNION ALL"
+        "  SELECT (SELECT MIN(concurrency_key) FROM taskyard_tasks"
+        "    INDEXED BY taskyard_tasks_keyed"
+        "    WHERE status = 'queued' AND concurrency_key > keys.k)"
+        "  FROM keys WHERE keys.k IS NOT NULL),"
+        " keyed AS ("
+        "  SELECT t.seq, t.priority, t.type, t.concurrency_key, ROW_NUMBER() OVER"
+        "    (PARTITION BY t.concurrency_key ORDER BY t.priority, t.seq) AS rank"
+        "  FROM keys JOIN taskyard_tasks AS t ON t.seq IN ("
+        "    SELECT seq FROM taskyard_tasks INDEXED BY taskyard_tasks_keyed"
+        "    WHERE status = 'queued' AND concurrency_key = keys.k AND run_after <= ?1"
+        f"   {type_filter} ORDER BY priority, seq LIMIT ?5)"
+        "  WHERE keys.k IS NOT NULL)"
+        " UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
         " started_at = ?1, updated_at = ?1, lease_token = ?2, lease_expires_at = ?3,"
         " worker_id = ?4"
-        " WHERE seq IN (SELECT seq FROM taskyard_tasks INDEXED BY taskyard_tasks_ready"
-        f"   WHERE status = 'queued' AND run_after <= ?1{type_filter}"
-        "   ORDER BY priority, seq LIMIT ?5)"
+        " WHERE seq IN (SELECT seq FROM ("
+        "  SELECT seq, priority FROM (SELECT seq, priority FROM taskyard_tasks"
+        "    INDEXED BY taskyard_tasks_ready"
+        f"   WHERE status = 'queued' AND run_after <= ?1 AND concurrency_key IS NULL{type_filter}"
+        "    ORDER BY priority, seq LIMIT ?5)"
+        "  UNION ALL"
+        "  SELECT seq, priority FROM keyed AS k"
+        "  WHERE k.rank + (SELECT COUNT(*) FROM taskyard_tasks AS r"
+        "      INDEXED BY taskyard_tasks_running_keys"
+        "      WHERE r.status = 'running' AND r.concurrency_key = k.concurrency_key)"
+        "    <= COALESCE("
+        "      (SELECT l.value FROM json_each(?6) AS l"
+        "        WHERE l.key <> '' AND substr(k.concurrency_key, 1, length(l.key)) = l.key"
+        "        ORDER BY length(l.key) DESC LIMIT 1),"
+        "      (SELECT l.value FROM json_each(?6) AS l WHERE l.key = k.type),"
+        "      (SELECT l.value FROM json_each(?6) AS l WHERE l.key = ''), 1)"
+        "  ORDER BY priority, seq LIMIT ?5))"
         f" RETURNING {CLAIMED}"
     )
+    limits_json = json.dumps(dict(limits or {}))
 
     def run(conn: sqlite3.Connection) -> list[TaskRecord]:
         # Nothing due, in O(log n) on the due index: return before the ready index is
@@ -254,8 +399,17 @@ def op_claim(
         if conn.execute(_ANY_DUE, (now,)).fetchone() is None:
             return []
         token = uuid.uuid4().hex
-        params = (now, token, expires, worker_id, limit, *type_param)
+        params = (now, token, expires, worker_id, limit, limits_json, *type_param)
         rows = conn.execute(sql, params).fetchall()
+        if held is not None:  # due keyed tasks left behind: their keys are at their limit
+            held[0] = len(rows) < limit and bool(
+                conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM taskyard_tasks INDEXED BY taskyard_tasks_keyed"
+                    " WHERE status = 'queued' AND concurrency_key IS NOT NULL"
+                    " AND run_after <= ?)",
+                    (now,),
+                ).fetchone()[0]
+            )
         moment = datetime.fromtimestamp(now, UTC)
         records = [claimed_record(row, moment) for row in rows]
         records.sort(key=lambda record: (record.priority, record.seq))
@@ -275,7 +429,11 @@ def _append_traceback(entry: str) -> str:
     )
 
 
-def op_finish(outcomes: Sequence[Outcome]) -> Operation:
+Tally = list[int]
+"""A one-element counter an operation adds its released dependents to."""
+
+
+def op_finish(outcomes: Sequence[Outcome], tally: Tally | None = None) -> Operation:
     def run(conn: sqlite3.Connection) -> list[bool]:
         applied: list[bool] = []
         for outcome in outcomes:
@@ -320,6 +478,10 @@ def op_finish(outcomes: Sequence[Outcome]) -> Operation:
                         entry,
                     ),
                 )
+                if cursor.rowcount == 1:
+                    released = settle(conn, [(outcome.task_id, outcome.status)], at)
+                    if tally is not None:
+                        tally[0] += released
             applied.append(cursor.rowcount == 1)
         return applied
 
@@ -342,7 +504,7 @@ def op_renew(leases: Sequence[tuple[str, str]], until: float) -> Operation:
     return run
 
 
-def op_cancel(task_id: str, now: float) -> Operation:
+def op_cancel(task_id: str, now: float, tally: Tally | None = None) -> Operation:
     def run(conn: sqlite3.Connection) -> TaskStatus | None:
         row = conn.execute("SELECT status FROM taskyard_tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
@@ -352,15 +514,18 @@ def op_cancel(task_id: str, now: float) -> Operation:
             return before
         conn.execute(
             "UPDATE taskyard_tasks SET status = 'cancelled', finished_at = ?1, updated_at = ?1,"
-            " lease_token = NULL, lease_expires_at = NULL WHERE id = ?2",
+            " lease_token = NULL, lease_expires_at = NULL, waiting_on = 0 WHERE id = ?2",
             (now, task_id),
         )
+        released = settle(conn, [(task_id, TaskStatus.CANCELLED)], now)
+        if tally is not None:
+            tally[0] += released
         return before
 
     return run
 
 
-def op_recover(now: float) -> Operation:
+def op_recover(now: float, tally: Tally | None = None) -> Operation:
     def run(conn: sqlite3.Connection) -> list[TaskRecord]:
         failed = conn.execute(
             "UPDATE taskyard_tasks SET status = 'failed', finished_at = ?1, updated_at = ?1,"
@@ -377,6 +542,10 @@ def op_recover(now: float) -> Operation:
             f" RETURNING {COLUMNS}",
             (now,),
         ).fetchall()
+        if failed:
+            released = settle(conn, [(row[1], TaskStatus.FAILED) for row in failed], now)
+            if tally is not None:
+                tally[0] += released
         return [row_to_record(row) for row in [*failed, *queued]]
 
     return run
@@ -537,6 +706,7 @@ class SqliteStore(SqliteOperations):
         self.write_error: str | None = None
         """Why the last write transaction failed, until one commits (for health)."""
         self.migrations_applied: list[int] = []
+        self._tally: Tally = [0]
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path}>"
@@ -768,6 +938,7 @@ class SqliteStore(SqliteOperations):
     # -- TaskStore -------------------------------------------------------------------------
 
     async def add(self, records: Sequence[TaskRecord]) -> list[str]:
+        check_batch(records)
         ids: list[str] = await self._write(op_add(records), size=len(records))
         return ids
 
@@ -783,15 +954,23 @@ class SqliteStore(SqliteOperations):
         worker_id: str,
         lease_seconds: float,
         types: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]:
         at = to_epoch(now)
+        held = [False]
         claimed: list[TaskRecord] = await self._write(
-            op_claim(limit, at, worker_id, at + lease_seconds, types), size=limit
+            op_claim(limit, at, worker_id, at + lease_seconds, types, limits, held), size=limit
         )
+        self.held_back = held[0]
         return claimed
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        applied: list[bool] = await self._write(op_finish(outcomes), size=len(outcomes))
+        try:
+            applied: list[bool] = await self._write(
+                op_finish(outcomes, self._tally), size=len(outcomes)
+            )
+        finally:
+            self.releases = self._tally[0]
         return applied
 
     async def renew_leases(
@@ -801,14 +980,109 @@ class SqliteStore(SqliteOperations):
         return lost
 
     async def cancel(self, task_id: str, *, now: datetime) -> TaskStatus | None:
-        before: TaskStatus | None = await self._write(op_cancel(task_id, to_epoch(now)))
+        try:
+            before: TaskStatus | None = await self._write(
+                op_cancel(task_id, to_epoch(now), self._tally)
+            )
+        finally:
+            self.releases = self._tally[0]
         return before
 
     async def recover_expired(self, *, now: datetime) -> list[TaskRecord]:
-        recovered: list[TaskRecord] = await self._write(
-            op_recover(to_epoch(now)), size=INLINE_LIMIT + 1
-        )
+        try:
+            recovered: list[TaskRecord] = await self._write(
+                op_recover(to_epoch(now), self._tally), size=INLINE_LIMIT + 1
+            )
+        finally:
+            self.releases = self._tally[0]
         return recovered
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    async def dependencies(self, task_id: str) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT d.depends_on FROM taskyard_dependencies AS d"
+                    " INDEXED BY taskyard_dependencies_task"
+                    " JOIN taskyard_tasks AS t ON t.id = d.depends_on"
+                    " WHERE d.task_id = ? ORDER BY t.seq",
+                    (task_id,),
+                )
+            ]
+
+        return await self._read(run)
+
+    async def dependents(self, task_id: str) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT d.task_id FROM taskyard_dependencies AS d"
+                    " JOIN taskyard_tasks AS t ON t.id = d.task_id"
+                    " WHERE d.depends_on = ? ORDER BY t.seq",
+                    (task_id,),
+                )
+            ]
+
+        return await self._read(run)
+
+    async def dependency_results(self, task_id: str) -> dict[str, Any]:
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            return {
+                parent: loads(result)
+                for parent, result in conn.execute(
+                    "SELECT t.id, t.result FROM taskyard_dependencies AS d"
+                    " INDEXED BY taskyard_dependencies_task"
+                    " JOIN taskyard_tasks AS t ON t.id = d.depends_on"
+                    " WHERE d.task_id = ? ORDER BY t.seq",
+                    (task_id,),
+                )
+            }
+
+        return await self._read(run)
+
+    async def workflow_tasks(self, workflow_id: str) -> list[TaskRecord]:
+        def run(conn: sqlite3.Connection) -> list[TaskRecord]:
+            conn.execute("BEGIN")
+            try:
+                records = [
+                    row_to_record(row)
+                    for row in conn.execute(
+                        f"SELECT {COLUMNS} FROM taskyard_tasks WHERE workflow_id = ? ORDER BY seq",
+                        (workflow_id,),
+                    )
+                ]
+                edges: dict[str, list[str]] = {}
+                for child, parent in conn.execute(
+                    "SELECT d.task_id, d.depends_on FROM taskyard_tasks AS t"
+                    " JOIN taskyard_dependencies AS d ON d.task_id = t.id"
+                    " JOIN taskyard_tasks AS p ON p.id = d.depends_on"
+                    " WHERE t.workflow_id = ? ORDER BY p.seq",
+                    (workflow_id,),
+                ):
+                    edges.setdefault(child, []).append(parent)
+            finally:
+                conn.execute("COMMIT")
+            for record in records:
+                record.depends_on = tuple(edges.get(record.id, ()))
+            return records
+
+        return await self._read(run)
+
+    async def workflow_ids(self, *, limit: int = 50) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT workflow_id FROM taskyard_tasks WHERE workflow_id IS NOT NULL"
+                    " GROUP BY workflow_id ORDER BY MAX(seq) DESC LIMIT ?",
+                    (limit,),
+                )
+            ]
+
+        return await self._read(run)
 
     async def record_worker(self, worker_id: str, info: dict[str, object]) -> bool:
         asked: bool = await self._write(op_record_worker(worker_id, info, time.time()))

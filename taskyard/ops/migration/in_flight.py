@@ -54,7 +54,12 @@ async def import_runs(
     now = utcnow()
     records: list[TaskRecord] = []
     for run in active:
-        if run.status not in (RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING):
+        if run.status not in (
+            RunStatus.PENDING,
+            RunStatus.WAITING,
+            RunStatus.QUEUED,
+            RunStatus.RUNNING,
+        ):
             continue
         task_type = pick(run.module_id) if pick is not None else task_types(run)  # type: ignore[operator]
         if not task_type:
