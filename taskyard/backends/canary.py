@@ -26,7 +26,6 @@ from taskyard.framework.events import EventBus
 from taskyard.framework.models import Outcome, TaskRecord, TaskStatus
 from taskyard.framework.operations import ComposedOperations, StoreOperations
 from taskyard.framework.runs import RunRegistry
-from taskyard.framework.schedules import ScheduleRecord
 from taskyard.framework.store import Capability, TaskStore
 
 __all__ = ["CanaryStore", "CanaryTaskManager", "routes_to_canary"]
@@ -296,41 +295,8 @@ class CanaryStore(ComposedOperations):
 
     # -- periodic schedules: kept in the stable store, and fired there ------
 
-    async def get_schedule(self, name: str) -> ScheduleRecord | None:
-        return await self.stable.get_schedule(name)
-
-    async def list_schedules(self) -> list[ScheduleRecord]:
-        return await self.stable.list_schedules()
-
-    async def insert_schedule(self, record: ScheduleRecord) -> bool:
-        return await self.stable.insert_schedule(record)
-
-    async def update_schedule(
-        self, record: ScheduleRecord, *, expected_next: datetime | None = None
-    ) -> bool:
-        return await self.stable.update_schedule(record, expected_next=expected_next)
-
-    async def remove_schedule(self, name: str) -> bool:
-        return await self.stable.remove_schedule(name)
-
-    async def fire_schedule(
-        self,
-        name: str,
-        *,
-        expected_next: datetime,
-        records: Sequence[TaskRecord],
-        next_fire_at: datetime,
-        last_fire_at: datetime | None,
-        now: datetime,
-    ) -> list[str] | None:
-        return await self.stable.fire_schedule(
-            name,
-            expected_next=expected_next,
-            records=records,
-            next_fire_at=next_fire_at,
-            last_fire_at=last_fire_at,
-            now=now,
-        )
+    def schedule_part(self) -> TaskStore:
+        return self.stable
 
 
 class CanaryTaskManager(TaskEngine):

@@ -51,8 +51,7 @@ from taskyard.framework.models import (
 )
 from taskyard.framework.operations import ComposedOperations, StoreOperations
 from taskyard.framework.runs import RunRegistry
-from taskyard.framework.schedules import ScheduleRecord
-from taskyard.framework.store import Capability
+from taskyard.framework.store import Capability, TaskStore
 
 SPILL_FORMAT = "taskyard-spill"
 SPILL_VERSION = 1
@@ -621,41 +620,8 @@ class FallbackStore(ComposedOperations):
 
     # -- periodic schedules: kept in SQLite only (firing waits while it is down) ------
 
-    async def get_schedule(self, name: str) -> ScheduleRecord | None:
-        return await self.primary.get_schedule(name)
-
-    async def list_schedules(self) -> list[ScheduleRecord]:
-        return await self.primary.list_schedules()
-
-    async def insert_schedule(self, record: ScheduleRecord) -> bool:
-        return await self.primary.insert_schedule(record)
-
-    async def update_schedule(
-        self, record: ScheduleRecord, *, expected_next: datetime | None = None
-    ) -> bool:
-        return await self.primary.update_schedule(record, expected_next=expected_next)
-
-    async def remove_schedule(self, name: str) -> bool:
-        return await self.primary.remove_schedule(name)
-
-    async def fire_schedule(
-        self,
-        name: str,
-        *,
-        expected_next: datetime,
-        records: Sequence[TaskRecord],
-        next_fire_at: datetime,
-        last_fire_at: datetime | None,
-        now: datetime,
-    ) -> list[str] | None:
-        return await self.primary.fire_schedule(
-            name,
-            expected_next=expected_next,
-            records=records,
-            next_fire_at=next_fire_at,
-            last_fire_at=last_fire_at,
-            now=now,
-        )
+    def schedule_part(self) -> TaskStore:
+        return self.primary
 
 
 def _state_dir() -> Path:

@@ -44,11 +44,15 @@ import abc
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from taskyard.framework.errors import InvalidQuery, OperationNotSupported
 from taskyard.framework.models import TaskRecord, TaskStatus, dumps, to_epoch
 from taskyard.framework.store import TaskStore
+
+if TYPE_CHECKING:
+    from taskyard.framework.schedules import ScheduleRecord
 
 __all__ = [
     "CANCELLABLE",
@@ -577,6 +581,46 @@ class ComposedOperations(StoreOperations):
     @abc.abstractmethod
     def operation_parts(self) -> Sequence[StoreOperations]:
         """The parts to ask now, the durable one first."""
+
+    @abc.abstractmethod
+    def schedule_part(self) -> TaskStore:
+        """The one part that keeps the periodic schedules (and fires them)."""
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        return await self.schedule_part().get_schedule(name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return await self.schedule_part().list_schedules()
+
+    async def insert_schedule(self, record: ScheduleRecord) -> bool:
+        return await self.schedule_part().insert_schedule(record)
+
+    async def update_schedule(
+        self, record: ScheduleRecord, *, expected_next: datetime | None = None
+    ) -> bool:
+        return await self.schedule_part().update_schedule(record, expected_next=expected_next)
+
+    async def remove_schedule(self, name: str) -> bool:
+        return await self.schedule_part().remove_schedule(name)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next: datetime,
+        records: Sequence[TaskRecord],
+        next_fire_at: datetime,
+        last_fire_at: datetime | None,
+        now: datetime,
+    ) -> list[str] | None:
+        return await self.schedule_part().fire_schedule(
+            name,
+            expected_next=expected_next,
+            records=records,
+            next_fire_at=next_fire_at,
+            last_fire_at=last_fire_at,
+            now=now,
+        )
 
     async def initialize(self) -> InitFigures:
         results = [await part.initialize() for part in self.operation_parts()]
