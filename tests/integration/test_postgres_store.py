@@ -117,8 +117,20 @@ async def test_a_version_4_schema_with_tasks_is_upgraded_to_keep_schedules(
     tasks = [record(), record(), record(idempotency_key="kept")]
     ids = await store.add(tasks)
     await store.close()
-    # back to what version 4 wrote (5 adds the schedules)
+    # back to what version 4 wrote (5 adds the schedules, 6 the workflows)
     await sql(postgres_dsn, "DROP TABLE upgraded_schema.taskyard_schedules")
+    await sql(
+        postgres_dsn,
+        "ALTER TABLE upgraded_schema.taskyard_tasks DROP COLUMN concurrency_key,"
+        " DROP COLUMN on_dependency_failure, DROP COLUMN waiting_on,"
+        " DROP COLUMN has_dependents, DROP COLUMN workflow_id",
+    )
+    await sql(postgres_dsn, "DROP TABLE upgraded_schema.taskyard_dependencies")
+    await sql(
+        postgres_dsn,
+        "CREATE INDEX taskyard_tasks_ready ON upgraded_schema.taskyard_tasks (priority, seq)"
+        " WHERE status = 'queued'",
+    )
     await sql(postgres_dsn, "DELETE FROM upgraded_schema.taskyard_schema_version WHERE version > 4")
     store = PostgresStore(postgres_dsn, schema_name="upgraded_schema", pool_size=2)
     await store.open()
