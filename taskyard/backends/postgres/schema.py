@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
-from importlib import resources
 
 import asyncpg
 
@@ -23,29 +21,16 @@ from taskyard.framework.errors import (
     SchemaMismatch,
     SchemaTooNew,
 )
+from taskyard.framework.migrations import Migration, shipped_migrations
 
 VERSION_TABLE = "taskyard_schema_version"
 MIN_SERVER_VERSION = 130000
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
 def migrations() -> list[Migration]:
     """The versioned migrations shipped in the package, in order."""
-    found: list[Migration] = []
-    folder = resources.files("taskyard.backends.postgres") / "migrations"
-    for entry in folder.iterdir():
-        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda migration: migration.version)
-    return found
+    return shipped_migrations("taskyard.backends.postgres")
 
 
 SCHEMA_VERSION = migrations()[-1].version

@@ -9,11 +9,8 @@ with nothing in it changed.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from taskyard._platform import is_network_path, make_private_folder
@@ -26,29 +23,16 @@ from taskyard.framework.errors import (
     SchemaTooNew,
     StoreUnavailable,
 )
+from taskyard.framework.migrations import Migration, shipped_migrations
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 VERSION_TABLE = "taskyard_schema_version"
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
 def migrations() -> list[Migration]:
     """The versioned migrations shipped in the package, in order."""
-    found: list[Migration] = []
-    folder = resources.files("taskyard.backends.sqlite") / "migrations"
-    for entry in folder.iterdir():
-        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda migration: migration.version)
-    return found
+    return shipped_migrations("taskyard.backends.sqlite")
 
 
 SCHEMA_VERSION = migrations()[-1].version
