@@ -333,6 +333,12 @@ _ANY_DUE = (
 )
 
 
+_ANY_KEYED = (
+    "SELECT 1 FROM taskyard_tasks INDEXED BY taskyard_tasks_keyed"
+    " WHERE status = 'queued' AND concurrency_key IS NOT NULL LIMIT 1"
+)
+
+
 def op_claim(
     limit: int,
     now: float,
@@ -343,6 +349,7 @@ def op_claim(
     held: list[bool] | None = None,
 ) -> Operation:
     type_filter, type_param = _types_clause(types, "?7")
+    plain_filter, _ = _types_clause(types, "?6")
     # INDEXED BY: the plan must walk the ready index in order and stop at LIMIT, never
     # sort the whole queue (the planner might prefer another index for the type filter).
     # Tasks with a concurrency key come from their own index: its distinct keys are
@@ -391,6 +398,17 @@ def op_claim(
         "  ORDER BY priority, seq LIMIT ?5))"
         f" RETURNING {CLAIMED}"
     )
+    # No task with a concurrency key waiting (the common case, found in O(log n) on the
+    # keyed index): the plain claim, one walk of the ready index, a fifth of the cost.
+    plain = (
+        "UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
+        " started_at = ?1, updated_at = ?1, lease_token = ?2, lease_expires_at = ?3,"
+        " worker_id = ?4"
+        " WHERE seq IN (SELECT seq FROM taskyard_tasks INDEXED BY taskyard_tasks_ready"
+        f"  WHERE status = 'queued' AND run_after <= ?1 AND concurrency_key IS NULL{plain_filter}"
+        "  ORDER BY priority, seq LIMIT ?5)"
+        f" RETURNING {CLAIMED}"
+    )
     limits_json = json.dumps(dict(limits or {}))
 
     def run(conn: sqlite3.Connection) -> list[TaskRecord]:
@@ -399,9 +417,23 @@ def op_claim(
         if conn.execute(_ANY_DUE, (now,)).fetchone() is None:
             return []
         token = uuid.uuid4().hex
-        params = (now, token, expires, worker_id, limit, limits_json, *type_param)
-        rows = conn.execute(sql, params).fetchall()
-        if held is not None:  # due keyed tasks left behind: their keys are at their limit
+        keyed = conn.execute(_ANY_KEYED).fetchone() is not None
+        if keyed:
+            params: tuple[Any, ...] = (
+                now,
+                token,
+                expires,
+                worker_id,
+                limit,
+                limits_json,
+                *type_param,
+            )
+            rows = conn.execute(sql, params).fetchall()
+        else:
+            rows = conn.execute(
+                plain, (now, token, expires, worker_id, limit, *type_param)
+            ).fetchall()
+        if held is not None and keyed:  # due keyed tasks left behind: keys at their limit
             held[0] = len(rows) < limit and bool(
                 conn.execute(
                     "SELECT EXISTS (SELECT 1 FROM taskyard_tasks INDEXED BY taskyard_tasks_keyed"
@@ -410,6 +442,8 @@ def op_claim(
                     (now,),
                 ).fetchone()[0]
             )
+        elif held is not None:
+            held[0] = False
         moment = datetime.fromtimestamp(now, UTC)
         records = [claimed_record(row, moment) for row in rows]
         records.sort(key=lambda record: (record.priority, record.seq))
