@@ -80,7 +80,9 @@ class InMemoryStore(StoreOperations):
     handler sees exactly what a durable store would give it.
     """
 
-    capabilities = frozenset({Capability.WORKFLOWS, Capability.CONCURRENCY_KEYS})
+    capabilities = frozenset(
+        {Capability.WORKFLOWS, Capability.CONCURRENCY_KEYS, Capability.CLAIM_ON_ADD}
+    )
 
     def __init__(self) -> None:
         self.reset()

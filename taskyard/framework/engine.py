@@ -67,6 +67,7 @@ from taskyard.framework.models import (
     TaskRecord,
     TaskStatus,
     clip_traceback,
+    detached,
     dumps,
     iso,
     new_task_id,
@@ -254,6 +255,7 @@ class TaskEngine:
         self._lifecycle = asyncio.Lock()
         self._running: dict[str, _Running] = {}
         self._ready: dict[str, TaskRecord] = {}  # prefetched, waiting for a slot
+        self._reserved = 0  # slots of tasks being added as claimed (_claimed_on_add)
         self._outcomes: list[tuple[TaskRecord, Outcome]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # Events follow the store: a task's QUEUED event is published once its add returns,
@@ -279,6 +281,9 @@ class TaskEngine:
         self._wake = asyncio.Event()
         # what the claim loop knows about due work (see _claim_loop)
         self._due_now = True
+        # how many due tasks this engine added since its last claim began, when those are
+        # all that made _due_now true (None: something else did, or it cannot tell)
+        self._due_local: int | None = None
         self._next_at: float | None = None  # epoch seconds: the earliest known delayed task
         self._next_known = False  # _next_at includes the store's answer to next_due
         self._next_poll = 0.0
@@ -655,6 +660,7 @@ class TaskEngine:
             "call register_task first, or set task_execution.run_worker = false for a "
             "manager that only schedules"
         )
+
     def _check_capable(self, parents: tuple[str, ...], concurrency_key: str | None) -> None:
         needs = [
             (Capability.WORKFLOWS, "depends_on") if parents else None,
@@ -713,6 +719,7 @@ class TaskEngine:
         if self._state != _State.RUNNING:
             await self._ensure_started()
         check_batch(records)
+        claimed = self._claimed_on_add(records)
         adding = self._adding
         for record in records:
             adding[record.id] = record
@@ -723,7 +730,12 @@ class TaskEngine:
             for record in records:
                 adding.pop(record.id, None)
             raise
+        finally:
+            self._reserved -= claimed
         self.stats["scheduled"] += len(records)
+        if claimed:
+            self._launch_added(records)
+            return ids
         runs_here = self._handlers if self.config.run_worker else {}
         for record, task_id in zip(records, ids, strict=True):
             if adding.pop(record.id, None) is None:  # a claim published QUEUED already
@@ -736,6 +748,71 @@ class TaskEngine:
             if record.type in runs_here:
                 self._note_due(to_epoch(record.run_after))
         return ids
+
+    def _claimed_on_add(self, records: list[TaskRecord]) -> int:
+        """Claim new tasks in the write that adds them, when this worker would claim them
+        next anyway: they are due, plain (no key, no dependency, no idempotency key), run
+        here, and fit in the free slots beside every other task known to be due (only
+        tasks this engine added since its last claim began; if anything else may be due,
+        an earlier or higher-priority task could be skipped, and the claim loop decides).
+        Saves a claim, a write, per task scheduled while the worker has room. Returns how
+        many slots the batch holds (all of it, or none)."""
+        if (
+            self._ready
+            or self._held
+            or self._state != _State.RUNNING
+            or len(records) > self._free_slots()
+            or Capability.CLAIM_ON_ADD not in self.store.capabilities
+        ):
+            return 0
+        if self._due_now and (
+            self._due_local is None or self._due_local + len(records) > self._free_slots()
+        ):
+            return 0  # other due work may come first: the claim loop decides
+        now = time.time()
+        if self._next_at is not None and self._next_at <= now:
+            return 0  # a delayed task came due: the claim loop takes it first
+        handlers = self._handlers
+        for record in records:
+            if (
+                record.type not in handlers
+                or record.depends_on
+                or record.concurrency_key is not None
+                or record.idempotency_key is not None
+                or to_epoch(record.run_after) > now
+            ):
+                return 0
+        moment = datetime.fromtimestamp(now, UTC)
+        expires = moment + timedelta(seconds=self.config.lease_seconds)
+        token = new_task_id()
+        for record in records:
+            record.status = TaskStatus.RUNNING
+            record.attempts = 1
+            record.started_at = record.updated_at = moment
+            record.lease_token = token
+            record.lease_expires_at = expires
+            record.worker_id = self.worker_id
+        self._reserved += len(records)
+        return len(records)
+
+    def _launch_added(self, records: list[TaskRecord]) -> None:
+        """Run tasks the store added as claimed (:meth:`_claimed_on_add`). If the engine
+        began to stop meanwhile, they go back to the queue (at worst, their lease expires
+        and another worker runs them)."""
+        for record in records:
+            self._adding.pop(record.id, None)
+            self._track(record.id)
+            # the handler's own copy, as a claim's read from the store would give
+            record.payload = detached(record.payload, record.payload_json)
+            self._publish(record, TaskStatus.QUEUED)
+            if self._state == _State.RUNNING:
+                self._launch(record)
+                continue
+            outcome = self._outcome(
+                record, TaskStatus.QUEUED, run_after=record.run_after, release=True
+            )
+            self._outcomes.append((record, outcome))
+            self._outcome_ready.set()
 
     async def add_schedule(
         self, name: str, task_type: str, payload: Any = None, **fields: Any
@@ -1015,7 +1092,7 @@ class TaskEngine:
     # -- the worker --------------------------------------------------------------------------
 
     def _free_slots(self) -> int:
-        return self.config.concurrency - len(self._running)
+        return self.config.concurrency - len(self._running) - self._reserved
 
     async def _stopping_soon(self) -> None:
         while self._state == _State.RUNNING:
@@ -1034,6 +1111,7 @@ class TaskEngine:
         """
         loop = asyncio.get_running_loop()
         self._due_now, self._next_at, self._next_known = True, None, False
+        self._due_local = None
         self._next_poll = loop.time() + self.config.poll_interval
         failures = 0
         try:
@@ -1045,6 +1123,7 @@ class TaskEngine:
                 if self._next_at is not None and self._next_at <= time.time():
                     # a delayed task came due; which one is next is not known any more
                     self._due_now, self._next_at, self._next_known = True, None, False
+                    self._due_local = None
                 want = self._free_slots() + self.config.prefetch - len(self._ready)
                 if want > 0 and self._due_now and self._handlers:
                     if self._held:  # an operator paused intake; _pause_loop watches
@@ -1060,6 +1139,7 @@ class TaskEngine:
                         # claiming while its heartbeat says it lives would hold up the
                         # queue unseen. Claim again, and ask again what is next.
                         self._due_now, self._next_known = True, False
+                        self._due_local = None
                         failures += 1
                         self._claim_error = _describe(exc)
                         if isinstance(exc, StoreError):
@@ -1087,7 +1167,7 @@ class TaskEngine:
         """One claim of up to ``want`` tasks, and, when it left nothing due and the next
         due time is not known, the store's answer to ``next_due``. Raises what the
         store raised (the loop records it and claims again after a pause)."""
-        self._due_now = False
+        self._due_now, self._due_local = False, 0
         types = frozenset(self._handlers)
         claimed_at = utcnow()
         claimed = await self.store.claim(
@@ -1103,6 +1183,7 @@ class TaskEngine:
             self._start_ready()
         if len(claimed) >= want:
             self._due_now = True  # more may be due: claim again once a slot frees
+            self._due_local = None
         elif not self._next_known:
             # nothing else is due now: learn when something will be
             due = await self.store.next_due(types)
@@ -1124,6 +1205,7 @@ class TaskEngine:
             changed = True
         if changed:
             self._due_now, self._next_known = True, False
+            self._due_local = None
 
     def _learn_next(self, due: datetime | None) -> None:
         """The store's earliest queued ``run_after`` (None: nothing queued), read after a
@@ -1135,6 +1217,7 @@ class TaskEngine:
         at = to_epoch(due)
         if at <= time.time():
             self._due_now, self._next_known = True, False
+            self._due_local = None
             return
         self._next_known = True
         if self._next_at is None or at < self._next_at:
@@ -1144,6 +1227,8 @@ class TaskEngine:
         """A task this worker can run is queued with ``run_after`` ``at`` (epoch seconds):
         wake the claim loop if it is due, or due before anything known so far."""
         if at <= time.time():
+            if self._due_local is not None:
+                self._due_local += 1
             if not self._due_now:
                 self._due_now = True
                 self._wake.set()
@@ -1155,6 +1240,7 @@ class TaskEngine:
         """Something changed that local bookkeeping cannot follow (new handlers, imported
         tasks): claim, and ask the store what is next."""
         self._due_now, self._next_known = True, False
+        self._due_local = None
         self._wake.set()
 
     def _after_settling(self) -> None:

@@ -45,6 +45,10 @@ class Capability:
     transaction that finishes its last dependency (:mod:`taskyard.framework.workflows`)."""
     CONCURRENCY_KEYS = "concurrency-keys"
     """The store's claim honours concurrency limits per key, across processes."""
+    CLAIM_ON_ADD = "claim-on-add"
+    """:meth:`TaskStore.add` stores a record given as ``running`` (attempt 1, with its
+    lease token, expiry and worker id) as claimed, in the write that adds it: the engine
+    claims a task it schedules for its own free slot without a second write."""
 
 
 class TaskStore(abc.ABC):

@@ -300,6 +300,8 @@ def test_the_troubleshooting_index_names_every_error_class() -> None:
     assert len(classes) > 15
     missing = [name for name in classes if f"| `{name}` |" not in index]
     assert not missing, f"docs/troubleshooting.md has no entry for {missing}"
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path

@@ -9,6 +9,7 @@ from loguru import logger
 from taskyard.backends.memory import InMemoryStore, InMemoryTaskManager
 from taskyard.framework import EngineConfig
 from taskyard.framework.errors import ManagerStateError
+from taskyard.framework.store import Capability
 from taskyard.settings import load_settings
 from taskyard.settings.conversion import engine_config_from_settings
 from taskyard.testing import EventRecorder, fast_config
@@ -132,7 +133,10 @@ async def test_the_failure_s_log_line_carries_its_traceback() -> None:
 
 class GatedReturnsStore(InMemoryStore):
     """Commits at once but answers the engine only when a gate opens, as a database whose
-    reply is still on the wire after the row is visible to every other reader."""
+    reply is still on the wire after the row is visible to every other reader. It does
+    not claim on add, so that a claim can beat the add's answer (as PostgreSQL's can)."""
+
+    capabilities = InMemoryStore.capabilities - {Capability.CLAIM_ON_ADD}
 
     def __init__(self):
         super().__init__()

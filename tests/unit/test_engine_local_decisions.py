@@ -12,16 +12,20 @@ from typing import Any
 from taskyard.backends.memory import InMemoryStore, InMemoryTaskManager
 from taskyard.framework import EngineConfig, RetryPolicy
 from taskyard.framework.models import TaskRecord
+from taskyard.framework.store import Capability
 
 WAIT = 5.0
 
 
 class CountingStore(InMemoryStore):
     """An in-memory store that counts claims and next_due reads, and can hold a claim
-    until released (a store doing I/O)."""
+    until released (a store doing I/O). Without ``claim_on_add`` it lacks that capability,
+    so that every task goes through the claim loop whose decisions are counted here."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, claim_on_add: bool = False) -> None:
         super().__init__()
+        if not claim_on_add:
+            self.capabilities = InMemoryStore.capabilities - {Capability.CLAIM_ON_ADD}
         self.calls: Counter[str] = Counter()
         self.gate: asyncio.Event | None = None
         self.claim_entered = asyncio.Event()
@@ -162,3 +166,71 @@ async def test_tasks_due_after_one_that_came_due_during_a_next_due_read_still_ru
         ]
         for task_id in ids:
             assert (await manager.wait_for(task_id, timeout=WAIT))["status"] == "completed"
+
+
+# -- claiming in the write that adds the task (Capability.CLAIM_ON_ADD) ---------------------
+
+
+async def test_tasks_scheduled_while_slots_are_free_are_claimed_as_they_are_added() -> None:
+    store = CountingStore(claim_on_add=True)
+    async with InMemoryTaskManager(config(concurrency=4), store=store) as manager:
+        await manager.register_task("noop", noop)
+        marker = await manager.schedule_task("noop", {})
+        await manager.wait_for(marker, timeout=WAIT)  # the start-up claims are over
+        before = store.calls["claim"]
+        recorder = []
+        manager.events.subscribe(lambda event: recorder.append((event.task_id, event.status)))
+        ids = []
+        for n in range(20):
+            ids.append(await manager.schedule_task("noop", {"n": n}))
+            await manager.wait_for(ids[-1], timeout=WAIT)
+        assert store.calls["claim"] == before  # no claim: each went in as running
+        for task_id in ids:
+            status = await manager.get_task_status(task_id)
+            assert status is not None
+            assert (status["status"], status["attempts"]) == ("completed", 1)
+            seen = [str(s) for t, s in recorder if t == task_id]
+            assert seen == ["queued", "running", "completed"]
+
+
+async def test_tasks_added_while_the_slots_are_taken_run_by_priority() -> None:
+    """With no slot free, new tasks are queued as before: the claim loop takes them in
+    priority order once the slot frees."""
+    store = CountingStore(claim_on_add=True)
+    order: list[str] = []
+    release, blocking = asyncio.Event(), asyncio.Event()
+
+    async def record(payload: dict[str, Any]) -> None:
+        order.append(payload["name"])
+        if payload["name"] == "blocker":
+            blocking.set()
+            await release.wait()
+
+    async with InMemoryTaskManager(config(concurrency=1), store=store) as manager:
+        await manager.register_task("record", record)
+        blocker = await manager.schedule_task("record", {"name": "blocker"})
+        await asyncio.wait_for(blocking.wait(), WAIT)  # the one slot is taken
+        urgent = await manager.schedule_task("record", {"name": "urgent"}, priority=0)
+        late = await manager.schedule_task("record", {"name": "late"}, priority=9)
+        release.set()
+        for task_id in (blocker, urgent, late):
+            await manager.wait_for(task_id, timeout=WAIT)
+    assert order == ["blocker", "urgent", "late"]
+
+
+async def test_a_task_claimed_on_add_runs_on_its_own_copy_of_the_payload() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def mutate(payload: dict[str, Any]) -> None:
+        seen.append(dict(payload))
+        payload["changed"] = True
+
+    async with InMemoryTaskManager(config(), store=CountingStore(claim_on_add=True)) as manager:
+        await manager.register_task("mutate", mutate)
+        mine = {"n": 1}
+        task_id = await manager.schedule_task("mutate", mine)
+        await manager.wait_for(task_id, timeout=WAIT)
+        status = await manager.get_task_status(task_id)
+    assert mine == {"n": 1}
+    assert seen == [{"n": 1}]
+    assert status is not None and status["payload"] == {"n": 1}

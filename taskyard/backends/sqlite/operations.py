@@ -76,6 +76,7 @@ class SqliteOperations(StoreOperations):
             Capability.FILE_BACKUP,
             Capability.WORKFLOWS,
             Capability.CONCURRENCY_KEYS,
+            Capability.CLAIM_ON_ADD,
         }
     )
     path: Path

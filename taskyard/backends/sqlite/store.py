@@ -65,9 +65,13 @@ COLUMNS = (
 _INSERT = (
     "INSERT INTO taskyard_tasks (id, type, status, priority, attempts, max_attempts, payload,"
     " created_at, updated_at, run_after, timeout, idempotency_key, trace_context,"
-    " concurrency_key, on_dependency_failure, workflow_id)"
-    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " concurrency_key, on_dependency_failure, workflow_id, started_at, lease_token,"
+    " lease_expires_at, worker_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
 )
+"""A new task: queued, or (Capability.CLAIM_ON_ADD) running, claimed by the engine that
+adds it, with its lease."""
 
 
 def _status(value: str) -> TaskStatus:
@@ -107,9 +111,11 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
 
 def _insert_row(record: TaskRecord) -> tuple[Any, ...]:
     payload = record.payload_json or dumps(record.payload)
+    claimed = record.status is TaskStatus.RUNNING
     return (
         record.id,
         record.type,
+        "running" if claimed else "queued",
         record.priority,
         record.attempts,
         record.max_attempts,
@@ -123,6 +129,10 @@ def _insert_row(record: TaskRecord) -> tuple[Any, ...]:
         record.concurrency_key,
         record.on_dependency_failure,
         record.workflow_id,
+        to_epoch(record.started_at) if claimed and record.started_at else None,
+        record.lease_token if claimed else None,
+        to_epoch(record.lease_expires_at) if claimed and record.lease_expires_at else None,
+        record.worker_id if claimed else None,
     )
 
 
