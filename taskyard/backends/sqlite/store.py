@@ -737,6 +737,7 @@ class SqliteStore(SqliteOperations):
         self._db: aiosqlite.Connection | None = None
         self._raw: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
+        self._claims: list[_Pending] = []  # claims go first (see _flush)
         self._idle = asyncio.Event()
         self._idle.set()
         self._writer: asyncio.Task[None] | None = None
@@ -855,19 +856,21 @@ class SqliteStore(SqliteOperations):
             raise translate(exc, self.path) from exc
         return result
 
-    async def _write(self, operation: Operation, *, size: int = 1) -> Any:
+    async def _write(self, operation: Operation, *, size: int = 1, claim: bool = False) -> Any:
         """Run ``operation`` in the next group-commit transaction; return once committed.
 
         Writes that arrive in the same turn of the event loop, or while a transaction is
-        in flight, share one transaction. ``size`` is how many tasks the operation
-        touches: an idle store commits a small batch on the loop itself when it can do
-        so without waiting (:meth:`_flush`), and hands everything else to aiosqlite's
-        thread.
+        in flight, share one transaction, except that claims (``claim``) go first, in a
+        transaction of their own, when other writes wait beside them: the handlers a
+        claim starts do not wait for the outcomes of the handlers that just ended.
+        ``size`` is how many tasks the operation touches: an idle store commits a small
+        batch on the loop itself when it can do so without waiting (:meth:`_flush`), and
+        hands everything else to aiosqlite's thread.
         """
         if self._db is None:
             raise ManagerStateError(f"{self!r} is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, size, future))
+        (self._claims if claim else self._pending).append((operation, size, future))
         if not self._writing:
             self._writing = True
             self._idle.clear()
@@ -889,7 +892,10 @@ class SqliteStore(SqliteOperations):
         waits for a lock or an fsync, and big batches, which cost real CPU, run where
         the loop can go on meanwhile.
         """
-        batch, self._pending = self._pending, []
+        if self._claims and self._pending:
+            batch, self._claims = self._claims, []  # the rest in the next transaction
+        else:
+            batch, self._claims, self._pending = self._claims + self._pending, [], []
         if not batch:
             self._go_idle()
             return
@@ -963,7 +969,7 @@ class SqliteStore(SqliteOperations):
             else:
                 assert results is not None
                 future.set_result(results[index])
-        if self._pending:
+        if self._pending or self._claims:
             asyncio.get_running_loop().call_soon(self._flush)
         else:
             self._go_idle()
@@ -1003,7 +1009,9 @@ class SqliteStore(SqliteOperations):
         at = to_epoch(now)
         held = [False]
         claimed: list[TaskRecord] = await self._write(
-            op_claim(limit, at, worker_id, at + lease_seconds, types, limits, held), size=limit
+            op_claim(limit, at, worker_id, at + lease_seconds, types, limits, held),
+            size=limit,
+            claim=True,
         )
         self.held_back = held[0]
         return claimed
