@@ -267,6 +267,7 @@ class TaskEngine:
         # the active-task calls), oldest first; bounded, because a producer-only manager
         # never sees its tasks finish unless someone asks.
         self._scheduled_here: OrderedDict[str, None] = OrderedDict()
+        self._finished_here = asyncio.Event()  # a task ended here (wait_all)
         self._adhoc: dict[str, asyncio.Task[None]] = {}
         self._debug = _DebugGate()
         # attempt deadlines, earliest first, and the one timer that watches them (a timer
@@ -1061,10 +1062,24 @@ class TaskEngine:
             if self._adhoc:
                 await asyncio.wait(list(self._adhoc.values()), timeout=remaining)
                 continue
-            task_id = next(iter(self._scheduled_here))
-            try:
-                await self.wait_for(task_id, timeout=remaining)
-            except TaskNotFound:
+            # A task that ends here leaves _scheduled_here as its event is published: wait
+            # for that, without a store read per task. One that ends in another process
+            # publishes nothing here: each poll_interval, the store is asked about the
+            # oldest (and, while those are finished, the next ones).
+            self._finished_here.clear()
+            wait = self.config.poll_interval
+            if remaining is not None:
+                wait = min(wait, remaining)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished_here.wait(), wait)
+                continue
+            while self._scheduled_here:
+                task_id = next(iter(self._scheduled_here))
+                record = await self.store.get(task_id)
+                if record is not None and (
+                    not record.status.is_terminal or task_id in self._writing
+                ):
+                    break
                 self._scheduled_here.pop(task_id, None)
 
     def _track(self, task_id: str) -> None:
@@ -1184,6 +1199,8 @@ class TaskEngine:
         if len(claimed) >= want:
             self._due_now = True  # more may be due: claim again once a slot frees
             self._due_local = None
+        elif self._due_now:
+            pass  # a task came due during the claim: claim again before asking what is next
         elif not self._next_known:
             # nothing else is due now: learn when something will be
             due = await self.store.next_due(types)
@@ -1626,6 +1643,7 @@ class TaskEngine:
     def _publish(self, record: TaskRecord, status: TaskStatus) -> None:
         if status in TERMINAL_STATUSES:
             self._scheduled_here.pop(record.id, None)
+            self._finished_here.set()
             waiters = self._waiters.pop(record.id, None)
             if waiters:
                 for waiter in waiters:

@@ -173,6 +173,39 @@ async def test_sigkill_mid_task_is_finished_by_another_worker(workers: Workers) 
     assert workers.executions()["hostage"] == 2
 
 
+async def test_a_task_claimed_as_it_was_added_survives_its_process_sigkill(
+    workers: Workers,
+) -> None:
+    """The process that schedules the task claims it in the same INSERT
+    (Capability.CLAIM_ON_ADD): killed mid-task, its lease expires and another worker
+    runs the task."""
+    lease = {"lease_seconds": "1.0", "poll_interval": "0.05"}
+    app = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.own_task_app", "claimed-on-add"],
+        cwd=ROOT,
+        env=workers.env(**lease),
+        stdout=subprocess.PIPE,
+    )
+    workers.processes.append(app)
+    assert app.stdout is not None
+    task_id = app.stdout.readline().decode().strip()
+    deadline = time.monotonic() + 30
+    while workers.executions()["claimed-on-add"] < 1:
+        assert time.monotonic() < deadline, "the scheduling process never started its task"
+        await asyncio.sleep(0.02)
+    async with await registered(producer(workers.dsn, workers.schema)) as manager:
+        running = await manager.store.get(task_id)
+        assert running is not None
+        assert (running.status, running.attempts) == ("running", 1)
+        assert running.worker_id is not None and running.worker_id.endswith(f":{app.pid}")
+        app.send_signal(signal.SIGKILL)
+        app.wait(timeout=10)
+        workers.start(**lease)
+        info = await manager.wait_for(task_id, timeout=30)
+    assert (info["status"], info["attempts"]) == ("completed", 2)
+    assert workers.executions()["claimed-on-add"] == 2
+
+
 async def terminate_taskyard_connections(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:

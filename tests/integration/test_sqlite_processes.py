@@ -160,35 +160,17 @@ async def test_sigkill_mid_task_is_finished_by_another_worker(workers: Workers) 
     assert workers.executions()["hostage"] == 2
 
 
-SCHEDULES_AND_RUNS = """
-import asyncio, sys
-from taskyard.backends.sqlite import QueuedTaskManager
-from taskyard.framework import EngineConfig
-from tests.integration.worker_app import HANDLERS
-
-async def main():
-    config = EngineConfig(lease_seconds=1.0, poll_interval=0.05)
-    manager = QueuedTaskManager(config, db_path=sys.argv[1])
-    for task_type, handler in HANDLERS.items():
-        await manager.register_task(task_type, handler)
-    await manager.start()
-    print(await manager.schedule_task("hang_once", {"n": "claimed-on-add"}), flush=True)
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
-
-
 async def test_a_task_claimed_as_it_was_added_survives_its_process_sigkill(
     workers: Workers,
 ) -> None:
     """A process with a free slot claims the task it schedules in the same write
     (Capability.CLAIM_ON_ADD): the row goes in running, under that process's lease, which
     expires when the process dies, and another worker runs the task."""
+    lease = {"lease_seconds": "1.0", "poll_interval": "0.05"}
     app = subprocess.Popen(
-        [sys.executable, "-c", SCHEDULES_AND_RUNS, str(workers.db)],
+        [sys.executable, "-m", "tests.integration.own_task_app", "claimed-on-add"],
         cwd=ROOT,
-        env=workers.env(),
+        env=workers.env(**lease),
         stdout=subprocess.PIPE,
     )
     workers.processes.append(app)
@@ -207,7 +189,7 @@ async def test_a_task_claimed_as_it_was_added_survives_its_process_sigkill(
         assert running.lease_token is not None and running.lease_expires_at is not None
         app.send_signal(signal.SIGKILL)
         app.wait(timeout=10)
-        workers.start(lease_seconds="1.0", poll_interval="0.05")
+        workers.start(**lease)
         info = await manager.wait_for(task_id, timeout=30)
     assert (info["status"], info["attempts"]) == ("completed", 2)
     assert info["result"] == "finished by a second worker"

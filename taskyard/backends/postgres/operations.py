@@ -568,7 +568,8 @@ class PostgresOperations(StoreOperations):
             try:
                 inserted = await conn.fetch(
                     store._sql_add_one, task_id, task_type, 5, 0, 1, json.dumps({"v": token}),
-                    now, now, now, None, None, None, None, "cancel", None, store.channel, False,
+                    now, now, now, None, None, None, None, "cancel", None,
+                    "queued", None, None, None, None, store.channel, False,
                 )  # fmt: skip
                 if [row[0] for row in inserted] != [task_id]:
                     raise IntegrityError("the scratch task was not stored")

@@ -121,6 +121,20 @@ def row_to_record(row: Sequence[Any]) -> TaskRecord:
     )
 
 
+def _claim_columns(record: TaskRecord) -> tuple[Any, ...]:
+    """A new task's status and lease columns: queued, or running under the lease of the
+    engine that claims it as it is added (Capability.CLAIM_ON_ADD)."""
+    if record.status is TaskStatus.RUNNING:
+        return (
+            "running",
+            record.started_at,
+            record.lease_token,
+            record.lease_expires_at,
+            record.worker_id,
+        )
+    return ("queued", None, None, None, None)
+
+
 class PostgresStore(PostgresOperations):
     """Tasks in one PostgreSQL schema, shared by any number of processes on any hosts."""
 
@@ -132,6 +146,7 @@ class PostgresStore(PostgresOperations):
             Capability.TABLE_STATISTICS,
             Capability.WORKFLOWS,
             Capability.CONCURRENCY_KEYS,
+            Capability.CLAIM_ON_ADD,
         }
     )
 
@@ -182,27 +197,30 @@ class PostgresStore(PostgresOperations):
         self.tasks_table = t
         self._sql_add = (
             "WITH ins AS ("
-            f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
+            f" INSERT INTO {t} (id, type, priority, attempts, max_attempts, payload,"
             " created_at, updated_at, run_after, timeout, idempotency_key, trace_context,"
-            " concurrency_key, on_dependency_failure, workflow_id)"
-            " SELECT i, ty, 'queued', p, a, m, pl::json, c, u, r, tm, k, tc, ck, od, w"
+            " concurrency_key, on_dependency_failure, workflow_id, status, started_at,"
+            " lease_token, lease_expires_at, worker_id)"
+            " SELECT i, ty, p, a, m, pl::json, c, u, r, tm, k, tc, ck, od, w, st, sa, lt, le, wi"
             " FROM unnest("
             "$1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],"
             " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::float8[],"
-            " $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
-            " AS x(i, ty, p, a, m, pl, c, u, r, tm, k, tc, ck, od, w)"
+            " $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],"
+            " $16::text[], $17::timestamptz[], $18::text[], $19::timestamptz[], $20::text[])"
+            " AS x(i, ty, p, a, m, pl, c, u, r, tm, k, tc, ck, od, w, st, sa, lt, le, wi)"
             " ON CONFLICT DO NOTHING RETURNING id),"
-            " wake AS (SELECT pg_notify($16, '') WHERE $17::bool)"
+            " wake AS (SELECT pg_notify($21, '') WHERE $22::bool)"
             " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
         )
         self._sql_add_one = (  # the same for one task, without the arrays
             "WITH ins AS ("
-            f" INSERT INTO {t} (id, type, status, priority, attempts, max_attempts, payload,"
+            f" INSERT INTO {t} (id, type, priority, attempts, max_attempts, payload,"
             " created_at, updated_at, run_after, timeout, idempotency_key, trace_context,"
-            " concurrency_key, on_dependency_failure, workflow_id)"
-            " VALUES ($1, $2, 'queued', $3, $4, $5, $6::json, $7, $8, $9, $10, $11, $12, $13,"
-            " $14, $15) ON CONFLICT DO NOTHING RETURNING id),"
-            " wake AS (SELECT pg_notify($16, '') WHERE $17::bool)"
+            " concurrency_key, on_dependency_failure, workflow_id, status, started_at,"
+            " lease_token, lease_expires_at, worker_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+            " $16, $17, $18, $19, $20) ON CONFLICT DO NOTHING RETURNING id),"
+            " wake AS (SELECT pg_notify($21, '') WHERE $22::bool)"
             " SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"
         )
         # The claim of tasks without a key, and (same statement) whether keyed tasks are
@@ -751,6 +769,7 @@ class PostgresStore(PostgresOperations):
                 record.updated_at, record.run_after, record.timeout, record.idempotency_key,
                 trace_context_text(record.trace_context),
                 record.concurrency_key, record.on_dependency_failure, record.workflow_id,
+                *_claim_columns(record),
             )
             for record in records
         ]  # fmt: skip
@@ -759,7 +778,9 @@ class PostgresStore(PostgresOperations):
             sql, args = self._sql_add_one, list(rows_of[0])
         else:
             sql, args = self._sql_add, [list(column) for column in zip(*rows_of, strict=True)]
-        rows = await conn.fetch(sql, *args, self.channel, self._want_notify())
+        # tasks claimed as they are added (Capability.CLAIM_ON_ADD) wake no other worker
+        wake = any(record.status is not TaskStatus.RUNNING for record in records)
+        rows = await conn.fetch(sql, *args, self.channel, wake and self._want_notify())
         inserted = {row[0] for row in rows}
         keys = [
             record.idempotency_key

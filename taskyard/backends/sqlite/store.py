@@ -861,8 +861,9 @@ class SqliteStore(SqliteOperations):
 
         Writes that arrive in the same turn of the event loop, or while a transaction is
         in flight, share one transaction, except that claims (``claim``) go first, in a
-        transaction of their own, when other writes wait beside them: the handlers a
-        claim starts do not wait for the outcomes of the handlers that just ended.
+        transaction of their own, when more than a small batch of other writes waits
+        beside them: the handlers a claim starts do not wait for the outcomes of the
+        handlers that just ended (a small batch costs less than a commit of its own).
         ``size`` is how many tasks the operation touches: an idle store commits a small
         batch on the loop itself when it can do so without waiting (:meth:`_flush`), and
         hands everything else to aiosqlite's thread.
@@ -892,7 +893,7 @@ class SqliteStore(SqliteOperations):
         waits for a lock or an fsync, and big batches, which cost real CPU, run where
         the loop can go on meanwhile.
         """
-        if self._claims and self._pending:
+        if self._claims and sum(size for _, size, _ in self._pending) > INLINE_LIMIT:
             batch, self._claims = self._claims, []  # the rest in the next transaction
         else:
             batch, self._claims, self._pending = self._claims + self._pending, [], []
