@@ -176,6 +176,11 @@ class Child:
             if expected in line:
                 return
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the child has used so far (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def go(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write("go\n")

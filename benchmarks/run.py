@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -237,16 +238,23 @@ class Bench:
         out: list[Throughput] = []
         for count in (1, 2):
             label = f"{count} worker process" + ("es" if count > 1 else "")
-            out.append(
-                self.measure(
-                    "5",
-                    f"taskyard sqlite, {label}",
-                    "taskyard",
-                    partial(ty.worker_processes, processes=count),
-                    note=f"until the store says all completed; concurrency {DRAIN_CONCURRENCY}"
-                    f" each, poll {WORKER_POLL * 1000:g} ms",
-                )
+            ty.WORKER_CPU.clear()
+            result = self.measure(
+                "5",
+                f"taskyard sqlite, {label}",
+                "taskyard",
+                partial(ty.worker_processes, processes=count),
+                note=f"until the store says all completed; concurrency {DRAIN_CONCURRENCY}"
+                f" each, poll {WORKER_POLL * 1000:g} ms",
             )
+            # the workers' CPU per task and the cores they kept busy: one process already
+            # keeps most of two cores busy (its event loop and SQLite's thread)
+            result.cpu_us = [cpu / self.tasks * 1e6 for cpu in ty.WORKER_CPU]
+            if result.cpu is not None and result.rate is not None:
+                cores = result.cpu * result.rate / 1e6
+                result.note += f"; {result.cpu:.0f} CPU us/task, {cores:.2f} cores busy"
+                self.echo(f"  phase 5 {label}: {cores:.2f} of {os.cpu_count()} cores busy")
+            out.append(result)
         for count in (1, 2):
             label = f"{count} worker process" + ("es" if count > 1 else "")
             out.append(

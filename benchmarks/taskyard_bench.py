@@ -166,9 +166,14 @@ def _completed(conn: sqlite3.Connection) -> int:
     return int(row.fetchone()[0])
 
 
+WORKER_CPU: list[float] = []
+"""Phase 5: the CPU seconds the worker processes of each run used, together (read by the
+runner, which reports them as cores busy: why two processes on two cores are no faster)."""
+
+
 def worker_processes(folder: Path, tasks: int, processes: int) -> float:
     """Fill the file, then start ``processes`` workers; time until the store says every
-    task is completed (polled every 10 ms)."""
+    task is completed (polled every 10 ms). Their CPU time goes to WORKER_CPU."""
     db = folder / "queue.db"
     asyncio.run(_fill(db, tasks))
     args = ["--db", str(db), "--concurrency", str(DRAIN_CONCURRENCY)]
@@ -176,11 +181,13 @@ def worker_processes(folder: Path, tasks: int, processes: int) -> float:
     conn = sqlite3.connect(db)
     try:
         with children("benchmarks.worker", argument_sets, folder) as workers:
+            cpu = sum(worker.cpu_seconds() for worker in workers)
             start = time.perf_counter()
             for worker in workers:
                 worker.go()
             wait_until(lambda: _active(conn) == 0, timeout=600, interval=0.01)
             elapsed = time.perf_counter() - start
+            WORKER_CPU.append(sum(worker.cpu_seconds() for worker in workers) - cpu)
         if (done := _completed(conn)) != tasks:
             raise AssertionError(f"{processes} worker(s) completed {done} of {tasks}")
         return elapsed
