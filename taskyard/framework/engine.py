@@ -759,7 +759,8 @@ class TaskEngine:
         Saves a claim, a write, per task scheduled while the worker has room. Returns how
         many slots the batch holds (all of it, or none)."""
         if (
-            self._ready
+            not self.config.run_worker
+            or self._ready
             or self._held
             or self._state != _State.RUNNING
             or len(records) > self._free_slots()

@@ -234,3 +234,22 @@ async def test_a_task_claimed_on_add_runs_on_its_own_copy_of_the_payload() -> No
     assert mine == {"n": 1}
     assert seen == [{"n": 1}]
     assert status is not None and status["payload"] == {"n": 1}
+
+
+async def test_a_producer_only_manager_never_claims_what_it_schedules() -> None:
+    """Handlers registered on a manager with run_worker = false (a web process that
+    registers its task types) run elsewhere: its tasks are added queued, not claimed."""
+    ran: list[int] = []
+
+    async def record(payload: dict[str, Any]) -> None:
+        ran.append(payload["n"])
+
+    store = CountingStore(claim_on_add=True)
+    producer = InMemoryTaskManager(config(run_worker=False), store=store)
+    await producer.register_task("record", record)
+    async with producer:
+        task_id = await producer.schedule_task("record", {"n": 1})
+        status = await producer.get_task_status(task_id)
+        assert status is not None and status["status"] == "queued"
+        await asyncio.sleep(0)  # a launched task would start here
+    assert ran == []
