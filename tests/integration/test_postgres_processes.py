@@ -24,6 +24,7 @@ from taskyard.backends.postgres.schema import SCHEMA_VERSION
 from taskyard.framework import EngineConfig
 from tests.pg_support import postgres_dsn, require_postgres, schema_for
 
+from .own_task_app import assert_claimed_by, spawn
 from .worker_app import HANDLERS
 
 __all__ = ["postgres_dsn"]
@@ -180,24 +181,14 @@ async def test_a_task_claimed_as_it_was_added_survives_its_process_sigkill(
     (Capability.CLAIM_ON_ADD): killed mid-task, its lease expires and another worker
     runs the task."""
     lease = {"lease_seconds": "1.0", "poll_interval": "0.05"}
-    app = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.own_task_app", "claimed-on-add"],
-        cwd=ROOT,
-        env=workers.env(**lease),
-        stdout=subprocess.PIPE,
-    )
+    app, task_id = spawn(workers.env(**lease), "claimed-on-add")
     workers.processes.append(app)
-    assert app.stdout is not None
-    task_id = app.stdout.readline().decode().strip()
     deadline = time.monotonic() + 30
     while workers.executions()["claimed-on-add"] < 1:
         assert time.monotonic() < deadline, "the scheduling process never started its task"
         await asyncio.sleep(0.02)
     async with await registered(producer(workers.dsn, workers.schema)) as manager:
-        running = await manager.store.get(task_id)
-        assert running is not None
-        assert (running.status, running.attempts) == ("running", 1)
-        assert running.worker_id is not None and running.worker_id.endswith(f":{app.pid}")
+        assert_claimed_by(await manager.store.get(task_id), app)
         app.send_signal(signal.SIGKILL)
         app.wait(timeout=10)
         workers.start(**lease)

@@ -17,6 +17,7 @@ from taskyard.framework import EngineConfig
 from taskyard.testing import wait_until
 from tests.windows_sim import python_path
 
+from .own_task_app import assert_claimed_by, spawn
 from .worker_app import HANDLERS
 
 pytestmark = pytest.mark.slow
@@ -167,26 +168,15 @@ async def test_a_task_claimed_as_it_was_added_survives_its_process_sigkill(
     (Capability.CLAIM_ON_ADD): the row goes in running, under that process's lease, which
     expires when the process dies, and another worker runs the task."""
     lease = {"lease_seconds": "1.0", "poll_interval": "0.05"}
-    app = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.own_task_app", "claimed-on-add"],
-        cwd=ROOT,
-        env=workers.env(**lease),
-        stdout=subprocess.PIPE,
-    )
+    app, task_id = spawn(workers.env(**lease), "claimed-on-add")
     workers.processes.append(app)
-    assert app.stdout is not None
-    task_id = app.stdout.readline().decode().strip()
     await wait_until(
         lambda: workers.executions()["claimed-on-add"] >= 1,
         timeout=30,
         message="the scheduling process starting its own task",
     )
     async with await registered(producer(workers.db)) as manager:
-        running = await manager.store.get(task_id)
-        assert running is not None
-        assert (running.status, running.attempts) == ("running", 1)
-        assert running.worker_id is not None and running.worker_id.endswith(f":{app.pid}")
-        assert running.lease_token is not None and running.lease_expires_at is not None
+        assert_claimed_by(await manager.store.get(task_id), app)
         app.send_signal(signal.SIGKILL)
         app.wait(timeout=10)
         workers.start(**lease)
