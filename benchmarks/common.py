@@ -121,7 +121,10 @@ def not_applicable(phase: str, system: str, kind: Kind, reason: str) -> Throughp
 
 @contextmanager
 def workdir() -> Iterator[Path]:
-    """A fresh temporary folder on the same disk as a real queue would be."""
+    """A fresh temporary folder on the same disk as a real queue would be. What earlier
+    runs wrote is flushed to the disk first (``sync``, outside any timing): otherwise the
+    kernel's writeback of their files competes with this run's commits."""
+    os.sync()
     with tempfile.TemporaryDirectory(prefix="taskyard-bench-") as folder:
         yield Path(folder)
 
