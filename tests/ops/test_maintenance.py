@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+
 from taskyard.ops.database import file_size, wal_path
 
 from .conftest import DAY, HOUR, Cli, Queue, task
@@ -89,6 +92,27 @@ def test_a_checkpoint_a_reader_blocks_fails(cli: Cli, queue: Queue) -> None:
         reader.close()
     assert result.exit_code == 1
     assert "could not finish" in result.stderr
+
+
+def test_a_checkpoint_waits_for_a_reader_that_finishes_within_the_busy_timeout(
+    cli: Cli, queue: Queue
+) -> None:
+    """The store's own waits for the lock are short retries (store.waiting), with
+    SQLite's busy handler off; a checkpoint that must wait for a reader turns it on."""
+    queue.add([task("completed")])
+    reader = sqlite3.connect(queue.path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM taskyard_tasks").fetchone()
+    queue.add([task("completed") for _ in range(20)])  # after the reader's snapshot
+    done = threading.Timer(1.0, reader.rollback)  # well within the 5 s busy timeout
+    done.start()
+    try:
+        result = cli("maintenance", "checkpoint", "--mode", "full")
+    finally:
+        done.join()
+        reader.close()
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("checkpoint full")
 
 
 def test_vacuum_gives_free_pages_back(cli: Cli, queue: Queue) -> None:

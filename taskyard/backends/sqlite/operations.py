@@ -461,8 +461,18 @@ class SqliteOperations(StoreOperations):
             mode, "TRUNCATE"
         )  # one of four constants: never user text in the SQL
 
+        patience = int(self.busy_timeout * 1000)
+
         def run(conn: sqlite3.Connection) -> tuple[int, int, int]:
-            busy, frames, done = conn.execute(f"PRAGMA wal_checkpoint({pragma})").fetchone()
+            # A FULL, RESTART or TRUNCATE checkpoint waits for readers and writers through
+            # SQLite's busy handler, which the store's connection otherwise leaves off (its
+            # own waits are shorter: store.waiting): on for this statement only.
+            conn.execute(f"PRAGMA busy_timeout = {patience}")
+            try:
+                row = conn.execute(f"PRAGMA wal_checkpoint({pragma})").fetchone()
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
+            busy, frames, done = row
             return int(busy), int(frames), int(done)
 
         busy, frames, done = await self.execute_read(run)
