@@ -124,7 +124,8 @@ def workdir() -> Iterator[Path]:
     """A fresh temporary folder on the same disk as a real queue would be. What earlier
     runs wrote is flushed to the disk first (``sync``, outside any timing): otherwise the
     kernel's writeback of their files competes with this run's commits."""
-    os.sync()
+    if hasattr(os, "sync"):  # not on Windows
+        os.sync()
     with tempfile.TemporaryDirectory(prefix="taskyard-bench-") as folder:
         yield Path(folder)
 
