@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -450,3 +451,28 @@ async def test_a_version_1_schema_with_tasks_is_upgraded_to_run_workflows(
     assert sorted(ran[:2]) == [0, 2] and ran[2] == 9  # the dependent ran last
     assert statuses == {"old-0": "completed", "old-1": "completed", "old-2": "completed",
                         follow: "completed"}  # fmt: skip
+
+
+async def test_a_store_closed_while_its_listener_connects_leaves_no_stray_error(
+    postgres_dsn: str, request: pytest.FixtureRequest
+) -> None:
+    """close() right after open() cancels the LISTEN connection's connect mid-handshake;
+    asyncio must have nothing to report (it used to print "Future exception was never
+    retrieved: ConnectionError('unexpected connection_lost() call')")."""
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        for turns in range(12):  # closed at different steps of the handshake
+            made = PostgresStore(
+                postgres_dsn, schema_name=schema_for(request.node.nodeid), pool_size=1
+            )
+            await made.open()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await made.close()
+        gc.collect()  # an abandoned future reports its error when it is collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert [str(context.get("message")) for context in reported] == []

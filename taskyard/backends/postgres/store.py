@@ -135,6 +135,14 @@ def _claim_columns(record: TaskRecord) -> tuple[Any, ...]:
     return ("queued", None, None, None, None)
 
 
+def _close_abandoned(attempt: asyncio.Future[asyncpg.Connection]) -> None:
+    """Close the connection of a connect whose caller was cancelled (its error, if it
+    failed, is read here, so that asyncio does not report it as never retrieved)."""
+    if attempt.cancelled() or attempt.exception() is not None:
+        return
+    attempt.result().terminate()
+
+
 class PostgresStore(PostgresOperations):
     """Tasks in one PostgreSQL schema, shared by any number of processes on any hosts."""
 
@@ -354,13 +362,23 @@ class PostgresStore(PostgresOperations):
         return {"application_name": name}
 
     async def _connect(self, role: str) -> asyncpg.Connection:
-        try:
-            conn: asyncpg.Connection = await asyncpg.connect(
+        """A connection of its own (LISTEN, runs). Cancelled while connecting (the store
+        closing), the attempt is left to finish and its connection closed: cancelling
+        asyncpg mid-handshake leaves a future with an error that nobody reads, which
+        asyncio prints as "Future exception was never retrieved"."""
+        attempt = asyncio.ensure_future(
+            asyncpg.connect(
                 self.dsn,
                 timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
                 server_settings=self._server_settings(role),
             )
+        )
+        try:
+            conn: asyncpg.Connection = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            attempt.add_done_callback(_close_abandoned)
+            raise
         except Exception as exc:
             raise translate(exc, self.where) from exc
         return conn
