@@ -222,9 +222,8 @@ def _manager(dsn: str, *, notify: bool = True, pool_size: int = TY_POOL, **confi
     from taskyard.backends.postgres import PostgresTaskManager
     from taskyard.framework import EngineConfig
 
-    return PostgresTaskManager(
-        EngineConfig(run_worker=False, **config), dsn=dsn, pool_size=pool_size, notify=notify
-    )
+    config.setdefault("run_worker", False)
+    return PostgresTaskManager(EngineConfig(**config), dsn=dsn, pool_size=pool_size, notify=notify)
 
 
 async def _noop(payload: dict[str, Any]) -> None:
@@ -239,6 +238,25 @@ def taskyard_sequential(tasks: int, *, notify: bool = True) -> float:
             start = time.perf_counter()
             for i in range(tasks):
                 await manager.schedule_task("noop", payload(i))
+            return time.perf_counter() - start
+
+    with fresh_database() as dsn:
+        return float(run(go(dsn)))
+
+
+def taskyard_in_process(tasks: int) -> float:
+    """``await schedule_task`` one at a time with the worker in the same process (default
+    concurrency), then ``wait_all()``: a task scheduled while a slot is free is claimed in
+    its INSERT (Capability.CLAIM_ON_ADD)."""
+
+    async def go(dsn: str) -> float:
+        manager = _manager(dsn, run_worker=True)
+        await manager.register_task("noop", _noop)
+        async with manager:
+            start = time.perf_counter()
+            for i in range(tasks):
+                await manager.schedule_task("noop", payload(i))
+            await manager.wait_all()
             return time.perf_counter() - start
 
     with fresh_database() as dsn:
@@ -464,6 +482,7 @@ RAW_PG_CALLERS = f"raw asyncpg, {CALLERS} callers, pool {RAW_POOL}"
 RAW_PG_DRAIN = f"raw asyncpg, SKIP LOCKED drain, {RAW_WORKERS} workers x {RAW_BATCH}"
 TY_SEQ = "taskyard postgres, sequential"
 TY_SEQ_QUIET = "taskyard postgres, sequential, NOTIFY off"
+TY_IN_PROCESS = "taskyard postgres, one at a time, then all done, worker in process"
 TY_CALLERS = f"taskyard postgres, {CALLERS} callers"
 TY_CALLERS_QUIET = f"taskyard postgres, {CALLERS} callers, NOTIFY off"
 TY_DRAIN = f"taskyard postgres, drain by {PROCESSES} worker processes"
@@ -496,6 +515,8 @@ def phase(
         ("taskyard", TY_SEQ, sequential, taskyard_sequential, "await schedule_task"),
         ("taskyard", TY_SEQ_QUIET, sequential,
          lambda n: taskyard_sequential(n, notify=False), "polling only"),
+        ("taskyard", TY_IN_PROCESS, sequential, taskyard_in_process,
+         "claimed in the INSERT while a slot is free"),
         ("taskyard", TY_CALLERS, tasks, taskyard_concurrent, "group commit"),
         ("taskyard", TY_CALLERS_QUIET, tasks,
          lambda n: taskyard_concurrent(n, notify=False), "polling only"),
