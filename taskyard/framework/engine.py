@@ -806,7 +806,9 @@ class TaskEngine:
             self._track(record.id)
             # the handler's own copy, as a claim's read from the store would give
             record.payload = detached(record.payload, record.payload_json)
+            record.attempts = 0  # the QUEUED event says what a claim would have seen
             self._publish(record, TaskStatus.QUEUED)
+            record.attempts = 1
             if self._state == _State.RUNNING:
                 self._launch(record)
                 continue

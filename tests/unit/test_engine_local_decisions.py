@@ -179,7 +179,9 @@ async def test_tasks_scheduled_while_slots_are_free_are_claimed_as_they_are_adde
         await manager.wait_for(marker, timeout=WAIT)  # the start-up claims are over
         before = store.calls["claim"]
         recorder = []
-        manager.events.subscribe(lambda event: recorder.append((event.task_id, event.status)))
+        manager.events.subscribe(
+            lambda event: recorder.append((event.task_id, event.status, event.attempts))
+        )
         ids = []
         for n in range(20):
             ids.append(await manager.schedule_task("noop", {"n": n}))
@@ -189,8 +191,8 @@ async def test_tasks_scheduled_while_slots_are_free_are_claimed_as_they_are_adde
             status = await manager.get_task_status(task_id)
             assert status is not None
             assert (status["status"], status["attempts"]) == ("completed", 1)
-            seen = [str(s) for t, s in recorder if t == task_id]
-            assert seen == ["queued", "running", "completed"]
+            seen = [(str(s), attempts) for t, s, attempts in recorder if t == task_id]
+            assert seen == [("queued", 0), ("running", 1), ("completed", 1)]
 
 
 async def test_tasks_added_while_the_slots_are_taken_run_by_priority() -> None:
