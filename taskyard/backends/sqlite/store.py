@@ -409,7 +409,7 @@ def op_claim(
         f" RETURNING {CLAIMED}"
     )
     # No task with a concurrency key waiting (the common case, found in O(log n) on the
-    # keyed index): the plain claim, one walk of the ready index, a fifth of the cost.
+    # keyed index): the plain claim, one walk of the ready index (134 -> ~80 µs for one).
     plain = (
         "UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
         " started_at = ?1, updated_at = ?1, lease_token = ?2, lease_expires_at = ?3,"
