@@ -230,33 +230,21 @@ async def _noop(payload: dict[str, Any]) -> None:
     return None
 
 
-def taskyard_sequential(tasks: int, *, notify: bool = True) -> float:
+def taskyard_sequential(tasks: int, *, notify: bool = True, worker: bool = False) -> float:
+    """``await schedule_task`` one at a time on a producer-only manager; with ``worker``,
+    on one whose worker runs in this process (default concurrency), then ``wait_all()``:
+    a task scheduled while a slot is free is claimed in its INSERT
+    (Capability.CLAIM_ON_ADD)."""
+
     async def go(dsn: str) -> float:
-        manager = _manager(dsn, notify=notify)
+        manager = _manager(dsn, notify=notify, run_worker=worker)
         await manager.register_task("noop", _noop)
         async with manager:
             start = time.perf_counter()
             for i in range(tasks):
                 await manager.schedule_task("noop", payload(i))
-            return time.perf_counter() - start
-
-    with fresh_database() as dsn:
-        return float(run(go(dsn)))
-
-
-def taskyard_in_process(tasks: int) -> float:
-    """``await schedule_task`` one at a time with the worker in the same process (default
-    concurrency), then ``wait_all()``: a task scheduled while a slot is free is claimed in
-    its INSERT (Capability.CLAIM_ON_ADD)."""
-
-    async def go(dsn: str) -> float:
-        manager = _manager(dsn, run_worker=True)
-        await manager.register_task("noop", _noop)
-        async with manager:
-            start = time.perf_counter()
-            for i in range(tasks):
-                await manager.schedule_task("noop", payload(i))
-            await manager.wait_all()
+            if worker:
+                await manager.wait_all()
             return time.perf_counter() - start
 
     with fresh_database() as dsn:
@@ -515,7 +503,7 @@ def phase(
         ("taskyard", TY_SEQ, sequential, taskyard_sequential, "await schedule_task"),
         ("taskyard", TY_SEQ_QUIET, sequential,
          lambda n: taskyard_sequential(n, notify=False), "polling only"),
-        ("taskyard", TY_IN_PROCESS, sequential, taskyard_in_process,
+        ("taskyard", TY_IN_PROCESS, sequential, partial(taskyard_sequential, worker=True),
          "claimed in the INSERT while a slot is free"),
         ("taskyard", TY_CALLERS, tasks, taskyard_concurrent, "group commit"),
         ("taskyard", TY_CALLERS_QUIET, tasks,

@@ -256,6 +256,7 @@ class TaskEngine:
         self._running: dict[str, _Running] = {}
         self._ready: dict[str, TaskRecord] = {}  # prefetched, waiting for a slot
         self._reserved = 0  # slots of tasks being added as claimed (_claimed_on_add)
+        self._claiming_now = False  # a claim is in flight
         self._outcomes: list[tuple[TaskRecord, Outcome]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # Events follow the store: a task's QUEUED event is published once its add returns,
@@ -756,10 +757,12 @@ class TaskEngine:
         here, and fit in the free slots beside every other task known to be due (only
         tasks this engine added since its last claim began; if anything else may be due,
         an earlier or higher-priority task could be skipped, and the claim loop decides).
-        Saves a claim, a write, per task scheduled while the worker has room. Returns how
-        many slots the batch holds (all of it, or none)."""
+        Never while a claim is in flight: that claim may fill the free slots. Saves a
+        claim, a write, per task scheduled while the worker has room. Returns how many
+        slots the batch holds (all of it, or none)."""
         if (
             not self.config.run_worker
+            or self._claiming_now
             or self._ready
             or self._held
             or self._state != _State.RUNNING
@@ -1188,17 +1191,25 @@ class TaskEngine:
         self._due_now, self._due_local = False, 0
         types = frozenset(self._handlers)
         claimed_at = utcnow()
-        claimed = await self.store.claim(
-            limit=want,
-            now=claimed_at,
-            worker_id=self.worker_id,
-            lease_seconds=self.config.lease_seconds,
-            types=types,
-            limits=self.config.concurrency_limits,
-        )
+        self._claiming_now = True  # its slots are spoken for: nothing is claimed on add
+        try:
+            claimed = await self.store.claim(
+                limit=want,
+                now=claimed_at,
+                worker_id=self.worker_id,
+                lease_seconds=self.config.lease_seconds,
+                types=types,
+                limits=self.config.concurrency_limits,
+            )
+        finally:
+            self._claiming_now = False
         if claimed:
             self._ready.update((record.id, record) for record in claimed)
             self._start_ready()
+        if self.store.held_back:
+            # due tasks left behind keys at their limit: a finish here (or a write
+            # elsewhere, the poll) may free one, and then the loop claims again
+            self._blocked = True
         if len(claimed) >= want:
             self._due_now = True  # more may be due: claim again once a slot frees
             self._due_local = None

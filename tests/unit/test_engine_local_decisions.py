@@ -11,8 +11,9 @@ from typing import Any
 
 from taskyard.backends.memory import InMemoryStore, InMemoryTaskManager
 from taskyard.framework import EngineConfig, RetryPolicy
-from taskyard.framework.models import TaskRecord
+from taskyard.framework.models import TaskRecord, TaskStatus
 from taskyard.framework.store import Capability
+from taskyard.testing import wait_until
 
 WAIT = 5.0
 
@@ -255,3 +256,39 @@ async def test_a_producer_only_manager_never_claims_what_it_schedules() -> None:
         assert status is not None and status["status"] == "queued"
         await asyncio.sleep(0)  # a launched task would start here
     assert ran == []
+
+
+async def test_nothing_is_claimed_on_add_while_a_claim_may_fill_the_slots() -> None:
+    """A claim in flight was sized for every free slot: a task claimed on add meanwhile
+    would make one more running than the concurrency allows."""
+    limit = 3
+    store = CountingStore(claim_on_add=True)
+    release = asyncio.Event()
+    current = peak = 0
+
+    async def held(payload: dict[str, Any]) -> None:
+        nonlocal current, peak
+        current += 1
+        peak = max(peak, current)
+        await release.wait()
+        current -= 1
+
+    async with InMemoryTaskManager(config(concurrency=limit), store=store) as manager:
+        await manager.register_task("held", held)
+        store.gate = asyncio.Event()  # claims wait here: one is in flight below
+        first = await manager.schedule_task("held", {"n": 0})
+        await asyncio.wait_for(store.claim_entered.wait(), WAIT)
+        later = [await manager.schedule_task("held", {"n": n}) for n in range(1, 6)]
+        store.gate.set()
+
+        async def started() -> bool:
+            return (await store.count_by_status())[TaskStatus.RUNNING] >= limit
+
+        await wait_until(started, message="the claim's tasks starting")
+        counts = await store.count_by_status()
+        assert counts[TaskStatus.RUNNING] == limit  # the claim took three; none more
+        assert counts[TaskStatus.QUEUED] == 6 - limit
+        release.set()
+        for task_id in (first, *later):
+            await manager.wait_for(task_id, timeout=WAIT)
+    assert peak == limit
