@@ -256,7 +256,7 @@ class TaskEngine:
         self._running: dict[str, _Running] = {}
         self._ready: dict[str, TaskRecord] = {}  # prefetched, waiting for a slot
         self._reserved = 0  # slots of tasks being added as claimed (_claimed_on_add)
-        self._claiming_now = False  # a claim is in flight
+        self._claim_in_flight = False  # a claim is in flight
         self._outcomes: list[tuple[TaskRecord, Outcome]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # Events follow the store: a task's QUEUED event is published once its add returns,
@@ -762,7 +762,7 @@ class TaskEngine:
         slots the batch holds (all of it, or none)."""
         if (
             not self.config.run_worker
-            or self._claiming_now
+            or self._claim_in_flight
             or self._ready
             or self._held
             or self._state != _State.RUNNING
@@ -900,7 +900,7 @@ class TaskEngine:
                 record = await self.store.get(task_id)
                 if record is None:
                     raise TaskNotFound(f"no task has the id {task_id!r}")
-                if record.status.is_terminal and task_id not in self._writing:
+                if self._has_ended(record):
                     self._scheduled_here.pop(task_id, None)
                     return record.to_status()
                 wait = self.config.poll_interval
@@ -919,6 +919,11 @@ class TaskEngine:
                     waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[task_id]
+
+    def _has_ended(self, record: TaskRecord) -> bool:
+        """Whether a task read from the store has ended, as far as waiting goes: terminal
+        there, and its outcome's event published here (not still being written)."""
+        return record.status.is_terminal and record.id not in self._writing
 
     async def list_tasks(
         self,
@@ -1082,9 +1087,7 @@ class TaskEngine:
             while self._scheduled_here:
                 task_id = next(iter(self._scheduled_here))
                 record = await self.store.get(task_id)
-                if record is not None and (
-                    not record.status.is_terminal or task_id in self._writing
-                ):
+                if record is not None and not self._has_ended(record):
                     break
                 self._scheduled_here.pop(task_id, None)
 
@@ -1191,7 +1194,7 @@ class TaskEngine:
         self._due_now, self._due_local = False, 0
         types = frozenset(self._handlers)
         claimed_at = utcnow()
-        self._claiming_now = True  # its slots are spoken for: nothing is claimed on add
+        self._claim_in_flight = True  # its slots are spoken for: nothing is claimed on add
         try:
             claimed = await self.store.claim(
                 limit=want,
@@ -1202,7 +1205,7 @@ class TaskEngine:
                 limits=self.config.concurrency_limits,
             )
         finally:
-            self._claiming_now = False
+            self._claim_in_flight = False
         if claimed:
             self._ready.update((record.id, record) for record in claimed)
             self._start_ready()

@@ -31,6 +31,15 @@ def _folder_writable(path: object) -> bool:
     return os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK)
 
 
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says another connection holds the lock (SQLITE_BUSY or
+    SQLITE_LOCKED, with any extended code): a write that may be tried again."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return isinstance(exc, sqlite3.OperationalError) and name.startswith(
+        ("SQLITE_BUSY", "SQLITE_LOCKED")
+    )
+
+
 def translate(exc: BaseException, path: object = "the queue database") -> TaskyardError:
     """The taskyard error for a driver error (returned, for ``raise ... from exc``)."""
     if isinstance(exc, TaskyardError):

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from taskyard.backends.sqlite import schedules, schema
-from taskyard.backends.sqlite.errors import translate
+from taskyard.backends.sqlite.errors import is_busy, translate
 from taskyard.backends.sqlite.operations import SqliteOperations
 from taskyard.framework.errors import (
     ConfigurationError,
@@ -343,6 +343,13 @@ _ANY_DUE = (
 )
 
 
+_CLAIM_SET = (
+    "UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
+    " started_at = ?1, updated_at = ?1, lease_token = ?2, lease_expires_at = ?3,"
+    " worker_id = ?4"
+)
+"""What a claim writes (?1 now, ?2 the lease token, ?3 its expiry, ?4 the worker)."""
+
 _ANY_KEYED = (
     "SELECT 1 FROM taskyard_tasks INDEXED BY taskyard_tasks_keyed"
     " WHERE status = 'queued' AND concurrency_key IS NOT NULL LIMIT 1"
@@ -386,9 +393,7 @@ def op_claim(
         "    WHERE status = 'queued' AND concurrency_key = keys.k AND run_after <= ?1"
         f"   {type_filter} ORDER BY priority, seq LIMIT ?5)"
         "  WHERE keys.k IS NOT NULL)"
-        " UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
-        " started_at = ?1, updated_at = ?1, lease_token = ?2, lease_expires_at = ?3,"
-        " worker_id = ?4"
+        f" {_CLAIM_SET}"
         " WHERE seq IN (SELECT seq FROM ("
         "  SELECT seq, priority FROM (SELECT seq, priority FROM taskyard_tasks"
         "    INDEXED BY taskyard_tasks_ready"
@@ -411,9 +416,7 @@ def op_claim(
     # No task with a concurrency key waiting (the common case, found in O(log n) on the
     # keyed index): the plain claim, one walk of the ready index (134 -> ~80 µs for one).
     plain = (
-        "UPDATE taskyard_tasks SET status = 'running', attempts = attempts + 1,"
-        " started_at = ?1, updated_at = ?1, lease_token = ?2, lease_expires_at = ?3,"
-        " worker_id = ?4"
+        f"{_CLAIM_SET}"
         " WHERE seq IN (SELECT seq FROM taskyard_tasks INDEXED BY taskyard_tasks_ready"
         f"  WHERE status = 'queued' AND run_after <= ?1 AND concurrency_key IS NULL{plain_filter}"
         "  ORDER BY priority, seq LIMIT ?5)"
@@ -428,21 +431,11 @@ def op_claim(
             return []
         token = uuid.uuid4().hex
         keyed = conn.execute(_ANY_KEYED).fetchone() is not None
+        common = (now, token, expires, worker_id, limit)
         if keyed:
-            params: tuple[Any, ...] = (
-                now,
-                token,
-                expires,
-                worker_id,
-                limit,
-                limits_json,
-                *type_param,
-            )
-            rows = conn.execute(sql, params).fetchall()
+            rows = conn.execute(sql, (*common, limits_json, *type_param)).fetchall()
         else:
-            rows = conn.execute(
-                plain, (now, token, expires, worker_id, limit, *type_param)
-            ).fetchall()
+            rows = conn.execute(plain, (*common, *type_param)).fetchall()
         if held is not None and keyed:  # due keyed tasks left behind: keys at their limit
             held[0] = len(rows) < limit and bool(
                 conn.execute(
@@ -709,10 +702,7 @@ def waiting(fn: Callable[..., T], conn: sqlite3.Connection, patience: float, *ar
         try:
             return fn(conn, *args)
         except sqlite3.OperationalError as exc:
-            name = str(getattr(exc, "sqlite_errorname", ""))
-            if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-                raise
-            if time.monotonic() + pause > deadline:
+            if not is_busy(exc) or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.002)
@@ -934,8 +924,7 @@ class SqliteStore(SqliteOperations):
             try:
                 results = run_batch(self._inline, [operation for operation, _, _ in batch])
             except sqlite3.OperationalError as exc:
-                name = str(getattr(exc, "sqlite_errorname", ""))
-                if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                if not is_busy(exc):
                     self._settle(batch, error=translate(exc, self.path), failed=exc)
                     return
             except Exception as exc:
