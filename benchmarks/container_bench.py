@@ -98,6 +98,19 @@ async def _timed(work: Callable[[], Awaitable[None]]) -> Timed:
     return Timed(time.perf_counter() - start, time.process_time() - cpu)
 
 
+async def _timed_then_stop(
+    manager: TaskEngine, work: Callable[[], Awaitable[None]], status: str, tasks: int
+) -> Timed:
+    """Time ``work``, check that the store holds ``tasks`` tasks in ``status``, and stop
+    the manager whatever happened."""
+    try:
+        timed = await _timed(work)
+        await _check(manager, status, tasks)
+        return timed
+    finally:
+        await manager.stop()
+
+
 async def _check(manager: TaskEngine, status: str, tasks: int) -> None:
     counts = await manager.count_by_status()
     if counts[status] != tasks:
@@ -122,12 +135,7 @@ async def one_at_a_time_delayed(
         for i in range(tasks):
             await manager.schedule_task("noop", payload(i), delay=DELAY)
 
-    try:
-        timed = await _timed(work)
-        await _check(manager, "queued", tasks)
-        return timed
-    finally:
-        await manager.stop()
+    return await _timed_then_stop(manager, work, "queued", tasks)
 
 
 async def one_at_a_time_done(
@@ -142,12 +150,7 @@ async def one_at_a_time_done(
             await manager.schedule_task("noop", payload(i))
         await manager.wait_all()
 
-    try:
-        timed = await _timed(work)
-        await _check(manager, "completed", tasks)
-        return timed
-    finally:
-        await manager.stop()
+    return await _timed_then_stop(manager, work, "completed", tasks)
 
 
 async def producers_done(
@@ -164,12 +167,7 @@ async def producers_done(
         await asyncio.gather(*(caller(k) for k in range(CALLERS)))
         await manager.wait_all()
 
-    try:
-        timed = await _timed(work)
-        await _check(manager, "completed", tasks)
-        return timed
-    finally:
-        await manager.stop()
+    return await _timed_then_stop(manager, work, "completed", tasks)
 
 
 async def chunks_done(
@@ -186,12 +184,7 @@ async def chunks_done(
             )
         await manager.wait_all()
 
-    try:
-        timed = await _timed(work)
-        await _check(manager, "completed", tasks)
-        return timed
-    finally:
-        await manager.stop()
+    return await _timed_then_stop(manager, work, "completed", tasks)
 
 
 async def bare_create_task(folder: Path, tasks: int) -> Timed:
