@@ -31,7 +31,7 @@ from taskyard.framework.errors import (
     OperationRefused,
     TaskNotFound,
 )
-from taskyard.framework.models import TaskRecord, TaskStatus, new_task_id
+from taskyard.framework.models import Outcome, TaskRecord, TaskStatus, new_task_id
 from taskyard.framework.operations import AuditEntry, StoreOperations, TaskFilter
 from taskyard.framework.store import Capability
 
@@ -103,6 +103,40 @@ class StoreOperationsContract:
         queued = await ops_store.snapshot([TaskStatus.QUEUED])
         assert sorted(task.id for task in queued) == sorted([tasks[0].id, tasks[2].id])
         assert len(await ops_store.snapshot()) == 3
+
+    async def test_a_task_added_as_claimed_is_held_under_its_lease(
+        self, ops_store: StoreOperations
+    ) -> None:
+        """Capability.CLAIM_ON_ADD: ``add`` stores a record given as running (attempt 1,
+        a lease) as claimed, in that write: no claim takes it, its lease finishes it,
+        and once that lease has expired, recovery puts it back in the queue."""
+        if Capability.CLAIM_ON_ADD not in ops_store.capabilities:
+            pytest.skip(f"backend lacks capability {Capability.CLAIM_ON_ADD}")
+        now = datetime.now(UTC)
+
+        def claimed(token: str, expires: datetime) -> TaskRecord:
+            return TaskRecord(
+                id=new_task_id(), type="work", payload={"n": 1}, status=TaskStatus.RUNNING,
+                attempts=1, created_at=now, updated_at=now, run_after=now, started_at=now,
+                lease_token=token, lease_expires_at=expires, worker_id="w1",
+            )  # fmt: skip
+
+        held = claimed("lease-held", now + timedelta(minutes=5))
+        lapsed = claimed("lease-lapsed", now - timedelta(seconds=1))
+        assert await ops_store.add([held, lapsed]) == [held.id, lapsed.id]
+        stored = await ops_store.get(held.id)
+        assert stored is not None
+        assert (stored.status, stored.attempts) == (TaskStatus.RUNNING, 1)
+        assert (stored.lease_token, stored.worker_id) == ("lease-held", "w1")
+        taken = await ops_store.claim(limit=10, now=now, worker_id="w2", lease_seconds=60)
+        assert taken == []
+        recovered = await ops_store.recover_expired(now=datetime.now(UTC))
+        assert [(task.id, task.status) for task in recovered] == [(lapsed.id, TaskStatus.QUEUED)]
+        done = Outcome(held.id, "lease-held", TaskStatus.COMPLETED, datetime.now(UTC))
+        assert await ops_store.finish([done]) == [True]
+        finished = await ops_store.get(held.id)
+        assert finished is not None
+        assert (finished.status, finished.attempts) == (TaskStatus.COMPLETED, 1)
 
     async def test_retry_requeues_a_failed_task_and_refuses_others(
         self, ops_store: StoreOperations
